@@ -1,0 +1,105 @@
+"""Reference backbones."""
+
+import keras
+from keras import layers
+
+
+def resnet(
+    input_shape,
+    num_classes: int,
+    depth: int = 32,
+    width: float = 1.0,
+    weight_decay: float = 1e-4,
+    name: str | None = None,
+) -> keras.Model:
+    """CIFAR-style ResNet (He et al., 2016): ResNet-``depth`` x ``width``.
+
+    Three stages of ``(depth - 2) / 6`` basic residual blocks with
+    ``16 * width``, ``32 * width`` and ``64 * width`` channels; stages 2 and
+    3 halve the spatial size. Then global average pooling and a dense layer
+    that outputs logits (no softmax). The stage outputs are named
+    ``"stage1"``, ``"stage2"`` and ``"stage3"`` so that one can be given as
+    a `BridgeEnsemble`'s ``feature_layer``; ``"stage2"`` is the default
+    split.
+
+    Args:
+        input_shape: shape of one input, channels last, e.g. ``(32, 32, 3)``.
+        num_classes: number of classes.
+        depth: ``6 n + 2``: 8, 14, 20, 32, 44, 56, 110 ...
+        width: channel multiplier; ``width=4`` is the literature's
+            ResNet-32x4.
+        weight_decay: L2 penalty on convolution and dense kernels.
+        name: model name; defaults to ``"resnet{depth}x{width}"``.
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Example:
+
+    >>> model = resnet((8, 8, 1), num_classes=10, depth=8, width=0.5)
+    >>> model.get_layer("stage2").output.shape
+    (None, 4, 4, 16)
+    """
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"`depth` must be 6 n + 2 with n >= 1 (8, 14, 20, 32, ...); "
+            f"received depth={depth!r}."
+        )
+    if width <= 0:
+        raise ValueError(f"`width` must be positive; received width={width}.")
+    blocks = (depth - 2) // 6
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    conv_args = dict(
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+    )
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = layers.Conv2D(_channels(16, width), 3, name="stem_conv", **conv_args)(
+        inputs
+    )
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage in range(3):
+        filters = _channels(16 * 2**stage, width)
+        for block in range(blocks):
+            strides = 2 if stage > 0 and block == 0 else 1
+            prefix = f"stage{stage + 1}_block{block + 1}"
+            last = block == blocks - 1
+            x = _basic_block(
+                x, filters, strides, prefix, conv_args,
+                output_name=f"stage{stage + 1}" if last else None,
+            )
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(
+        num_classes, kernel_regularizer=regularizer, name="logits"
+    )(x)
+    return keras.Model(
+        inputs, outputs, name=name or f"resnet{depth}x{width:g}"
+    )
+
+
+def _channels(base: int, width: float) -> int:
+    return max(1, int(round(base * width)))
+
+
+def _basic_block(x, filters, strides, prefix, conv_args, output_name=None):
+    shortcut = x
+    y = layers.Conv2D(
+        filters, 3, strides=strides, name=f"{prefix}_conv1", **conv_args
+    )(x)
+    y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+    y = layers.ReLU(name=f"{prefix}_relu1")(y)
+    y = layers.Conv2D(filters, 3, name=f"{prefix}_conv2", **conv_args)(y)
+    y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(
+            filters, 1, strides=strides, name=f"{prefix}_proj",
+            **{**conv_args, "padding": "valid"},
+        )(x)
+        shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn")(
+            shortcut
+        )
+    y = layers.Add(name=f"{prefix}_add")([y, shortcut])
+    return layers.ReLU(name=output_name or f"{prefix}_out")(y)
