@@ -1,0 +1,137 @@
+"""Checking a backbone and choosing where bridges read its features."""
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_bridge.conversion import as_functional
+
+
+def prepare_backbone(backbone) -> keras.Model:
+    """Checks that a backbone is functional and outputs logits.
+
+    A trailing softmax (a ``Softmax`` layer, an ``Activation("softmax")``
+    or a final layer built with ``activation="softmax"``) is removed, with
+    a warning: every part of keras-bridge works on logits.
+
+    Args:
+        backbone: a functional or Sequential `keras.Model` with one input
+            and one output of shape ``(batch, num_classes)``.
+
+    Returns:
+        The backbone, or a copy of it without the trailing softmax.
+    """
+    model = as_functional(backbone, "backbone")
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise ValueError(
+            "`backbone` must have one output of shape (batch, num_classes); "
+            f"received outputs {[tuple(t.shape) for t in model.outputs]}."
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"`backbone` must have one input; received {len(model.inputs)}."
+        )
+    last = model.outputs[0]._keras_history.operation
+    if _is_softmax_layer(last):
+        warnings.warn(
+            f"`backbone` ends in a softmax ({last.name!r}); it was removed "
+            "so that the backbone outputs logits.",
+            stacklevel=3,
+        )
+        return keras.Model(model.inputs, last.input, name=model.name)
+    if getattr(last, "activation", None) is keras.activations.softmax:
+        warnings.warn(
+            f"`backbone`'s last layer {last.name!r} has a softmax "
+            "activation; it was replaced by a linear one so that the "
+            "backbone outputs logits.",
+            stacklevel=3,
+        )
+        return _without_final_activation(model, last)
+    return model
+
+
+def _is_softmax_layer(layer) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return isinstance(layer, keras.layers.Activation) and (
+        layer.activation is keras.activations.softmax
+    )
+
+
+def _without_final_activation(model, last):
+    def clone_function(layer):
+        config = layer.get_config()
+        if layer is last:
+            config["activation"] = "linear"
+        return type(layer).from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_function)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def spatial_layers(model) -> list:
+    """Top-level layers whose output is a feature map (rank 3 or more)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if not isinstance(output, keras.KerasTensor):
+            continue
+        if len(output.shape) >= 3:
+            found.append(layer)
+    return found
+
+
+def is_cut(model, layer) -> bool:
+    """Whether every path from the model's input to its output runs
+    through ``layer``'s output, so the tail after it is a model of it."""
+    try:
+        keras.Model(layer.output, model.outputs)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_feature_layer(model, feature_layer=None) -> str:
+    """Returns the name of the layer whose output the bridges read.
+
+    With ``feature_layer=None`` the default is the end of the stage before
+    the last: among layers with a feature-map output through which every
+    path from input to output runs, the last one at the second-smallest
+    spatial size (the smallest when there is only one size). For
+    `keras_bridge.models.resnet` this is ``"stage2"``.
+
+    Args:
+        model: the functional backbone.
+        feature_layer: a layer name, or None for the default.
+
+    Returns:
+        A layer name of ``model``.
+    """
+    candidates = spatial_layers(model)
+    names = [layer.name for layer in candidates]
+    if feature_layer is not None:
+        if feature_layer not in names:
+            shown = ", ".join(names[-20:]) or "none"
+            raise ValueError(
+                "`feature_layer` must name a layer of the backbone with a "
+                f"feature-map output; received {feature_layer!r}. Layers "
+                f"with feature-map outputs (last 20): {shown}."
+            )
+        return feature_layer
+    sizes = [int(np.prod(layer.output.shape[1:-1])) for layer in candidates]
+    for target in sorted(set(sizes))[1:2] + sorted(set(sizes))[:1]:
+        for layer, size in reversed(list(zip(candidates, sizes))):
+            if size == target and is_cut(model, layer):
+                return layer.name
+    raise ValueError(
+        "`feature_layer` could not be chosen: the backbone has no layer "
+        "with a feature-map output that every path runs through. Pass "
+        "`feature_layer=` the name of the layer the bridges should read."
+    )
