@@ -124,9 +124,7 @@ def to_curve_model(model_a, model_b, curve=None, name=None) -> keras.Model:
     curve = curves_lib.get(curve)
     base = keras.models.clone_model(model_a)
     base.set_weights(model_a.get_weights())
-    ends = dict(
-        zip(map(id, weighted_layers(base)), weighted_layers(model_b))
-    )
+    ends = dict(zip(map(id, weighted_layers(base)), weighted_layers(model_b)))
     wrapped = {}
 
     def clone_function(layer):
@@ -134,7 +132,9 @@ def to_curve_model(model_a, model_b, curve=None, name=None) -> keras.Model:
             return layer
         if id(layer) not in wrapped:
             wrapped[id(layer)] = CurveLayer(
-                layer, curve=curve, end_layer=ends[id(layer)],
+                layer,
+                curve=curve,
+                end_layer=ends[id(layer)],
                 name=f"curve_{layer.name}",
             )
         return wrapped[id(layer)]
@@ -147,29 +147,23 @@ def to_curve_model(model_a, model_b, curve=None, name=None) -> keras.Model:
 
 
 def _replay(model, inputs, t, clone_function):
-    """Runs `model`'s graph on `inputs`, swapping layers, threading t."""
-    t_slot = keras.Input(shape=(1,))
-    with_t = keras.Model([*model.inputs, t_slot], model.outputs)
+    """Runs `model`'s graph on `inputs`, swapping layers, threading t.
+
+    `keras.models.clone_model` does the same walk but then wraps the result
+    in a new model, which fails for a nested model called on intermediate
+    tensors; the walk itself is all that is needed here.
+    """
 
     def call_function(layer, *args, **kwargs):
         if isinstance(layer, CurveLayer):
             return layer(*args, t=t, **kwargs)
         if isinstance(layer, keras.Model) and _is_functional(layer):
-            return _replay(layer, tree_flatten(args), t, clone_function)
+            return _replay(layer, keras.tree.flatten(args), t, clone_function)
         return layer(*args, **kwargs)
 
-    replayed = keras.models.clone_model(
-        with_t,
-        input_tensors=[*inputs, t],
-        clone_function=clone_function,
-        call_function=call_function,
+    return model._run_through_graph(
+        inputs, operation_fn=clone_function, call_fn=call_function
     )
-    outputs = replayed.outputs
-    return outputs[0] if len(outputs) == 1 else outputs
-
-
-def tree_flatten(structure) -> list:
-    return keras.tree.flatten(structure)
 
 
 def curve_layers(curve_model) -> list:
@@ -211,6 +205,11 @@ def point_model(curve_model, t: float, template, data=None) -> keras.Model:
             f"{len(targets)} layers with weights, the curve has "
             f"{len(sources)}."
         )
+    by_name = {source.layer.name: source for source in sources}
+    if len(by_name) == len(sources) and all(
+        target.name in by_name for target in targets
+    ):
+        sources = [by_name[target.name] for target in targets]
     for target, source in zip(targets, sources):
         for variable, value in zip(target.weights, source.weights_at(t)):
             variable.assign(value)
@@ -282,9 +281,14 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             update = [
                 (size * mean, size * (var + mean**2)) for mean, var in moments
             ]
-            sums = update if sums is None else [
-                (s1 + u1, s2 + u2) for (s1, s2), (u1, u2) in zip(sums, update)
-            ]
+            sums = (
+                update
+                if sums is None
+                else [
+                    (s1 + u1, s2 + u2)
+                    for (s1, s2), (u1, u2) in zip(sums, update)
+                ]
+            )
             count += size
     finally:
         for layer, momentum in zip(layers, momenta):

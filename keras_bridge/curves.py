@@ -66,8 +66,7 @@ class Bezier(Curve):
     def __init__(self, degree: int = 2):
         if not isinstance(degree, int) or degree < 1:
             raise ValueError(
-                "`degree` must be an integer >= 1; received "
-                f"degree={degree!r}."
+                f"`degree` must be an integer >= 1; received degree={degree!r}."
             )
         self.degree = degree
         self.num_points = degree + 1

@@ -6,10 +6,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_bridge import conversion
+from keras_bridge import conversion, training
 from keras_bridge import curves as curves_lib
 from keras_bridge import metrics as metrics_lib
-from keras_bridge import training
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 
 
@@ -62,9 +61,7 @@ class BridgeEnsemble:
                 f"num_modes={num_modes!r}."
             )
         self.backbone = prepare_backbone(backbone)
-        self.feature_layer = resolve_feature_layer(
-            self.backbone, feature_layer
-        )
+        self.feature_layer = resolve_feature_layer(self.backbone, feature_layer)
         self.num_modes = num_modes
         self.seed = seed
         self.curve = curves_lib.get(curve)
@@ -151,9 +148,7 @@ class BridgeEnsemble:
             models: a list of functional models of the backbone's
                 architecture, outputting logits.
         """
-        models = [
-            prepare_backbone(model) for model in models
-        ]
+        models = [prepare_backbone(model) for model in models]
         if not models:
             raise ValueError("`models` must hold at least one model.")
         conversion.check_same_architecture(
@@ -231,7 +226,9 @@ class BridgeEnsemble:
             if self.seed is not None:
                 keras.utils.set_random_seed(self.seed + 1000 + 31 * i + j)
             curve_model = conversion.to_curve_model(
-                self.modes[i], self.modes[j], curve=self.curve,
+                self.modes[i],
+                self.modes[j],
+                curve=self.curve,
                 name=f"curve_{i}_{j}",
             )
             curve_model.compile(
@@ -335,7 +332,8 @@ class BridgeEnsemble:
         if curve_model is None:
             kind = "line"
             curve_model = conversion.to_curve_model(
-                self.modes[pair[0]], self.modes[pair[1]],
+                self.modes[pair[0]],
+                self.modes[pair[1]],
                 curve=curves_lib.Bezier(1),
             )
         x, y = _arrays(data)
@@ -345,7 +343,9 @@ class BridgeEnsemble:
         progress = keras.utils.Progbar(num_points, unit_name="point")
         for t in ts:
             point = conversion.point_model(
-                curve_model, float(t), self.backbone,
+                curve_model,
+                float(t),
+                self.backbone,
                 data=bn if 0.0 < t < 1.0 else None,
             )
             probabilities = _softmax(point.predict(x, verbose=0))

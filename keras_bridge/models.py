@@ -68,16 +68,18 @@ def resnet(
             prefix = f"stage{stage + 1}_block{block + 1}"
             last = block == blocks - 1
             x = _basic_block(
-                x, filters, strides, prefix, conv_args,
+                x,
+                filters,
+                strides,
+                prefix,
+                conv_args,
                 output_name=f"stage{stage + 1}" if last else None,
             )
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(
         num_classes, kernel_regularizer=regularizer, name="logits"
     )(x)
-    return keras.Model(
-        inputs, outputs, name=name or f"resnet{depth}x{width:g}"
-    )
+    return keras.Model(inputs, outputs, name=name or f"resnet{depth}x{width:g}")
 
 
 def _channels(base: int, width: float) -> int:
@@ -95,11 +97,12 @@ def _basic_block(x, filters, strides, prefix, conv_args, output_name=None):
     y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
     if strides != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(
-            filters, 1, strides=strides, name=f"{prefix}_proj",
+            filters,
+            1,
+            strides=strides,
+            name=f"{prefix}_proj",
             **{**conv_args, "padding": "valid"},
         )(x)
-        shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn")(
-            shortcut
-        )
+        shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=output_name or f"{prefix}_out")(y)

@@ -39,8 +39,10 @@ def classification_loss(dataset):
     """Cross-entropy on logits matching the label format of the data."""
     spec = dataset.element_spec
     label_spec = spec[1] if isinstance(spec, tuple) else None
-    if label_spec is not None and len(label_spec.shape) == 2 and (
-        label_spec.shape[-1] not in (None, 1)
+    if (
+        label_spec is not None
+        and len(label_spec.shape) == 2
+        and (label_spec.shape[-1] not in (None, 1))
     ):
         return keras.losses.CategoricalCrossentropy(from_logits=True)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

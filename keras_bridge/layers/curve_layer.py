@@ -97,7 +97,9 @@ class CurveLayer(keras.layers.Wrapper):
                 )
         if end_layer is not None:
             _check_same_weights(layer, end_layer)
-            self._end_values = [ops.convert_to_numpy(v) for v in end_layer.weights]
+            self._end_values = [
+                ops.convert_to_numpy(v) for v in end_layer.weights
+            ]
         if layer.built:
             self.build()
 
@@ -157,9 +159,7 @@ class CurveLayer(keras.layers.Wrapper):
         return values
 
     def call(self, inputs, t, training=None, **kwargs):
-        by_variable = dict(
-            zip(map(id, self.layer.weights), self.weights_at(t))
-        )
+        by_variable = dict(zip(map(id, self.layer.weights), self.weights_at(t)))
         trainable = [by_variable[id(v)] for v in self.layer.trainable_variables]
         state = [by_variable[id(v)] for v in self.layer.non_trainable_variables]
         if self.layer._call_has_training_arg:
@@ -167,7 +167,9 @@ class CurveLayer(keras.layers.Wrapper):
         outputs, new_state = self.layer.stateless_call(
             trainable, state, inputs, **kwargs
         )
-        for variable, value in zip(self.layer.non_trainable_variables, new_state):
+        for variable, value in zip(
+            self.layer.non_trainable_variables, new_state
+        ):
             if not _is_float(variable):
                 variable.assign(value)
         return outputs

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import keras_bridge as kb
+
+
+def test_digits_split_is_deterministic_and_stratified():
+    first = kb.data.load_digits(batch_size=50)
+    second = kb.data.load_digits(batch_size=50, seed=3)
+    x_train, y_train = kb.data.to_numpy(first.train)
+    x_val, y_val = kb.data.to_numpy(first.validation)
+    x_test, y_test = kb.data.to_numpy(first.test)
+    assert (len(y_train), len(y_val), len(y_test)) == (1078, 359, 360)
+    assert x_train.shape[1:] == (8, 8, 1) and x_train.dtype == np.float32
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert np.bincount(y_test, minlength=10).min() >= 35
+    np.testing.assert_array_equal(y_test, kb.data.to_numpy(second.test)[1])
+    assert first.num_classes == 10
+
+
+def test_tfds_loader_reads_prepared_data():
+    with tfds.testing.mock_data(num_examples=24):
+        splits = kb.data.load_tfds("mnist", batch_size=8)
+        x, y = next(iter(splits.train))
+    assert splits.input_shape == (28, 28, 1)
+    assert splits.num_classes == 10
+    assert x.shape == (8, 28, 28, 1) and x.dtype.name == "float32"
+    assert float(np.max(x)) <= 1.0
+    assert y.dtype.name == "int32"
+
+
+def test_tfds_loader_never_downloads_by_default(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tfds build mnist"):
+        kb.data.load_tfds("mnist", data_dir=str(tmp_path))
+
+
+def test_resnet_family_matches_the_literature():
+    resnet32 = kb.models.resnet((32, 32, 3), 10, depth=32)
+    # ResNet-32 on CIFAR-10 has 0.46 M parameters (He et al., 2016).
+    assert 0.46e6 < resnet32.count_params() < 0.475e6
+    assert resnet32.get_layer("stage3").output.shape[1:] == (8, 8, 64)
+    wide = kb.models.resnet((32, 32, 3), 100, depth=8, width=2)
+    assert wide.get_layer("stage1").output.shape[-1] == 32
+    with pytest.raises(ValueError, match="depth"):
+        kb.models.resnet((32, 32, 3), 10, depth=9)

@@ -1,0 +1,102 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_bridge as kb
+
+
+def _small_backbone(**kwargs):
+    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5, **kwargs)
+
+
+def test_default_feature_layer_is_the_stage_before_the_last():
+    ens = kb.BridgeEnsemble(_small_backbone())
+    assert ens.feature_layer == "stage2"
+    mobilenet = keras.applications.MobileNetV2(
+        weights=None,
+        input_shape=(32, 32, 3),
+        classes=4,
+        classifier_activation=None,
+    )
+    ens = kb.BridgeEnsemble(mobilenet)
+    # 32x32 input: the last layer at 2x2 before the stride-2 block that
+    # leads to the 1x1 stage, and every path runs through it.
+    assert ens.feature_layer == "block_13_expand_relu"
+
+
+def test_unknown_feature_layer_lists_the_candidates():
+    with pytest.raises(ValueError, match="stage9.*stage1.*stage2.*stage3"):
+        kb.BridgeEnsemble(_small_backbone(), feature_layer="stage9")
+
+
+def test_trailing_softmax_is_removed_with_a_warning():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    logits = keras.layers.Dense(3)(hidden)
+    as_layer = keras.Model(inputs, keras.layers.Softmax()(logits))
+    as_activation = keras.Model(
+        inputs, keras.layers.Dense(3, activation="softmax")(hidden)
+    )
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    for model in (as_layer, as_activation):
+        with pytest.warns(UserWarning, match="softmax"):
+            backbone = kb.splitting.prepare_backbone(model)
+        probabilities = np.asarray(model(x))
+        np.testing.assert_allclose(
+            keras.ops.softmax(backbone(x)), probabilities, atol=1e-6
+        )
+
+
+def test_bad_backbones_and_modes_are_refused():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="`backbone` must be a functional"):
+        kb.BridgeEnsemble(Net())
+    with pytest.raises(ValueError, match="num_modes"):
+        kb.BridgeEnsemble(_small_backbone(), num_modes=0)
+    ens = kb.BridgeEnsemble(_small_backbone())
+    wider = kb.models.resnet((8, 8, 1), 10, depth=8, width=1.0)
+    with pytest.raises(ValueError, match="model 2 differs.*'stem_conv'"):
+        ens.set_modes([_small_backbone(), wider])
+    with pytest.raises(ValueError, match="at least 2 modes"):
+        ens.fit_curves(np.zeros((1, 8, 8, 1)))
+
+
+def test_set_modes_and_curve_pairs():
+    ens = kb.BridgeEnsemble(_small_backbone())
+    ens.set_modes([_small_backbone() for _ in range(3)])
+    assert ens.num_modes == 3
+    assert ens._resolve_pairs(None) == [(0, 1), (0, 2)]
+    assert ens._resolve_pairs("all") == [(0, 1), (0, 2), (1, 2)]
+    with pytest.raises(ValueError, match="pairs"):
+        ens._resolve_pairs([(0, 3)])
+    with pytest.raises(ValueError, match="`pair` must name a fitted curve"):
+        ens.point_model((0, 1))
+
+
+def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
+    ens, line = trained_ensemble
+    x, y = kb.data.to_numpy(digits.test)
+    endpoint_acc = []
+    for mode in ens.modes:
+        probabilities = keras.ops.softmax(mode.predict(x, verbose=0))
+        endpoint_acc.append(kb.metrics.accuracy(probabilities, y))
+    assert min(endpoint_acc) > 0.9
+
+    # The straight line's midpoint is worse than both of its ends.
+    assert line.kind == "line"
+    assert line.nll[1] > max(line.nll[0], line.nll[2]) + 0.1
+
+    # The trained curve's midpoint is as accurate as its ends.
+    midpoint = ens.point_model((0, 1), 0.5)
+    probabilities = keras.ops.softmax(midpoint.predict(x, verbose=0))
+    mid_acc = kb.metrics.accuracy(probabilities, y)
+    assert mid_acc >= np.mean(endpoint_acc) - 0.015
+    assert ens.curve_checks[(0, 1)]["gap"] < 0.02
+
+    profile = ens.curve_profile(digits.test, num_points=3)
+    assert profile.kind == "curve"
+    assert profile.barrier < line.barrier
+    assert "NLL barrier" in str(profile)

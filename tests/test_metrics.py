@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from keras_bridge import metrics
+
+P = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.4, 0.35, 0.25]])
+Y = np.array([0, 2, 0])
+
+
+def test_accuracy_nll_brier_by_hand():
+    assert metrics.accuracy(P, Y) == pytest.approx(2 / 3)
+    expected_nll = -(np.log(0.7) + np.log(0.3) + np.log(0.4)) / 3
+    assert metrics.nll(P, Y) == pytest.approx(expected_nll)
+    expected_brier = (
+        (0.09 + 0.04 + 0.01) + (0.01 + 0.36 + 0.49) + (0.36 + 0.1225 + 0.0625)
+    ) / 3
+    assert metrics.brier(P, Y) == pytest.approx(expected_brier)
+
+
+def test_ece_by_hand():
+    # Confidences 0.7, 0.6, 0.4 fall in three different bins of 15:
+    # |1 - 0.7| + |0 - 0.6| + |1 - 0.4|, each bin holding a third.
+    assert metrics.ece(P, Y) == pytest.approx((0.3 + 0.6 + 0.6) / 3)
+    # Two bins: (0.5, 1] holds 0.7 (right) and 0.6 (wrong), accuracy 0.5
+    # and confidence 0.65; (0, 0.5] holds 0.4 (right).
+    assert metrics.ece(P, Y, num_bins=2) == pytest.approx(
+        0.15 * 2 / 3 + 0.6 / 3
+    )
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 5)) * 3
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(5, p=p) for p in true])
+    overconfident = metrics.temperature_scale(true, 0.5)
+    temperature = metrics.fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    calibrated = metrics.temperature_scale(overconfident, temperature)
+    assert metrics.nll(calibrated, labels) < metrics.nll(overconfident, labels)
+
+
+def test_deep_ensemble_equivalent_interpolates():
+    nlls = [0.30, 0.20, 0.15, 0.13]
+    assert metrics.deep_ensemble_equivalent(0.30, nlls) == pytest.approx(1.0)
+    assert metrics.deep_ensemble_equivalent(0.25, nlls) == pytest.approx(1.5)
+    assert metrics.deep_ensemble_equivalent(0.14, nlls) == pytest.approx(3.5)
+    assert metrics.deep_ensemble_equivalent(0.10, nlls) == pytest.approx(4.0)
+    assert metrics.deep_ensemble_equivalent(0.35, nlls) == pytest.approx(0.5)
+    accs = [0.90, 0.92, 0.93]
+    assert metrics.deep_ensemble_equivalent(
+        0.925, accs, higher_is_better=True
+    ) == pytest.approx(2.5)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.nll(P, Y[:2])
