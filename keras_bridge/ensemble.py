@@ -6,9 +6,11 @@ import warnings
 import keras
 import numpy as np
 
-from keras_bridge import conversion, training
+from keras_bridge import bridges as bridges_lib
+from keras_bridge import conversion, distillation, training
 from keras_bridge import curves as curves_lib
 from keras_bridge import metrics as metrics_lib
+from keras_bridge.profile import CurveProfile
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 
 
@@ -68,12 +70,26 @@ class BridgeEnsemble:
         self.modes: list = []
         self.curves: dict = {}
         self.curve_checks: dict = {}
+        self.bridges: dict = {}
+        self.temperature: float = 1.0
+        self._points: dict = {}
         self._train_data = None
         self._mode_epochs = None
 
     @property
     def num_classes(self) -> int:
         return int(self.backbone.outputs[0].shape[-1])
+
+    @property
+    def feature_index(self) -> int:
+        """Position of the feature layer in the backbone's layers."""
+        names = [layer.name for layer in self.backbone.layers]
+        return names.index(self.feature_layer)
+
+    def _reset_downstream(self) -> None:
+        self.curves, self.curve_checks = {}, {}
+        self.bridges, self._points = {}, {}
+        self.temperature = 1.0
 
     # Modes -------------------------------------------------------------
 
@@ -111,7 +127,7 @@ class BridgeEnsemble:
         """
         histories = []
         self.modes = []
-        self.curves, self.curve_checks = {}, {}
+        self._reset_downstream()
         steps = training.cardinality(data)
         for index in range(self.num_modes):
             if self.seed is not None:
@@ -134,6 +150,7 @@ class BridgeEnsemble:
                     validation_data=validation_data,
                     callbacks=callbacks,
                     verbose=verbose,
+                    shuffle=False,  # the pipeline shuffles
                 )
             )
             self.modes.append(model)
@@ -156,7 +173,7 @@ class BridgeEnsemble:
         )
         self.modes = models
         self.num_modes = len(models)
-        self.curves, self.curve_checks = {}, {}
+        self._reset_downstream()
 
     # Curves ------------------------------------------------------------
 
@@ -218,6 +235,7 @@ class BridgeEnsemble:
             A dict from pair to `keras.callbacks.History`.
         """
         data = self._data_or_default(data)
+        self._train_data = data
         epochs = epochs or self._mode_epochs or 30
         steps = training.cardinality(data)
         histories = {}
@@ -245,11 +263,17 @@ class BridgeEnsemble:
                 epochs=epochs,
                 callbacks=callbacks,
                 verbose=verbose,
+                shuffle=False,
             )
             self.curves[pair] = curve_model
+            self._points = {
+                key: value
+                for key, value in self._points.items()
+                if key[0] != pair
+            }
             if validation_data is not None:
                 self.curve_checks[pair] = self._check_midpoint(
-                    pair, validation_data, data
+                    pair, validation_data
                 )
         return histories
 
@@ -262,11 +286,11 @@ class BridgeEnsemble:
             )
         return self._train_data
 
-    def _check_midpoint(self, pair, validation_data, bn_data) -> dict:
+    def _check_midpoint(self, pair, validation_data) -> dict:
         x, y = _arrays(validation_data)
         scores = {}
         for name, t in (("start", 0.0), ("mid", 0.5), ("end", 1.0)):
-            point = self.point_model(pair, t, bn_data=bn_data)
+            point = self.point_model(pair, t)
             probabilities = _softmax(point.predict(x, verbose=0))
             scores[name] = metrics_lib.accuracy(probabilities, y)
         ends = (scores["start"] + scores["end"]) / 2
@@ -300,16 +324,23 @@ class BridgeEnsemble:
                 f"{pair!r}, fitted: {sorted(self.curves)}. Call "
                 "`fit_curves` first."
             )
+        key = (pair, float(t))
+        if bn_data is None and key in self._points:
+            return self._points[key]
         data = None
         if 0.0 < t < 1.0:
             data = self._data_or_default(bn_data)
-        return conversion.point_model(
+        point = conversion.point_model(
             self.curves[pair], t, self.backbone, data=data
         )
+        point.name = f"curve_{pair[0]}_{pair[1]}_t{t:g}"
+        if bn_data is None:
+            self._points[key] = point
+        return point
 
     def curve_profile(
         self, data, pair=(0, 1), num_points: int = 11, bn_data=None
-    ) -> "CurveProfile":
+    ) -> CurveProfile:
         """Accuracy and NLL along the curve (or the straight line).
 
         When no curve is fitted for ``pair`` yet, the straight line between
@@ -354,47 +385,249 @@ class BridgeEnsemble:
             progress.add(1)
         return CurveProfile(kind, pair, ts, np.array(accuracy), np.array(nll))
 
+    # Bridges -----------------------------------------------------------
 
-class CurveProfile:
-    """Accuracy and NLL at evenly spaced points of a curve or line.
+    def get_bridge(self, name: str) -> bridges_lib.Bridge:
+        """The bridge called ``name`` (see `member_names`)."""
+        if name not in self.bridges:
+            raise ValueError(
+                f"`members` must name modes or fitted bridges; received "
+                f"{name!r}. Known: {self.member_names()}."
+            )
+        return self.bridges[name]
 
-    Attributes:
-        kind: ``"curve"`` (a fitted curve) or ``"line"`` (straight line).
-        pair: the two mode indices.
-        t: the points.
-        accuracy: accuracy at each point.
-        nll: negative log-likelihood at each point.
-    """
+    def member_names(self) -> list:
+        """All members in their fixed order: modes, then bridges.
 
-    def __init__(self, kind, pair, t, accuracy, nll):
-        self.kind, self.pair = kind, pair
-        self.t, self.accuracy, self.nll = t, accuracy, nll
+        Modes are ``"mode_0"`` ... ; bridges ``"{kind}_{i}-{j}_r{r}"``
+        in the order they were fitted (an r-conditioned bridge,
+        ``r = "any"``, is evaluated at r = 0.5 unless a member name
+        asks for another point with ``"@r"``).
+        """
+        modes = [f"mode_{i}" for i in range(len(self.modes))]
+        return modes + list(self.bridges)
 
-    @property
-    def barrier(self) -> float:
-        """Largest NLL along the path minus the mean NLL of its ends."""
-        return float(self.nll.max() - (self.nll[0] + self.nll[-1]) / 2)
+    def fit_bridge(
+        self,
+        data=None,
+        kind: str = "type1",
+        pairs=None,
+        points=(0.5,),
+        epochs: int = 30,
+        mixup_alpha: float = 0.4,
+        optimizer=None,
+        learning_rate: float = 2e-3,
+        callbacks=None,
+        validation_data=None,
+        head=None,
+        verbose="auto",
+    ) -> keras.callbacks.History:
+        """Trains bridges that imitate curve points from mode features.
 
-    def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "pair": list(self.pair),
-            "t": self.t.tolist(),
-            "accuracy": self.accuracy.tolist(),
-            "nll": self.nll.tolist(),
+        For each fitted curve in ``pairs`` and each point r, a `BridgeHead`
+        learns to predict the curve network at r (its teacher, a plain
+        model with BatchNorm recalibrated at r) from the feature map of
+        mode ``pair[0]`` (``kind="type1"``) or of both modes
+        (``kind="type2"``). Loss: KL(teacher || bridge) on a mixup batch
+        that teacher and bridge both see; labels are not used. All the
+        bridges of one call train together, and each mode's trunk runs
+        once per step for all of them. Training goes through
+        `keras.Model.fit`: Keras callbacks (EarlyStopping, ModelCheckpoint
+        with ``save_weights_only=True``, BackupAndRestore, TensorBoard)
+        and the progress bar work, and the logs name ``kl`` and
+        ``agreement`` (top-1 agreement with the teacher) and their
+        ``val_`` twins.
+
+        Args:
+            data: batched `tf.data.Dataset` of ``x`` or ``(x, y)``;
+                defaults to the training data.
+            kind: ``"type1"`` or ``"type2"``.
+            pairs: fitted curves to bridge; default all of them.
+            points: curve points r in [0, 1], or ``"any"`` for one
+                r-conditioned head per curve, trained with r drawn per
+                batch from 11 evenly spaced points.
+            epochs: training epochs.
+            mixup_alpha: Beta parameter of input mixup; 0 turns it off.
+            optimizer: None for Adam with cosine decay of
+                ``learning_rate``; an optimizer instance or name.
+            learning_rate: peak learning rate of the default optimizer.
+            callbacks: Keras callbacks.
+            validation_data: data for ``val_kl`` and ``val_agreement``.
+            head: None (the backbone's tail at half width), a dict of
+                ``slim`` or ``width``/``depth`` (see
+                `keras_bridge.bridges.make_head`), or a `BridgeHead`.
+            verbose: passed to `fit`.
+
+        Returns:
+            The `keras.callbacks.History` of the training.
+
+        Example:
+
+        >>> ens.fit_bridge(data.train, kind="type1", epochs=30,
+        ...     validation_data=data.validation,
+        ...     callbacks=[keras.callbacks.EarlyStopping(patience=5)])
+        """
+        if kind not in bridges_lib.KINDS:
+            raise ValueError(
+                f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
+            )
+        if kind == "type2" and len(self.modes) < 2:
+            raise ValueError(
+                "`kind='type2'` bridges read two modes; the ensemble has "
+                f"{len(self.modes)}. Train at least 2 modes first."
+            )
+        if not self.curves:
+            raise ValueError(
+                "Bridges imitate curve points: call `fit_curves` before "
+                "`fit_bridge`."
+            )
+        points = bridges_lib.check_points(points)
+        pairs = (
+            sorted(self.curves)
+            if pairs is None
+            else [tuple(p) for p in self._resolve_pairs(pairs)]
+        )
+        missing = [p for p in pairs if p not in self.curves]
+        if missing:
+            raise ValueError(
+                f"`pairs` must name fitted curves; {missing} are not "
+                f"fitted (fitted: {sorted(self.curves)})."
+            )
+        data = self._data_or_default(data)
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed + 2000)
+        conditioned = points == "any"
+        grid = bridges_lib.CONDITIONED_GRID if conditioned else points
+        new, specs = [], []
+        for pair in pairs:
+            for r in ("any",) if conditioned else points:
+                sources = (pair[0],) if kind == "type1" else pair
+                bridge = bridges_lib.Bridge(
+                    kind,
+                    pair,
+                    r,
+                    bridges_lib.make_head(self, sources, conditioned, head),
+                )
+                rs = grid if conditioned else (r,)
+                specs.append(
+                    {
+                        "head": bridge.head,
+                        "sources": sources,
+                        "teachers": [self.point_model(pair, t) for t in rs],
+                        "points": [float(t) for t in rs],
+                    }
+                )
+                new.append(bridge)
+        needed = sorted({i for spec in specs for i in spec["sources"]})
+        trunks = {
+            i: bridges_lib.feature_model(
+                self.modes[i], self.feature_index, with_logits=False
+            )
+            for i in needed
         }
+        distiller = distillation.BridgeDistiller(
+            trunks, specs, mixup_alpha=mixup_alpha
+        )
+        distiller.compile(
+            optimizer=training.make_optimizer(
+                optimizer, epochs, training.cardinality(data), learning_rate
+            ),
+            jit_compile=False,
+        )
+        history = distiller.fit(
+            data,
+            epochs=epochs,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
+        for bridge in new:
+            self.bridges[bridge.name] = bridge
+        return history
 
-    def __str__(self) -> str:
-        lines = [
-            f"{self.kind} {self.pair[0]} -> {self.pair[1]}: "
-            f"NLL barrier {self.barrier:.4f}",
-            f"{'t':>6} {'accuracy':>9} {'nll':>8}",
-        ]
-        for t, acc, nll in zip(self.t, self.accuracy, self.nll):
-            lines.append(f"{t:6.2f} {acc:9.4f} {nll:8.4f}")
-        return "\n".join(lines)
+    # Inference ---------------------------------------------------------
 
-    __repr__ = __str__
+    def inference_model(
+        self, members=None, temperature: float | None = None
+    ) -> keras.Model:
+        """One `keras.Model` from the backbone's input to the outputs.
+
+        Outputs, by name: ``probabilities`` (temperature-scaled mean of
+        the members' probabilities), ``class_ids``,
+        ``member_probabilities`` (batch, members, classes) in the order of
+        ``members``, ``predictive_entropy`` and ``mutual_information``.
+        Every trunk runs once; bridges read its feature map.
+
+        Args:
+            members: member names (see `member_names`); default all.
+            temperature: default the ensemble's fitted `temperature`
+                (see `calibrate`).
+
+        Returns:
+            A functional `keras.Model`.
+        """
+        members = list(members or self.member_names())
+        if not self.modes:
+            raise ValueError(
+                "The ensemble has no members yet: call `fit_modes` first."
+            )
+        for name in members:
+            base, _ = bridges_lib.parse_member(name)
+            if base not in self.member_names():
+                self.get_bridge(base)
+        temperature = self.temperature if temperature is None else temperature
+        return bridges_lib.build_inference_model(self, members, temperature)
+
+    def predict(self, x, members=None, batch_size: int = 256) -> dict:
+        """The serving outputs for ``x`` as a dict of NumPy arrays.
+
+        Example:
+
+        >>> outputs = ens.predict(x_test)
+        >>> outputs["probabilities"].shape
+        (360, 10)
+        """
+        key = (tuple(members or self.member_names()), self.temperature)
+        if getattr(self, "_predictor_key", None) != key:
+            self._predictor = self.inference_model(members)
+            self._predictor_key = key
+        return self._predictor.predict(x, batch_size=batch_size, verbose=0)
+
+    def calibrate(self, data, members=None) -> float:
+        """Fits the temperature of the ensemble's mean on ``data``.
+
+        Sets and returns `temperature`, the minimiser of the NLL of the
+        ensemble of ``members`` on ``data``.
+        """
+        x, y = _arrays(data)
+        model = self.inference_model(members, temperature=1.0)
+        outputs = model.predict(x, batch_size=256, verbose=0)
+        self.temperature = metrics_lib.fit_temperature(
+            outputs["probabilities"], y
+        )
+        return self.temperature
+
+    def evaluate(self, data, calibration_data=None):
+        """Scores every configuration of the ensemble.
+
+        Rows: each mode; DE-1 .. DE-M; Single + k Type I bridges;
+        DE-m + n Type II bridges; Single + k curve points at full cost;
+        r-conditioned bridges. See `keras_bridge.evaluation`.
+
+        Args:
+            data: test data, batched ``(x, y)``.
+            calibration_data: validation data for temperature scaling;
+                the ensemble's own `temperature` is fitted on it too.
+
+        Returns:
+            An `keras_bridge.evaluation.EnsembleReport`.
+        """
+        from keras_bridge import evaluation
+
+        if calibration_data is not None:
+            self.calibrate(calibration_data)
+        return evaluation.evaluate(self, data, calibration_data)
 
 
 def _softmax(logits) -> np.ndarray:

@@ -135,3 +135,61 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
         "with a feature-map output that every path runs through. Pass "
         "`feature_layer=` the name of the layer the bridges should read."
     )
+
+
+def slim_tail(
+    model, feature_layer: str, in_channels: int, slim: float = 2.0
+) -> keras.Model:
+    """The backbone's layers after ``feature_layer``, at reduced width.
+
+    Every convolution's ``filters`` and every hidden dense layer's
+    ``units`` is divided by ``slim``; the final layer keeps its
+    ``num_classes`` outputs. The new tail takes a feature map with
+    ``in_channels`` channels (twice the backbone's for a Type II bridge,
+    one more for an r-conditioned one). Weights are freshly initialised.
+
+    Args:
+        model: the functional backbone.
+        feature_layer: the name of a layer every path runs through.
+        in_channels: channels of the tail's input.
+        slim: width divisor, >= 1.
+
+    Returns:
+        A functional `keras.Model` from the feature map to logits.
+
+    Raises:
+        ValueError: when the tail cannot be rebuilt (``feature_layer`` is
+            not a cut of the graph, or the reduced graph is inconsistent,
+            e.g. a skip connection straight from the feature map).
+    """
+    if slim < 1:
+        raise ValueError(f"`slim` must be >= 1; received slim={slim}.")
+    features = model.get_layer(feature_layer).output
+    try:
+        tail = keras.Model(features, model.outputs[0])
+    except ValueError as error:
+        raise ValueError(
+            f"The tail after `feature_layer` {feature_layer!r} cannot be "
+            "rebuilt: some path from the input to the output avoids it."
+        ) from error
+    last = model.outputs[0]._keras_history.operation
+    inputs = keras.Input(
+        shape=(*features.shape[1:-1], int(in_channels)), name="features"
+    )
+
+    def clone_function(layer):
+        config = layer.get_config()
+        if layer is not last:
+            for key in ("filters", "units"):
+                if key in config:
+                    config[key] = max(1, int(round(config[key] / slim)))
+        return type(layer).from_config(config)
+
+    try:
+        outputs = tail._run_through_graph([inputs], operation_fn=clone_function)
+        return keras.Model(inputs, outputs, name=f"tail_{feature_layer}")
+    except ValueError as error:
+        raise ValueError(
+            f"The tail after `feature_layer` {feature_layer!r} cannot be "
+            f"rebuilt at 1/{slim:g} width: {error}"
+        ) from error

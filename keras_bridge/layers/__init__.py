@@ -1,5 +1,7 @@
 """Layers of keras-bridge."""
 
+from keras_bridge.layers.bridge_head import BridgeHead
 from keras_bridge.layers.curve_layer import CurveLayer
+from keras_bridge.layers.ensemble_outputs import EnsembleOutputs
 
-__all__ = ["CurveLayer"]
+__all__ = ["BridgeHead", "CurveLayer", "EnsembleOutputs"]

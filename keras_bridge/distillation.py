@@ -1,0 +1,169 @@
+"""Training bridges by distillation from curve networks."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def mixup(x, alpha: float):
+    """Mixes each input with another of the batch: ``l x + (1 - l) x[p]``.
+
+    ``l ~ Beta(alpha, alpha)`` per input and ``p`` a random permutation.
+    ``alpha <= 0`` returns ``x`` unchanged.
+    """
+    if alpha <= 0:
+        return x
+    batch = tf.shape(x)[0]
+    first = tf.random.gamma([batch], alpha)
+    second = tf.random.gamma([batch], alpha)
+    lam = first / (first + second)
+    lam = tf.reshape(lam, [-1] + [1] * (len(x.shape) - 1))
+    partner = tf.gather(x, tf.random.shuffle(tf.range(batch)))
+    return lam * x + (1.0 - lam) * partner
+
+
+def kl_divergence(teacher_logits, student_logits):
+    """Mean over the batch of KL(softmax(teacher) || softmax(student))."""
+    teacher_log = tf.nn.log_softmax(teacher_logits, axis=-1)
+    student_log = tf.nn.log_softmax(student_logits, axis=-1)
+    return tf.reduce_mean(
+        tf.reduce_sum(tf.exp(teacher_log) * (teacher_log - student_log), -1)
+    )
+
+
+def agreement(teacher_logits, student_logits):
+    """Fraction of inputs on which teacher and student pick one class."""
+    return tf.reduce_mean(
+        tf.cast(
+            tf.equal(
+                tf.argmax(teacher_logits, -1), tf.argmax(student_logits, -1)
+            ),
+            "float32",
+        )
+    )
+
+
+class BridgeDistiller(keras.Model):
+    """Trains several bridge heads at once against their teachers.
+
+    Each trunk (a frozen feature extractor of one mode) runs once per step
+    and every bridge reading that mode's features shares its output. A
+    bridge's teacher is a frozen plain model: the curve network at the
+    bridge's point r. A conditioned bridge has a list of teachers at
+    points ``grid`` and draws one per batch. The loss is the sum over
+    bridges of KL(teacher || bridge) on a mixup batch that teacher and
+    student both see. Logs: ``loss``, ``kl`` (mean over bridges) and
+    ``agreement`` (top-1 agreement with the teacher), with ``val_`` twins
+    on validation data.
+
+    Args:
+        trunks: dict from mode index to a frozen model from inputs to that
+            mode's feature map.
+        bridges: list of dicts with keys ``head`` (a `BridgeHead`),
+            ``sources`` (tuple of mode indices), ``teachers`` (list of
+            models) and ``points`` (list of r, one per teacher).
+        mixup_alpha: Beta parameter of mixup; 0 turns mixup off.
+    """
+
+    def __init__(self, trunks, bridges, mixup_alpha=0.4, **kw):
+        super().__init__(**kw)
+        self.heads = [spec["head"] for spec in bridges]
+        self.teachers = [list(spec["teachers"]) for spec in bridges]
+        self._sources = [tuple(spec["sources"]) for spec in bridges]
+        self._points = [tuple(spec["points"]) for spec in bridges]
+        self.mixup_alpha = float(mixup_alpha)
+        self._trunk_keys = sorted(trunks)
+        self._trunk_list = [trunks[k] for k in self._trunk_keys]
+        for model in self._trunk_list:
+            model.trainable = False
+        for group in self.teachers:
+            for teacher in group:
+                teacher.trainable = False
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.agreement_tracker = keras.metrics.Mean(name="agreement")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.kl_tracker, self.agreement_tracker]
+
+    def _features(self, x):
+        return {
+            key: trunk(x, training=False)
+            for key, trunk in zip(self._trunk_keys, self._trunk_list)
+        }
+
+    def _teacher(self, index, x):
+        teachers, points = self.teachers[index], self._points[index]
+        if len(teachers) == 1:
+            return teachers[0](x, training=False), points[0]
+        draw = tf.random.uniform((), 0, len(teachers), dtype="int32")
+        logits = tf.switch_case(
+            draw,
+            [(lambda m=model: m(x, training=False)) for model in teachers],
+        )
+        r = tf.gather(tf.constant(points, "float32"), draw)
+        return logits, r
+
+    def _distill(self, x, training):
+        features = self._features(x)
+        kls, agreements = [], []
+        for index, head in enumerate(self.heads):
+            teacher_logits, r = self._teacher(index, x)
+            teacher_logits = tf.stop_gradient(teacher_logits)
+            inputs = [features[i] for i in self._sources[index]]
+            student = head(
+                inputs if len(inputs) > 1 else inputs[0],
+                r=r if head.conditioned else None,
+                training=training,
+            )
+            kls.append(kl_divergence(teacher_logits, student))
+            agreements.append(agreement(teacher_logits, student))
+        return tf.add_n(kls), tf.reduce_mean(kls), tf.reduce_mean(agreements)
+
+    def call(self, x, training=False):
+        features = self._features(x)
+        outputs = []
+        for index, head in enumerate(self.heads):
+            inputs = [features[i] for i in self._sources[index]]
+            points = self._points[index]
+            r = points[len(points) // 2]
+            outputs.append(
+                head(
+                    inputs if len(inputs) > 1 else inputs[0],
+                    r=r if head.conditioned else None,
+                    training=training,
+                )
+            )
+        return outputs
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        x = mixup(x, self.mixup_alpha)
+        with tf.GradientTape() as tape:
+            loss, kl, agree = self._distill(x, training=True)
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update(loss, kl, agree)
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        loss, kl, agree = self._distill(x, training=False)
+        return self._update(loss, kl, agree)
+
+    def _update(self, loss, kl, agree):
+        self.loss_tracker.update_state(loss)
+        self.kl_tracker.update_state(kl)
+        self.agreement_tracker.update_state(agree)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def teacher_fidelity(teacher_logits, student_logits) -> dict:
+    """Agreement and KL of a student with its teacher, as floats."""
+    teacher_logits = ops.convert_to_tensor(teacher_logits, "float32")
+    student_logits = ops.convert_to_tensor(student_logits, "float32")
+    return {
+        "agreement": float(agreement(teacher_logits, student_logits)),
+        "kl": float(kl_divergence(teacher_logits, student_logits)),
+    }
