@@ -1,20 +1,33 @@
 """keras-bridge: cheap deep ensembles through mode-connecting bridges."""
 
-from keras_bridge import curves, data, layers, metrics, models, splitting
+from keras_bridge import (
+    bridges,
+    curves,
+    data,
+    evaluation,
+    layers,
+    metrics,
+    models,
+    splitting,
+)
 from keras_bridge.conversion import (
     point_model,
     recalibrate_batchnorm,
     to_curve_model,
 )
 from keras_bridge.ensemble import BridgeEnsemble, CurveProfile
+from keras_bridge.flops import flops
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BridgeEnsemble",
     "CurveProfile",
+    "bridges",
     "curves",
     "data",
+    "evaluation",
+    "flops",
     "layers",
     "metrics",
     "models",

@@ -10,6 +10,7 @@ from keras_bridge import bridges as bridges_lib
 from keras_bridge import conversion, distillation, training
 from keras_bridge import curves as curves_lib
 from keras_bridge import metrics as metrics_lib
+from keras_bridge.data import features_only
 from keras_bridge.profile import CurveProfile
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 
@@ -73,6 +74,7 @@ class BridgeEnsemble:
         self.bridges: dict = {}
         self.temperature: float = 1.0
         self._points: dict = {}
+        self._predictors: dict = {}
         self._train_data = None
         self._mode_epochs = None
 
@@ -88,7 +90,7 @@ class BridgeEnsemble:
 
     def _reset_downstream(self) -> None:
         self.curves, self.curve_checks = {}, {}
-        self.bridges, self._points = {}, {}
+        self.bridges, self._points, self._predictors = {}, {}, {}
         self.temperature = 1.0
 
     # Modes -------------------------------------------------------------
@@ -434,9 +436,12 @@ class BridgeEnsemble:
         once per step for all of them. Training goes through
         `keras.Model.fit`: Keras callbacks (EarlyStopping, ModelCheckpoint
         with ``save_weights_only=True``, BackupAndRestore, TensorBoard)
-        and the progress bar work, and the logs name ``kl`` and
-        ``agreement`` (top-1 agreement with the teacher) and their
-        ``val_`` twins.
+        and the progress bar work, and the logs name ``loss`` (the sum of
+        the bridges' KL), ``kl`` and ``agreement`` (means over bridges;
+        agreement is top-1 agreement with the teacher) and their ``val_``
+        twins. Callbacks infer the direction of ``val_loss``; give
+        ``mode="min"`` for ``val_kl`` and ``mode="max"`` for
+        ``val_agreement``.
 
         Args:
             data: batched `tf.data.Dataset` of ``x`` or ``(x, y)``;
@@ -528,6 +533,8 @@ class BridgeEnsemble:
         distiller = distillation.BridgeDistiller(
             trunks, specs, mixup_alpha=mixup_alpha
         )
+        # Built before `fit`, as BackupAndRestore requires.
+        distiller(next(iter(features_only(data))))
         distiller.compile(
             optimizer=training.make_optimizer(
                 optimizer, epochs, training.cardinality(data), learning_rate
@@ -544,6 +551,7 @@ class BridgeEnsemble:
         )
         for bridge in new:
             self.bridges[bridge.name] = bridge
+        self._predictors = {}
         return history
 
     # Inference ---------------------------------------------------------
@@ -589,10 +597,11 @@ class BridgeEnsemble:
         (360, 10)
         """
         key = (tuple(members or self.member_names()), self.temperature)
-        if getattr(self, "_predictor_key", None) != key:
-            self._predictor = self.inference_model(members)
-            self._predictor_key = key
-        return self._predictor.predict(x, batch_size=batch_size, verbose=0)
+        if key not in self._predictors:
+            self._predictors[key] = self.inference_model(members)
+        return self._predictors[key].predict(
+            x, batch_size=batch_size, verbose=0
+        )
 
     def calibrate(self, data, members=None) -> float:
         """Fits the temperature of the ensemble's mean on ``data``.

@@ -1,7 +1,6 @@
 """Accuracy and loss along a path between two modes."""
 
 
-
 class CurveProfile:
     """Accuracy and NLL at evenly spaced points of a curve or line.
 

@@ -26,3 +26,14 @@ def trained_ensemble(digits):
     line = ens.curve_profile(digits.test, num_points=3)
     ens.fit_curves(digits.train, validation_data=digits.validation, verbose=0)
     return ens, line
+
+
+@pytest.fixture(scope="session")
+def bridged_ensemble(trained_ensemble, digits):
+    """The trained ensemble with a Type I, a Type II and a conditioned
+    bridge on its curve."""
+    ens, _ = trained_ensemble
+    ens.fit_bridge(digits.train, kind="type1", epochs=40, verbose=0)
+    ens.fit_bridge(digits.train, kind="type2", epochs=20, verbose=0)
+    ens.fit_bridge(digits.train, points="any", epochs=20, verbose=0)
+    return ens

@@ -56,3 +56,23 @@ def test_deep_ensemble_equivalent_interpolates():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="probabilities"):
         metrics.nll(P, Y[:2])
+
+
+def test_flops_match_hand_counts():
+    import keras
+
+    import keras_bridge as kb
+
+    inputs = keras.Input((4,))
+    assert kb.flops(keras.Model(inputs, keras.layers.Dense(3)(inputs))) == (
+        2 * 4 * 3 + 3
+    )
+    images = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(5, 3)(images)
+    # 4x4 outputs, 5 channels, 3x3x2 multiply-adds each, plus the bias.
+    assert kb.flops(keras.Model(images, conv)) == 2 * 3 * 3 * 2 * 5 * 16 + 80
+    same = keras.layers.Conv2D(5, 3, padding="same", use_bias=False)(images)
+    assert kb.flops(keras.Model(images, same)) == 2 * 3 * 3 * 2 * 5 * 36
+    sequence = keras.Input((10, 3))
+    conv1d = keras.layers.Conv1D(4, 3, use_bias=False)(sequence)
+    assert kb.flops(keras.Model(sequence, conv1d)) == 2 * 3 * 3 * 4 * 8

@@ -1,0 +1,83 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_bridge as kb
+from keras_bridge.layers import BridgeHead
+
+
+def _features(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 4, 4, 8), (3, 7, 8)], ids=["image", "sequence"]
+)
+def test_residual_head_shapes_weights_and_training(shape):
+    head = BridgeHead(5, width=6, depth=2)
+    x = _features(shape)
+    assert head(x).shape == (3, 5)
+    # stem conv + stem BN (4) + 2 blocks x (2 convs + 2 BN x 4) + dense (2)
+    assert len(head.weights) == 1 + 4 + 2 * (2 + 8) + 2
+    assert len(head.trainable_weights) == 1 + 2 + 2 * (2 + 4) + 2
+
+    inputs = keras.Input(shape[1:])
+    model = keras.Model(inputs, head(inputs))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    before = [np.array(w) for w in head.trainable_weights]
+    model.fit(x, np.array([0, 1, 2]), epochs=1, verbose=0)
+    after = [np.array(w) for w in head.trainable_weights]
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(before, after))
+
+
+def test_type2_input_is_concatenated_on_channels():
+    head = BridgeHead(4, width=6, depth=1)
+    a, b = _features((2, 4, 4, 3), 1), _features((2, 4, 4, 5), 2)
+    out = head([a, b])
+    assert out.shape == (2, 4)
+    assert head._stem.kernel.shape == (1, 1, 8, 6)
+    np.testing.assert_allclose(
+        out, head(np.concatenate([a, b], axis=-1)), atol=1e-6
+    )
+
+
+def test_conditioned_head_depends_on_r():
+    head = BridgeHead(4, width=6, depth=1, conditioned=True)
+    x = _features((2, 4, 4, 3))
+    low, high = head(x, r=0.1), head(x, r=0.9)
+    assert np.abs(np.asarray(low) - np.asarray(high)).max() > 1e-4
+    np.testing.assert_allclose(
+        head(x, r=np.full((2, 1), 0.1, "float32")), low, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="`r` is required"):
+        head(x)
+
+
+def test_head_with_a_slim_tail_round_trips(tmp_path):
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5)
+    tail = kb.splitting.slim_tail(backbone, "stage2", 33, slim=2)
+    head = BridgeHead(10, tail=tail, conditioned=True)
+    inputs = keras.Input((4, 4, 32))
+    model = keras.Model(inputs, head(inputs, r=0.3))
+    x = _features((2, 4, 4, 32))
+    expected = np.asarray(model(x))
+    # The tail is the backbone's stage 3 at half width.
+    assert tail.get_layer("stage3_block1_conv1").filters == 16
+    assert tail.get_layer("logits").units == 10
+
+    clone = BridgeHead.from_config(head.get_config())
+    assert clone.conditioned and clone.tail is not None
+    path = tmp_path / "head.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
+
+
+def test_features_without_spatial_axes_are_refused():
+    with pytest.raises(ValueError, match="`features` must be a feature map"):
+        BridgeHead(3)(np.zeros((2, 8), "float32"))
+    with pytest.raises(ValueError, match="num_classes"):
+        BridgeHead(0)
