@@ -16,8 +16,9 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="train and evaluate an ensemble end to end on a dataset",
         description=(
-            "Trains the modes, fits curves between them, and prints the "
-            "curve profiles, on the bundled digits data by default."
+            "Trains the modes, fits curves between them, trains Type I and "
+            "Type II bridges, and prints the curve profiles and the "
+            "ensemble report, on the bundled digits data by default."
         ),
     )
     run.add_argument(
@@ -30,12 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--depth", type=int, default=8)
     run.add_argument("--width", type=float, default=0.5)
     run.add_argument("--epochs", type=int, default=20)
+    run.add_argument("--bridge-epochs", type=int, default=60)
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
         "--output",
         default="runs/digits",
-        help="folder for the report (report.json)",
+        help="folder for the report (report.json, report.md)",
     )
     return parser
 
@@ -65,12 +67,36 @@ def run(args) -> dict:
         profile = ens.curve_profile(data.test, pair=pair)
         print(profile)
         report["curves"].append(profile.to_dict())
+    ens.fit_bridge(
+        data.train,
+        kind="type1",
+        epochs=args.bridge_epochs,
+        validation_data=data.validation,
+    )
+    ens.fit_bridge(
+        data.train,
+        kind="type2",
+        pairs=[(0, 1)],
+        epochs=args.bridge_epochs,
+        validation_data=data.validation,
+    )
+    evaluation = ens.evaluate(data.test, calibration_data=data.validation)
+    print(evaluation)
+    report["evaluation"] = evaluation.to_dict()
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "report.json")
     with open(path, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"Report written to {path}")
+        json.dump(report, handle, indent=2, default=_jsonable)
+    with open(os.path.join(args.output, "report.md"), "w") as handle:
+        handle.write(evaluation.to_markdown() + "\n")
+    print(f"Report written to {path} and report.md")
     return report
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return float(value)
 
 
 def main(argv=None) -> int:
