@@ -60,6 +60,14 @@ def run_seed(seed, args):
         epochs=args.bridge_epochs,
         verbose=0,
     )
+    # One r-conditioned head per curve, to compare with the fixed-r heads.
+    ens.fit_bridge(
+        data.train,
+        kind="type1",
+        points="any",
+        epochs=args.bridge_epochs,
+        verbose=0,
+    )
     trained = time.perf_counter() - start
     report = ens.evaluate(data.test, calibration_data=data.validation)
     print(f"seed {seed}: trained in {trained:.0f} s")
@@ -85,14 +93,20 @@ def summarise(reports):
 
 def bridge_summary(reports):
     lines = [
-        "| bridge | agreement (min over seeds) | mean | KL | FLOPs |",
-        "|---|---|---|---|---|",
+        "| bridge | r | agreement (min over seeds) | mean | KL | FLOPs |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in [b["name"] for b in reports[0].bridges]:
-        rows = [b for r in reports for b in r.bridges if b["name"] == name]
+    for key in [(b["name"], b["point"]) for b in reports[0].bridges]:
+        rows = [
+            b
+            for r in reports
+            for b in r.bridges
+            if (b["name"], b["point"]) == key
+        ]
         agree = [b["agreement"] for b in rows]
         lines.append(
-            f"| {name} | {min(agree):.4f} | {np.mean(agree):.4f} | "
+            f"| {key[0]} | {key[1]:g} | {min(agree):.4f} | "
+            f"{np.mean(agree):.4f} | "
             f"{np.mean([b['kl'] for b in rows]):.4f} | "
             f"{np.mean([b['flops'] for b in rows]):.3f}x |"
         )
@@ -102,7 +116,11 @@ def bridge_summary(reports):
 def latency(ens, data, runs):
     x, _ = kb.data.to_numpy(data.test)
     x = np.resize(x, (256, *x.shape[1:]))
-    type1 = [n for n in ens.member_names() if n.startswith("type1")]
+    type1 = [
+        n
+        for n in ens.member_names()
+        if n.startswith("type1") and not n.endswith("rany")
+    ]
     type2 = [n for n in ens.member_names() if n.startswith("type2")]
     modes = [f"mode_{i}" for i in range(len(ens.modes))]
     configs = {

@@ -5,9 +5,11 @@ from keras_bridge import (
     curves,
     data,
     evaluation,
+    export,
     layers,
     metrics,
     models,
+    saving,
     splitting,
 )
 from keras_bridge.conversion import (
@@ -27,12 +29,14 @@ __all__ = [
     "curves",
     "data",
     "evaluation",
+    "export",
     "flops",
     "layers",
     "metrics",
     "models",
     "point_model",
     "recalibrate_batchnorm",
+    "saving",
     "splitting",
     "to_curve_model",
 ]

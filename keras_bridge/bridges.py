@@ -113,11 +113,19 @@ def make_head(ens, sources, conditioned: bool, head=None) -> BridgeHead:
     )
 
 
-def feature_model(mode, feature_index: int, with_logits: bool):
-    """Model from a mode's input to its feature map (and its logits)."""
+def feature_model(
+    mode, feature_index: int, with_logits: bool, name: str | None = None
+):
+    """Model from a mode's input to its feature map (and its logits).
+
+    ``name`` must differ between the trunks of one graph; modes given to
+    `BridgeEnsemble.set_modes` may share a model name.
+    """
     features = mode.layers[feature_index].output
     outputs = [features, mode.outputs[0]] if with_logits else features
-    return keras.Model(mode.inputs, outputs, name=f"trunk_{mode.name}")
+    return keras.Model(
+        mode.inputs, outputs, name=name or f"trunk_{mode.name}"
+    )
 
 
 def build_inference_model(ens, members, temperature: float = 1.0):
@@ -145,7 +153,12 @@ def build_inference_model(ens, members, temperature: float = 1.0):
     features, logits = {}, {}
     for index in sorted(needed):
         with_logits = index in mode_members
-        trunk = feature_model(ens.modes[index], ens.feature_index, with_logits)
+        trunk = feature_model(
+            ens.modes[index],
+            ens.feature_index,
+            with_logits,
+            name=f"trunk_{index}",
+        )
         if with_logits:
             features[index], logits[index] = trunk(inputs)
         else:

@@ -526,7 +526,10 @@ class BridgeEnsemble:
         needed = sorted({i for spec in specs for i in spec["sources"]})
         trunks = {
             i: bridges_lib.feature_model(
-                self.modes[i], self.feature_index, with_logits=False
+                self.modes[i],
+                self.feature_index,
+                with_logits=False,
+                name=f"trunk_{i}",
             )
             for i in needed
         }
@@ -637,6 +640,90 @@ class BridgeEnsemble:
         if calibration_data is not None:
             self.calibrate(calibration_data)
         return evaluation.evaluate(self, data, calibration_data)
+
+    # Deployment --------------------------------------------------------
+
+    def export(
+        self,
+        path,
+        format: str = "tf_saved_model",
+        members=None,
+        overwrite: bool = False,
+        verbose: bool = True,
+    ) -> str:
+        """Exports the ensemble for serving, as one multi-output model.
+
+        ``format="tf_saved_model"`` writes a SavedModel that TF Serving
+        loads: give it a version folder, ``<base>/<model_name>/<version>``.
+        Its ``serving_default`` signature takes ``inputs`` (any batch
+        size) and returns ``probabilities``, ``class_ids``,
+        ``member_probabilities``, ``predictive_entropy`` and
+        ``mutual_information``; the ``members`` signature returns each
+        member's probabilities under its `keras_bridge.export.serving_name`.
+        ``format="onnx"`` writes one ``.onnx`` file with the same input and
+        outputs (needs ``pip install keras-bridge[onnx]``).
+
+        Both are written to a temporary path and moved into place at the
+        end: a crash never leaves a half-written version, and an existing
+        one is only replaced with ``overwrite=True``.
+
+        Args:
+            path: the SavedModel's version folder or the ``.onnx`` file.
+            format: ``"tf_saved_model"`` or ``"onnx"``.
+            members: member names to serve (see `member_names`); default
+                all, in that order.
+            overwrite: replace an existing ``path``.
+            verbose: print where the model was written.
+
+        Returns:
+            The absolute path written.
+
+        Example:
+
+        >>> ens.export("serving/digits/1")
+        >>> ens.export("digits.onnx", format="onnx")
+        """
+        from keras_bridge import export
+
+        return export.export(self, path, format, members, overwrite, verbose)
+
+    def save(self, filepath, overwrite: bool = True) -> None:
+        """Saves the whole ensemble to one ``.keras`` file.
+
+        Modes, curves, bridges, the materialised curve points, the
+        temperature and the metadata go into a Keras archive (written to
+        a temporary file, then renamed into place).
+        `BridgeEnsemble.load` reads it back with Keras' ``safe_mode``;
+        `keras.saving.load_model` alone gives a model that returns the
+        serving outputs.
+
+        Args:
+            filepath: path ending in ``.keras``.
+            overwrite: replace an existing file.
+
+        Example:
+
+        >>> ens.save("ensemble.keras")
+        >>> ens2 = BridgeEnsemble.load("ensemble.keras")
+        """
+        from keras_bridge import saving
+
+        saving.save_ensemble(self, filepath, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, filepath, safe_mode: bool = True) -> "BridgeEnsemble":
+        """Loads an ensemble written by `save`.
+
+        Args:
+            filepath: the ``.keras`` file.
+            safe_mode: Keras' ``safe_mode`` (no arbitrary code is run).
+
+        Returns:
+            A `BridgeEnsemble` whose predictions equal the saved one's.
+        """
+        from keras_bridge import saving
+
+        return saving.load_ensemble(filepath, safe_mode=safe_mode)
 
 
 def _softmax(logits) -> np.ndarray:

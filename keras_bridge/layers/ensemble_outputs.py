@@ -1,6 +1,7 @@
 """`EnsembleOutputs`: the serving outputs of an ensemble."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -53,7 +54,11 @@ class EnsembleOutputs(keras.layers.Layer):
         )
         return {
             "probabilities": probabilities,
-            "class_ids": ops.argmax(probabilities, axis=-1),
+            # `keras.ops.argmax` guards against -0.0 with bit operations
+            # that ONNX lacks; probabilities are never negative.
+            "class_ids": tf.argmax(
+                probabilities, axis=-1, output_type="int32"
+            ),
             "member_probabilities": members,
             "predictive_entropy": entropy,
             "mutual_information": mutual_information,

@@ -1,0 +1,199 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import keras_bridge as kb
+
+SERVING_OUTPUTS = {
+    "probabilities": ("float32", [-1, 10]),
+    "class_ids": ("int32", [-1]),
+    "member_probabilities": ("float32", [-1, 5, 10]),
+    "predictive_entropy": ("float32", [-1]),
+    "mutual_information": ("float32", [-1]),
+}
+MEMBER_OUTPUTS = [
+    "mode_0",
+    "mode_1",
+    "type1_0_1_r0_5",
+    "type2_0_1_r0_5",
+    "type1_0_1_rany",
+]
+
+
+@pytest.fixture(scope="module")
+def batches(digits):
+    x, _ = kb.data.to_numpy(digits.test)
+    return {"batch1": x[:1], "batch17": x[5:22]}
+
+
+@pytest.fixture(scope="module")
+def served(bridged_ensemble, batches, tmp_path_factory):
+    """An export, answered by `tf_serving_client.py` in a fresh process."""
+    base = tmp_path_factory.mktemp("serving")
+    path = bridged_ensemble.export(base / "digits" / "1", verbose=False)
+    inputs = base / "inputs.npz"
+    np.savez(inputs, **batches)
+    results = str(base / "results.npz")
+    client = os.path.join(os.path.dirname(__file__), "tf_serving_client.py")
+    subprocess.run(
+        [sys.executable, client, path, str(inputs), results],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    with open(results.replace(".npz", ".json")) as handle:
+        report = json.load(handle)
+    return path, dict(np.load(results)), report
+
+
+def test_serving_signatures_follow_the_contract(served):
+    path, _, report = served
+    assert report["keras_bridge_imported"] is False
+    default = report["signatures"]["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"] == {
+        "inputs": {"dtype": "float32", "shape": [-1, 8, 8, 1]}
+    }
+    outputs = {
+        key: (value["dtype"], value["shape"])
+        for key, value in default["outputs"].items()
+    }
+    assert outputs == SERVING_OUTPUTS
+    members = report["signatures"]["members"]
+    assert members["method_name"] == "tensorflow/serving/predict"
+    assert sorted(members["outputs"]) == sorted(MEMBER_OUTPUTS)
+    with open(os.path.join(path, "assets.extra", "keras_bridge.json")) as f:
+        metadata = json.load(f)
+    assert metadata["serving_names"] == MEMBER_OUTPUTS
+    assert os.path.basename(path) == "1"
+
+
+def test_served_outputs_equal_predict(served, bridged_ensemble, batches):
+    _, results, _ = served
+    for batch, x in batches.items():
+        expected = bridged_ensemble.predict(x)
+        for key, value in expected.items():
+            for route in ("session/serving_default", "grpc"):
+                served_value = results[f"{route}/{batch}/{key}"]
+                assert served_value.shape == value.shape
+                np.testing.assert_allclose(served_value, value, atol=1e-5)
+        for index, name in enumerate(MEMBER_OUTPUTS):
+            np.testing.assert_allclose(
+                results[f"session/members/{batch}/{name}"],
+                expected["member_probabilities"][:, index],
+                atol=1e-5,
+            )
+
+
+def test_bad_requests_get_a_clear_error(served):
+    _, _, report = served
+    shape_error = report["errors"]["shape"]
+    assert "Cannot feed value of shape (1, 7, 8, 1)" in shape_error
+    assert "(None, 8, 8, 1)" in shape_error
+    dtype_error = report["errors"]["dtype"]
+    assert "expected to be a float tensor but is a int32" in dtype_error
+
+
+def test_onnx_matches_keras(bridged_ensemble, batches, tmp_path):
+    ens = bridged_ensemble
+    path = ens.export(tmp_path / "digits.onnx", format="onnx", verbose=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["inputs"]
+    names = [o.name for o in session.get_outputs()]
+    assert set(names) == set(SERVING_OUTPUTS)
+    noise = np.random.default_rng(0).random((17, 8, 8, 1), dtype="float32")
+    for x in (*batches.values(), noise, noise[:1]):
+        expected = ens.predict(x)
+        for name, value in zip(names, session.run(None, {"inputs": x})):
+            np.testing.assert_allclose(value, expected[name], atol=1e-5)
+    metadata = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(metadata["keras_bridge"])["members"] == (
+        ens.member_names()
+    )
+
+
+def test_export_never_leaves_a_partial_version(
+    bridged_ensemble, tmp_path, monkeypatch
+):
+    ens = bridged_ensemble
+    path = tmp_path / "digits" / "1"
+    ens.export(path, members=["mode_0"], verbose=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.export(path, verbose=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.export(tmp_path / "digits" / "1", format="onnx", verbose=False)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    # A crash after the SavedModel is written, before it is in place.
+    monkeypatch.setattr(kb.export, "_metadata", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ens.export(tmp_path / "digits" / "2", verbose=False)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ens.export(path, overwrite=True, verbose=False)
+    assert os.listdir(tmp_path / "digits") == ["1"]
+    with open(path / "assets.extra" / "keras_bridge.json") as handle:
+        assert json.load(handle)["members"] == ["mode_0"]
+    monkeypatch.undo()
+
+    ens.export(path, overwrite=True, verbose=False)
+    assert os.listdir(tmp_path / "digits") == ["1"]
+    with open(path / "assets.extra" / "keras_bridge.json") as handle:
+        assert json.load(handle)["members"] == ens.member_names()
+
+
+def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        bridged_ensemble.export(tmp_path / "m", format="tflite")
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    untrained = kb.BridgeEnsemble(backbone)
+    with pytest.raises(ValueError, match="Nothing to export.*fit_modes"):
+        untrained.export(tmp_path / "m" / "1")
+    with pytest.raises(ValueError, match="Nothing to save.*fit_modes"):
+        untrained.save(tmp_path / "e.keras")
+    with pytest.raises(ValueError, match="`filepath` must end in '.keras'"):
+        bridged_ensemble.save(tmp_path / "e.h5")
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
+    ens = bridged_ensemble
+    x, _ = kb.data.to_numpy(digits.test)
+    path = tmp_path / "ensemble.keras"
+    ens.save(path)
+    loaded = kb.BridgeEnsemble.load(path)
+    assert loaded.member_names() == ens.member_names()
+    assert loaded.temperature == ens.temperature
+    assert loaded.feature_layer == ens.feature_layer
+    assert loaded.curve_checks == ens.curve_checks
+    assert sorted(loaded.curves) == sorted(ens.curves)
+    expected = ens.predict(x)
+    outputs = loaded.predict(x)
+    for key in expected:
+        np.testing.assert_array_equal(outputs[key], expected[key])
+    # The curve and its materialised points come back too.
+    t = np.full((len(x), 1), 0.3, "float32")
+    np.testing.assert_allclose(
+        loaded.curves[(0, 1)].predict([x, t], verbose=0),
+        ens.curves[(0, 1)].predict([x, t], verbose=0),
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(
+        loaded.point_model((0, 1), 0.5).predict(x, verbose=0),
+        ens.point_model((0, 1), 0.5).predict(x, verbose=0),
+    )
+    # Plain Keras loading gives a model of the serving outputs.
+    archive = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        archive(x)["probabilities"], expected["probabilities"], atol=1e-6
+    )
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.save(path, overwrite=False)
