@@ -123,9 +123,7 @@ def feature_model(
     """
     features = mode.layers[feature_index].output
     outputs = [features, mode.outputs[0]] if with_logits else features
-    return keras.Model(
-        mode.inputs, outputs, name=name or f"trunk_{mode.name}"
-    )
+    return keras.Model(mode.inputs, outputs, name=name or f"trunk_{mode.name}")
 
 
 def build_inference_model(ens, members, temperature: float = 1.0):

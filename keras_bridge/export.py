@@ -173,7 +173,8 @@ def _move_into_place(source: str, target: str) -> None:
         os.rename(source, target)
         return
     old = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(target)}.", suffix=".old",
+        prefix=f".{os.path.basename(target)}.",
+        suffix=".old",
         dir=os.path.dirname(target),
     )
     old_target = os.path.join(old, "previous")
@@ -260,8 +261,7 @@ def export(
     overwrite: bool = False,
     verbose: bool = True,
 ) -> str:
-    """Exports ``ens`` as a SavedModel or ONNX (see `BridgeEnsemble.export`).
-    """
+    """Exports ``ens`` as a SavedModel or ONNX (see `BridgeEnsemble.export`)."""
     if format == "tf_saved_model":
         return export_saved_model(ens, path, members, overwrite, verbose)
     if format == "onnx":

@@ -56,9 +56,7 @@ class EnsembleOutputs(keras.layers.Layer):
             "probabilities": probabilities,
             # `keras.ops.argmax` guards against -0.0 with bit operations
             # that ONNX lacks; probabilities are never negative.
-            "class_ids": tf.argmax(
-                probabilities, axis=-1, output_type="int32"
-            ),
+            "class_ids": tf.argmax(probabilities, axis=-1, output_type="int32"),
             "member_probabilities": members,
             "predictive_entropy": entropy,
             "mutual_information": mutual_information,
