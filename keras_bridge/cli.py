@@ -17,8 +17,9 @@ def _parser() -> argparse.ArgumentParser:
         help="train and evaluate an ensemble end to end on a dataset",
         description=(
             "Trains the modes, fits curves between them, trains Type I and "
-            "Type II bridges, and prints the curve profiles and the "
-            "ensemble report, on the bundled digits data by default."
+            "Type II bridges, prints the curve profiles and the ensemble "
+            "report, saves the ensemble and exports it for TF Serving and "
+            "ONNX, on the bundled digits data by default."
         ),
     )
     run.add_argument(
@@ -37,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output",
         default="runs/digits",
-        help="folder for the report (report.json, report.md)",
+        help=(
+            "folder for the report (report.json, report.md), the saved "
+            "ensemble (ensemble.keras), the SavedModel "
+            "(serving/<dataset>/<version>) and ONNX model (model.onnx)"
+        ),
     )
     return parser
 
@@ -90,7 +95,22 @@ def run(args) -> dict:
     with open(os.path.join(args.output, "report.md"), "w") as handle:
         handle.write(evaluation.to_markdown() + "\n")
     print(f"Report written to {path} and report.md")
+    ens.save(os.path.join(args.output, "ensemble.keras"))
+    base = os.path.join(args.output, "serving", args.dataset)
+    ens.export(os.path.join(base, str(_next_version(base))))
+    ens.export(
+        os.path.join(args.output, "model.onnx"), format="onnx", overwrite=True
+    )
     return report
+
+
+def _next_version(base: str) -> int:
+    """The version folder after the highest one in ``base`` (TF Serving
+    serves the highest), so earlier exports are kept."""
+    if not os.path.isdir(base):
+        return 1
+    versions = [int(name) for name in os.listdir(base) if name.isdigit()]
+    return max(versions, default=0) + 1
 
 
 def _jsonable(value):
