@@ -98,9 +98,14 @@ def run(args) -> dict:
     ens.save(os.path.join(args.output, "ensemble.keras"))
     base = os.path.join(args.output, "serving", args.dataset)
     ens.export(os.path.join(base, str(_next_version(base))))
-    ens.export(
-        os.path.join(args.output, "model.onnx"), format="onnx", overwrite=True
-    )
+    try:
+        ens.export(
+            os.path.join(args.output, "model.onnx"),
+            format="onnx",
+            overwrite=True,
+        )
+    except ImportError as error:
+        print(f"ONNX export skipped: {error}")
     return report
 
 
