@@ -115,8 +115,10 @@ def main(argv=None):
         tensor = tf.constant(x)
         fns = {}
         for name, (signature, session) in runners.items():
-            fns[(name, "tf")] = lambda s=signature: s(inputs=tensor)
-            fns[(name, "ort")] = lambda s=session: s.run(None, {"inputs": x})
+            fns[(name, "tf")] = lambda s=signature, t=tensor: s(inputs=t)
+            fns[(name, "ort")] = lambda s=session, x=x: s.run(
+                None, {"inputs": x}
+            )
         times = median_times(fns, args.runs)
         for name in configs:
             tf_time, ort_time = times[(name, "tf")], times[(name, "ort")]
