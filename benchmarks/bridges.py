@@ -22,6 +22,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 import keras_bridge as kb  # noqa: E402
 
@@ -136,21 +137,14 @@ def latency(ens, data, runs):
     fns = {"backbone": lambda: backbone.predict_on_batch(x)}
     for name, model in models.items():
         fns[name] = lambda model=model: model.predict_on_batch(x)
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    base = np.median(times["backbone"])
+    times = interleaved_medians(fns, runs)
+    base = times["backbone"]
     lines = [
         "| configuration | latency (ms, batch 256) | vs one backbone |",
         "|---|---|---|",
     ]
     for name in fns:
-        median = np.median(times[name])
+        median = times[name]
         lines.append(f"| {name} | {1e3 * median:.2f} | {median / base:.2f}x |")
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 import keras_bridge as kb  # noqa: E402
 
@@ -52,18 +53,6 @@ def make_ensemble(args):
     ens.fit_curves(data.train, epochs=args.epochs, verbose=0)
     ens.fit_bridge(data.train, epochs=args.epochs, verbose=0)
     return ens, data
-
-
-def median_times(fns, runs):
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main(argv=None):
@@ -119,7 +108,7 @@ def main(argv=None):
             fns[(name, "ort")] = lambda s=session, x=x: s.run(
                 None, {"inputs": x}
             )
-        times = median_times(fns, args.runs)
+        times = interleaved_medians(fns, args.runs)
         for name in configs:
             tf_time, ort_time = times[(name, "tf")], times[(name, "ort")]
             print(
