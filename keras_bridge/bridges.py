@@ -113,6 +113,46 @@ def make_head(ens, sources, conditioned: bool, head=None) -> BridgeHead:
     )
 
 
+def plan(ens, kind: str, pairs, points, head=None):
+    """The bridges one `BridgeEnsemble.fit_bridge` call trains.
+
+    Returns:
+        ``(bridges, specs)``: the new `Bridge` objects, and for each the
+        training spec `keras_bridge.distillation.BridgeDistiller` takes
+        (head, source modes, teachers and their points). A conditioned
+        bridge (``points="any"``) has a teacher at every point of
+        `CONDITIONED_GRID`.
+    """
+    conditioned = points == "any"
+    new, specs = [], []
+    for pair in pairs:
+        for r in ("any",) if conditioned else points:
+            sources = (pair[0],) if kind == "type1" else tuple(pair)
+            head_layer = make_head(ens, sources, conditioned, head)
+            rs = CONDITIONED_GRID if conditioned else (r,)
+            specs.append(
+                {
+                    "head": head_layer,
+                    "sources": sources,
+                    "teachers": [ens.point_model(pair, t) for t in rs],
+                    "points": [float(t) for t in rs],
+                }
+            )
+            new.append(Bridge(kind, tuple(pair), r, head_layer))
+    return new, specs
+
+
+def trunks_for(ens, specs) -> dict:
+    """One feature model per mode that some spec reads, by mode index."""
+    needed = sorted({i for spec in specs for i in spec["sources"]})
+    return {
+        i: feature_model(
+            ens.modes[i], ens.feature_index, False, name=f"trunk_{i}"
+        )
+        for i in needed
+    }
+
+
 def feature_model(
     mode, feature_index: int, with_logits: bool, name: str | None = None
 ):

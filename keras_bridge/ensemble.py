@@ -501,38 +501,8 @@ class BridgeEnsemble:
         data = self._data_or_default(data)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + 2000)
-        conditioned = points == "any"
-        grid = bridges_lib.CONDITIONED_GRID if conditioned else points
-        new, specs = [], []
-        for pair in pairs:
-            for r in ("any",) if conditioned else points:
-                sources = (pair[0],) if kind == "type1" else pair
-                bridge = bridges_lib.Bridge(
-                    kind,
-                    pair,
-                    r,
-                    bridges_lib.make_head(self, sources, conditioned, head),
-                )
-                rs = grid if conditioned else (r,)
-                specs.append(
-                    {
-                        "head": bridge.head,
-                        "sources": sources,
-                        "teachers": [self.point_model(pair, t) for t in rs],
-                        "points": [float(t) for t in rs],
-                    }
-                )
-                new.append(bridge)
-        needed = sorted({i for spec in specs for i in spec["sources"]})
-        trunks = {
-            i: bridges_lib.feature_model(
-                self.modes[i],
-                self.feature_index,
-                with_logits=False,
-                name=f"trunk_{i}",
-            )
-            for i in needed
-        }
+        new, specs = bridges_lib.plan(self, kind, pairs, points, head)
+        trunks = bridges_lib.trunks_for(self, specs)
         distiller = distillation.BridgeDistiller(
             trunks, specs, mixup_alpha=mixup_alpha
         )

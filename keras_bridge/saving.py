@@ -197,12 +197,14 @@ def save_ensemble(ens, filepath, overwrite: bool = True) -> None:
         raise FileExistsError(
             f"{filepath!r} exists; pass `overwrite=True` to replace it."
         )
+    archive = to_archive(ens)
     directory = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(
         directory, f".{os.path.basename(filepath)}.{os.getpid()}.tmp.keras"
     )
     try:
-        keras.saving.save_model(to_archive(ens), temporary)
+        keras.saving.save_model(archive, temporary)
         os.replace(temporary, filepath)
     finally:
         if os.path.exists(temporary):

@@ -158,7 +158,7 @@ def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
     with pytest.raises(ValueError, match="Nothing to export.*fit_modes"):
         untrained.export(tmp_path / "m" / "1")
     with pytest.raises(ValueError, match="Nothing to save.*fit_modes"):
-        untrained.save(tmp_path / "e.keras")
+        untrained.save(tmp_path / "new" / "e.keras")
     with pytest.raises(ValueError, match="`filepath` must end in '.keras'"):
         bridged_ensemble.save(tmp_path / "e.h5")
     assert os.listdir(tmp_path) == []
@@ -167,7 +167,7 @@ def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
 def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
     ens = bridged_ensemble
     x, _ = kb.data.to_numpy(digits.test)
-    path = tmp_path / "ensemble.keras"
+    path = tmp_path / "new" / "ensemble.keras"
     ens.save(path)
     loaded = kb.BridgeEnsemble.load(path)
     assert loaded.member_names() == ens.member_names()
@@ -197,3 +197,4 @@ def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
     )
     with pytest.raises(FileExistsError, match="overwrite=True"):
         ens.save(path, overwrite=False)
+    assert os.listdir(tmp_path / "new") == ["ensemble.keras"]
