@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import keras
 import tensorflow as tf
@@ -130,6 +131,14 @@ def export_saved_model(
     """
     members = _check_members(ens, members)
     path = _check_target(path, overwrite)
+    if not os.path.basename(path).isdigit():
+        warnings.warn(
+            f"TF Serving only loads numbered version folders, "
+            f"<base>/<model_name>/<version>; {path!r} does not end in a "
+            "version number, so a server pointed at its parent will not "
+            "see it.",
+            stacklevel=4,  # the caller of `BridgeEnsemble.export`
+        )
     model = ens.inference_model(members)
     names = [serving_name(m) for m in members]
     spec = _input_spec(ens)

@@ -162,6 +162,8 @@ def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
     with pytest.raises(ValueError, match="`filepath` must end in '.keras'"):
         bridged_ensemble.save(tmp_path / "e.h5")
     assert os.listdir(tmp_path) == []
+    with pytest.warns(UserWarning, match="numbered version folders"):
+        bridged_ensemble.export(tmp_path / "m", members=["mode_0"])
 
 
 def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
