@@ -270,7 +270,13 @@ def export(
     overwrite: bool = False,
     verbose: bool = True,
 ) -> str:
-    """Exports ``ens`` as a SavedModel or ONNX (see `BridgeEnsemble.export`)."""
+    """Exports ``ens`` as a SavedModel or ONNX (see `BridgeEnsemble.export`).
+
+    Example:
+
+    >>> export(ens, "serving/digits/1")
+    >>> export(ens, "digits.onnx", format="onnx")
+    """
     if format == "tf_saved_model":
         return export_saved_model(ens, path, members, overwrite, verbose)
     if format == "onnx":

@@ -186,7 +186,12 @@ def to_ensemble(archive: EnsembleArchive):
 
 
 def save_ensemble(ens, filepath, overwrite: bool = True) -> None:
-    """Writes ``ens`` to a ``.keras`` file (see `BridgeEnsemble.save`)."""
+    """Writes ``ens`` to a ``.keras`` file (see `BridgeEnsemble.save`).
+
+    Example:
+
+    >>> save_ensemble(ens, "ensemble.keras")
+    """
     filepath = os.fspath(filepath)
     if not filepath.endswith(".keras"):
         raise ValueError(
@@ -212,7 +217,12 @@ def save_ensemble(ens, filepath, overwrite: bool = True) -> None:
 
 
 def load_ensemble(filepath, safe_mode: bool = True):
-    """Reads a `BridgeEnsemble` saved by `save_ensemble`."""
+    """Reads a `BridgeEnsemble` saved by `save_ensemble`.
+
+    Example:
+
+    >>> ens = load_ensemble("ensemble.keras")
+    """
     archive = keras.saving.load_model(filepath, safe_mode=safe_mode)
     if not isinstance(archive, EnsembleArchive):
         raise ValueError(
