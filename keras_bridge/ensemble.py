@@ -130,18 +130,13 @@ class BridgeEnsemble:
         histories = []
         self.modes = []
         self._reset_downstream()
-        steps = training.cardinality(data)
         for index in range(self.num_modes):
             if self.seed is not None:
                 keras.utils.set_random_seed(self.seed + index)
             model = keras.models.clone_model(self.backbone)
             model.name = f"mode_{index}"
-            model.compile(
-                optimizer=training.make_optimizer(
-                    optimizer, epochs, steps, learning_rate
-                ),
-                loss=training.classification_loss(data),
-                metrics=["accuracy"],
+            training.compile_classifier(
+                model, data, optimizer, epochs, learning_rate
             )
             if verbose:
                 print(f"Mode {index + 1}/{self.num_modes}")
@@ -239,7 +234,6 @@ class BridgeEnsemble:
         data = self._data_or_default(data)
         self._train_data = data
         epochs = epochs or self._mode_epochs or 30
-        steps = training.cardinality(data)
         histories = {}
         for pair in self._resolve_pairs(pairs):
             i, j = pair
@@ -251,12 +245,8 @@ class BridgeEnsemble:
                 curve=self.curve,
                 name=f"curve_{i}_{j}",
             )
-            curve_model.compile(
-                optimizer=training.make_optimizer(
-                    optimizer, epochs, steps, learning_rate
-                ),
-                loss=training.classification_loss(data),
-                metrics=["accuracy"],
+            training.compile_classifier(
+                curve_model, data, optimizer, epochs, learning_rate
             )
             if verbose:
                 print(f"Curve {i} -> {j}")

@@ -212,26 +212,22 @@ def evaluate(ens, data, calibration_data=None) -> EnsembleReport:
         for b in ens.bridges.values()
         if b.kind == "type1" and b.pair[0] == 0 and b.point != "any"
     ]
+    # Each point's probabilities once; the rows below are running means.
+    test_points = [_softmax(teachers[(b.pair, b.point)][0]) for b in type1]
+    val_points = []
+    if calibration_data is not None:
+        val_points = [
+            _softmax(ens.point_model(b.pair, b.point).predict(x_val, verbose=0))
+            for b in type1
+        ]
     for k in range(1, len(type1) + 1):
-        chosen = type1[:k]
         test_p = np.mean(
-            [member_probs[:, index["mode_0"]]]
-            + [_softmax(teachers[(b.pair, b.point)][0]) for b in chosen],
-            axis=0,
+            [member_probs[:, index["mode_0"]]] + test_points[:k], axis=0
         )
         val_p = None
         if calibration_data is not None:
             val_p = np.mean(
-                [val_probs[:, index["mode_0"]]]
-                + [
-                    _softmax(
-                        ens.point_model(b.pair, b.point).predict(
-                            x_val, verbose=0
-                        )
-                    )
-                    for b in chosen
-                ],
-                axis=0,
+                [val_probs[:, index["mode_0"]]] + val_points[:k], axis=0
             )
         row = {
             "name": f"Single + {k} curve points",

@@ -35,6 +35,26 @@ def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
     return keras.optimizers.get(optimizer)
 
 
+def compile_classifier(model, data, optimizer, epochs, learning_rate):
+    """Compiles ``model`` for cross-entropy training on ``data``.
+
+    The optimizer comes from `make_optimizer` (a fresh one per model), the
+    loss from `classification_loss`, and accuracy is logged.
+
+    Example:
+
+    >>> compile_classifier(model, train_ds, None, 30, 2e-3)
+    """
+    model.compile(
+        optimizer=make_optimizer(
+            optimizer, epochs, cardinality(data), learning_rate
+        ),
+        loss=classification_loss(data),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def classification_loss(dataset):
     """Cross-entropy on logits matching the label format of the data."""
     spec = dataset.element_spec
