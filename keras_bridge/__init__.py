@@ -6,32 +6,41 @@ from keras_bridge import (
     data,
     evaluation,
     export,
+    files,
+    graph,
+    inputs,
     layers,
+    members,
     metrics,
     models,
     saving,
     splitting,
 )
-from keras_bridge.conversion import (
+from keras_bridge.curve_model import (
     point_model,
     recalibrate_batchnorm,
     to_curve_model,
 )
-from keras_bridge.ensemble import BridgeEnsemble, CurveProfile
+from keras_bridge.ensemble import BridgeEnsemble
 from keras_bridge.flops import flops
-
-__version__ = "0.1.0"
+from keras_bridge.profile import CurveProfile
+from keras_bridge.version import __version__
 
 __all__ = [
     "BridgeEnsemble",
     "CurveProfile",
+    "__version__",
     "bridges",
     "curves",
     "data",
     "evaluation",
     "export",
+    "files",
     "flops",
+    "graph",
+    "inputs",
     "layers",
+    "members",
     "metrics",
     "models",
     "point_model",

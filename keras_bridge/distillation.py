@@ -43,42 +43,61 @@ def agreement(teacher_logits, student_logits):
     )
 
 
+class _Frozen:
+    """Holds models out of Keras' sight: a model attribute of this type is
+    not tracked, so the distiller's weights, checkpoints and
+    `trainable_variables` are the heads' alone, and nothing sets
+    ``trainable`` on the (shared) layers of a mode or teacher."""
+
+    def __init__(self, trunks, teachers):
+        self.trunks = trunks
+        self.teachers = teachers
+
+
 class BridgeDistiller(keras.Model):
     """Trains several bridge heads at once against their teachers.
 
-    Each trunk (a frozen feature extractor of one mode) runs once per step
-    and every bridge reading that mode's features shares its output. A
-    bridge's teacher is a frozen plain model: the curve network at the
-    bridge's point r. A conditioned bridge has a list of teachers at
-    points ``grid`` and draws one per batch. The loss is the sum over
-    bridges of KL(teacher || bridge) on a mixup batch that teacher and
-    student both see. Logs: ``loss``, ``kl`` (mean over bridges) and
-    ``agreement`` (top-1 agreement with the teacher), with ``val_`` twins
-    on validation data.
+    Each trunk (a feature extractor of one mode) runs once per step and
+    every bridge reading that mode's features shares its output. A
+    bridge's teacher is a plain model: the curve network at the bridge's
+    point r. A conditioned bridge has a list of teachers at its points and
+    draws one per batch. The loss is the sum over bridges of
+    KL(teacher || bridge) on a mixup batch that teacher and student both
+    see. Logs: ``loss``, ``kl`` (mean over bridges) and ``agreement``
+    (top-1 agreement with the teacher), with ``val_`` twins on validation
+    data.
+
+    Trunks and teachers are used, never trained or changed: only the heads
+    are weights of the distiller, so its checkpoints (e.g. of
+    `keras.callbacks.BackupAndRestore`) hold the heads alone.
 
     Args:
-        trunks: dict from mode index to a frozen model from inputs to that
-            mode's feature map.
-        bridges: list of dicts with keys ``head`` (a `BridgeHead`),
+        trunks: dict from mode index to a model from inputs to that mode's
+            feature map.
+        bridges: list of dicts with keys ``head`` (a bridge head),
             ``sources`` (tuple of mode indices), ``teachers`` (list of
             models) and ``points`` (list of r, one per teacher).
         mixup_alpha: Beta parameter of mixup; 0 turns mixup off.
+
+    Example:
+
+    >>> distiller = BridgeDistiller({0: trunk}, [{"head": head,
+    ...     "sources": (0,), "teachers": [teacher], "points": [0.5]}])
+    >>> distiller.compile(optimizer="adam")
+    >>> distiller.fit(train_ds, epochs=10)
     """
 
     def __init__(self, trunks, bridges, mixup_alpha=0.4, **kw):
         super().__init__(**kw)
         self.heads = [spec["head"] for spec in bridges]
-        self.teachers = [list(spec["teachers"]) for spec in bridges]
         self._sources = [tuple(spec["sources"]) for spec in bridges]
         self._points = [tuple(spec["points"]) for spec in bridges]
         self.mixup_alpha = float(mixup_alpha)
         self._trunk_keys = sorted(trunks)
-        self._trunk_list = [trunks[k] for k in self._trunk_keys]
-        for model in self._trunk_list:
-            model.trainable = False
-        for group in self.teachers:
-            for teacher in group:
-                teacher.trainable = False
+        self._frozen = _Frozen(
+            [trunks[k] for k in self._trunk_keys],
+            [list(spec["teachers"]) for spec in bridges],
+        )
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -90,11 +109,12 @@ class BridgeDistiller(keras.Model):
     def _features(self, x):
         return {
             key: trunk(x, training=False)
-            for key, trunk in zip(self._trunk_keys, self._trunk_list)
+            for key, trunk in zip(self._trunk_keys, self._frozen.trunks)
         }
 
     def _teacher(self, index, x):
-        teachers, points = self.teachers[index], self._points[index]
+        teachers = self._frozen.teachers[index]
+        points = self._points[index]
         if len(teachers) == 1:
             return teachers[0](x, training=False), points[0]
         draw = tf.random.uniform((), 0, len(teachers), dtype="int32")

@@ -1,10 +1,14 @@
 """Scoring ensemble configurations: the report of `BridgeEnsemble`."""
 
+import dataclasses
+
 import numpy as np
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.distillation import teacher_fidelity
 from keras_bridge.flops import flops
+from keras_bridge.members import DEFAULT_POINT, BridgeMember, ModeMember
+from keras_bridge.training import softmax
 
 COLUMNS = (
     ("name", "configuration", "{}"),
@@ -114,19 +118,18 @@ def _fmt(value):
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _softmax(logits):
-    logits = np.asarray(logits, "float64")
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+#: Points at which an r-conditioned bridge's fidelity is reported (on
+#: `keras_bridge.bridges.CONDITIONED_GRID`, so the teachers exist).
+CONDITIONED_FIDELITY_POINTS = (0.3, DEFAULT_POINT, 0.7)
 
 
-def _configurations(ens) -> list:
-    """(name, members) of every row, members as inference member names."""
-    modes = [f"mode_{i}" for i in range(len(ens.modes))]
-    rows = [(f"mode {i}", [m]) for i, m in enumerate(modes)]
+def _configurations(modes, bridges) -> list:
+    """(name, members) of every row; ``modes`` and ``bridges`` are the
+    ensemble's `ModeMember` and `BridgeMember` lists."""
+    rows = [(f"mode {m.index}", [m]) for m in modes]
     rows += [(f"DE-{k}", modes[:k]) for k in range(1, len(modes) + 1)]
-    fixed = [b for b in ens.bridges.values() if b.point != "any"]
-    type1 = [b.name for b in fixed if b.kind == "type1" and b.pair[0] == 0]
+    fixed = [b for b in bridges if not b.conditioned]
+    type1 = [b for b in fixed if b.kind == "type1" and b.pair[0] == 0]
     rows += [
         (f"Single + {k} Type I", modes[:1] + type1[:k])
         for k in range(1, len(type1) + 1)
@@ -136,15 +139,15 @@ def _configurations(ens) -> list:
         # A row group per ensemble size that brings new Type II bridges.
         if not [b for b in type2 if max(b.pair) == m - 1]:
             continue
-        inside = [b.name for b in type2 if max(b.pair) < m]
+        inside = [b for b in type2 if max(b.pair) < m]
         rows += [
             (f"DE-{m} + {n} Type II", modes[:m] + inside[:n])
             for n in range(1, len(inside) + 1)
         ]
     conditioned = [
-        b.name
-        for b in ens.bridges.values()
-        if b.point == "any" and b.kind == "type1" and b.pair[0] == 0
+        b
+        for b in bridges
+        if b.conditioned and b.kind == "type1" and b.pair[0] == 0
     ]
     rows += [
         (f"Single + {k} r-conditioned (r=0.5)", modes[:1] + conditioned[:k])
@@ -153,141 +156,180 @@ def _configurations(ens) -> list:
     return rows
 
 
-def evaluate(ens, data, calibration_data=None) -> EnsembleReport:
-    """Builds the `EnsembleReport` of ``ens`` on ``data``."""
-    from keras_bridge.data import to_numpy
+def fidelity_members(bridges) -> list:
+    """The members whose fidelity the report gives: each fixed bridge, and
+    each conditioned one at `CONDITIONED_FIDELITY_POINTS`."""
+    found = []
+    for bridge in bridges:
+        if bridge.conditioned:
+            found += [
+                dataclasses.replace(bridge, at=r)
+                for r in CONDITIONED_FIDELITY_POINTS
+            ]
+        else:
+            found.append(bridge)
+    return found
 
-    x, y = to_numpy(data)
-    names = ens.member_names()
-    model = ens.inference_model(names, temperature=1.0)
-    member_probs = model.predict(x, verbose=0)["member_probabilities"]
-    index = {name: i for i, name in enumerate(names)}
-    if calibration_data is not None:
-        x_val, y_val = to_numpy(calibration_data)
-        val_probs = model.predict(x_val, verbose=0)["member_probabilities"]
-    base_flops = flops(ens.backbone)
 
-    def score(test_p, val_p):
-        row = {
-            "accuracy": metrics_lib.accuracy(test_p, y),
-            "nll": metrics_lib.nll(test_p, y),
-            "ece": metrics_lib.ece(test_p, y),
-            "brier": metrics_lib.brier(test_p, y),
-        }
-        if val_p is not None:
-            t = metrics_lib.fit_temperature(val_p, y_val)
-            scaled = metrics_lib.temperature_scale(test_p, t)
-            row.update(
-                temperature=t,
-                cnll=metrics_lib.nll(scaled, y),
-                cece=metrics_lib.ece(scaled, y),
-                cbrier=metrics_lib.brier(scaled, y),
-            )
-        return row
+def evaluate(members, build_model, teachers, base_flops, test, calibration):
+    """Builds the `EnsembleReport` of an ensemble.
 
-    teachers, bridge_rows = _bridge_fidelity(
-        ens, x, y, member_probs, index, base_flops
+    Args:
+        members: the ensemble's members (`ModeMember` then
+            `BridgeMember`), in order.
+        build_model: ``build_model(members)`` returns the inference model
+            of those members at temperature 1.
+        teachers: dict from ``(pair, r)`` to the curve network at r, for
+            every bridge in `fidelity_members` and every Type I point.
+        base_flops: FLOPs of one backbone pass.
+        test: ``(x, y)`` arrays to score.
+        calibration: ``(x, y)`` arrays for temperature scaling, or None.
+
+    Returns:
+        An `EnsembleReport`.
+    """
+    x, y = test
+    modes = [m for m in members if isinstance(m, ModeMember)]
+    bridges = [m for m in members if isinstance(m, BridgeMember)]
+    scored = modes + fidelity_members(bridges)
+    model = build_model(scored)
+    test_probs = model.predict(x, verbose=0)["member_probabilities"]
+    val_probs = None
+    if calibration is not None:
+        val_probs = model.predict(calibration[0], verbose=0)
+        val_probs = val_probs["member_probabilities"]
+    index = {m: i for i, m in enumerate(scored)}
+    # A conditioned bridge in a row is evaluated at the default point.
+    index.update(
+        {m.base: index[m] for m in scored[len(modes) :] if m.at == DEFAULT_POINT}
     )
-    fidelity = {b["name"]: b for b in bridge_rows if b["default_point"]}
+    bridge_rows = _bridge_fidelity(
+        scored, test, test_probs, index, teachers, build_model, base_flops
+    )
+    fidelity = {
+        row["member"].base: row
+        for row in bridge_rows
+        if row["member"].at in (None, DEFAULT_POINT)
+    }
+
+    def mean_of(probs, chosen):
+        return probs[:, [index[m] for m in chosen]].mean(axis=1)
+
     rows = []
-    for name, members in _configurations(ens):
-        cols = [index[m] for m in members]
-        test_p = member_probs[:, cols].mean(axis=1)
-        val_p = (
-            val_probs[:, cols].mean(axis=1)
-            if calibration_data is not None
-            else None
-        )
-        row = {"name": name, "members": len(members)}
-        row["flops"] = flops(ens.inference_model(members)) / base_flops
-        row.update(score(test_p, val_p))
-        bridged = [fidelity[m] for m in members if m in fidelity]
+    for name, chosen in _configurations(modes, bridges):
+        val_p = None if val_probs is None else mean_of(val_probs, chosen)
+        row = {"name": name, "members": len(chosen)}
+        row["flops"] = flops(build_model(chosen)) / base_flops
+        row.update(_score(mean_of(test_probs, chosen), y, val_p, calibration))
+        bridged = [fidelity[m] for m in chosen if m in fidelity]
         if bridged:
             row["agreement"] = float(np.mean([b["agreement"] for b in bridged]))
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
         rows.append(row)
-    # Reference: the curve points the Type I bridges imitate, at full cost.
+    rows += _curve_point_rows(
+        modes, bridges, test_probs, val_probs, index, teachers, test,
+        calibration,
+    )
+    _add_dee(rows)
+    for row in bridge_rows:
+        row.pop("member")
+    return EnsembleReport(rows, bridge_rows)
+
+
+def _score(test_p, y, val_p, calibration) -> dict:
+    row = {
+        "accuracy": metrics_lib.accuracy(test_p, y),
+        "nll": metrics_lib.nll(test_p, y),
+        "ece": metrics_lib.ece(test_p, y),
+        "brier": metrics_lib.brier(test_p, y),
+    }
+    if val_p is not None:
+        t = metrics_lib.fit_temperature(val_p, calibration[1])
+        scaled = metrics_lib.temperature_scale(test_p, t)
+        row.update(
+            temperature=t,
+            cnll=metrics_lib.nll(scaled, y),
+            cece=metrics_lib.ece(scaled, y),
+            cbrier=metrics_lib.brier(scaled, y),
+        )
+    return row
+
+
+def _curve_point_rows(
+    modes, bridges, test_probs, val_probs, index, teachers, test, calibration
+) -> list:
+    """Reference rows: the curve points the Type I bridges imitate, at
+    full cost (each point predicted once; the rows are running means)."""
     type1 = [
         b
-        for b in ens.bridges.values()
-        if b.kind == "type1" and b.pair[0] == 0 and b.point != "any"
+        for b in bridges
+        if b.kind == "type1" and b.pair[0] == 0 and not b.conditioned
     ]
-    # Each point's probabilities once; the rows below are running means.
-    test_points = [_softmax(teachers[(b.pair, b.point)][0]) for b in type1]
-    val_points = []
-    if calibration_data is not None:
-        val_points = [
-            _softmax(ens.point_model(b.pair, b.point).predict(x_val, verbose=0))
+    if not type1 or not modes:
+        return []
+
+    def points(x):
+        return [
+            softmax(teachers[(b.pair, b.point)].predict(x, verbose=0))
             for b in type1
         ]
+
+    anchor = index[modes[0]]
+    test_points = points(test[0])
+    val_points = points(calibration[0]) if calibration is not None else None
+    rows = []
     for k in range(1, len(type1) + 1):
-        test_p = np.mean(
-            [member_probs[:, index["mode_0"]]] + test_points[:k], axis=0
-        )
+        test_p = np.mean([test_probs[:, anchor]] + test_points[:k], axis=0)
         val_p = None
-        if calibration_data is not None:
-            val_p = np.mean(
-                [val_probs[:, index["mode_0"]]] + val_points[:k], axis=0
-            )
+        if val_points is not None:
+            val_p = np.mean([val_probs[:, anchor]] + val_points[:k], axis=0)
         row = {
             "name": f"Single + {k} curve points",
             "members": k + 1,
             "flops": float(k + 1),
         }
-        row.update(score(test_p, val_p))
+        row.update(_score(test_p, test[1], val_p, calibration))
         rows.append(row)
-    _add_dee(rows)
-    return EnsembleReport(rows, bridge_rows)
+    return rows
 
 
-def _bridge_fidelity(ens, x, y, member_probs, index, base_flops):
-    teachers, rows = {}, []
-    for bridge in ens.bridges.values():
-        points = (0.25, 0.5, 0.75) if bridge.point == "any" else (bridge.point,)
-        for r in points:
-            key = (bridge.pair, r)
-            if key not in teachers:
-                logits = ens.point_model(bridge.pair, r).predict(x, verbose=0)
-                teachers[key] = (
-                    logits,
-                    metrics_lib.accuracy(_softmax(logits), y),
-                )
-            teacher_logits, teacher_acc = teachers[key]
-            member = (
-                bridge.name
-                if bridge.point != "any"
-                else (f"{bridge.name}@{r:g}")
-            )
-            if member in index:
-                probs = member_probs[:, index[member]]
-            else:
-                probs = ens.predict(x, members=[member])[
-                    "member_probabilities"
-                ][:, 0]
-            log_probs = np.log(np.clip(probs, 1e-12, 1.0))
-            fidelity = teacher_fidelity(teacher_logits, log_probs)
-            rows.append(
-                {
-                    "name": bridge.name,
-                    "point": float(r),
-                    "default_point": bridge.point != "any" or r == 0.5,
-                    "agreement": fidelity["agreement"],
-                    "kl": fidelity["kl"],
-                    "accuracy": metrics_lib.accuracy(probs, y),
-                    "teacher_accuracy": teacher_acc,
-                    "flops": _bridge_flops(ens, bridge, base_flops),
-                }
-            )
-    return teachers, rows
+def _bridge_fidelity(
+    scored, test, probs, index, teachers, build_model, base_flops
+) -> list:
+    (x, y), rows, costs, accuracy = test, [], {}, {}
+    for member in scored:
+        if not isinstance(member, BridgeMember):
+            continue
+        key = (member.pair, member.r)
+        if key not in accuracy:
+            logits = teachers[key].predict(x, verbose=0)
+            accuracy[key] = (logits, metrics_lib.accuracy(softmax(logits), y))
+        teacher_logits, teacher_accuracy = accuracy[key]
+        member_probs = probs[:, index[member]]
+        log_probs = np.log(np.clip(member_probs, 1e-12, 1.0))
+        fidelity = teacher_fidelity(teacher_logits, log_probs)
+        if member.base not in costs:
+            costs[member.base] = _bridge_flops(member, build_model, base_flops)
+        rows.append(
+            {
+                "member": member,
+                "name": member.base.name,
+                "point": float(member.r),
+                "agreement": fidelity["agreement"],
+                "kl": fidelity["kl"],
+                "accuracy": metrics_lib.accuracy(member_probs, y),
+                "teacher_accuracy": teacher_accuracy,
+                "flops": costs[member.base],
+            }
+        )
+    return rows
 
 
-def _bridge_flops(ens, bridge, base_flops) -> float:
+def _bridge_flops(member, build_model, base_flops) -> float:
     """Extra FLOPs of a bridge on top of the trunks it reads."""
-    sources = [f"mode_{i}" for i in bridge.sources]
-    member = bridge.name if bridge.point != "any" else f"{bridge.name}@0.5"
-    with_bridge = flops(ens.inference_model(sources + [member]))
-    without = flops(ens.inference_model(sources))
-    return (with_bridge - without) / base_flops
+    sources = [ModeMember(i) for i in member.sources]
+    with_bridge = flops(build_model(sources + [member]))
+    return (with_bridge - flops(build_model(sources))) / base_flops
 
 
 def _add_dee(rows) -> None:

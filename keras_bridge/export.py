@@ -24,12 +24,13 @@ model's metadata (key ``keras_bridge``).
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 
 import keras
 import tensorflow as tf
+
+from keras_bridge.files import atomic_write
+from keras_bridge.version import __version__
 
 FORMATS = ("tf_saved_model", "onnx")
 #: Name of the input of every signature (and of the ONNX graph).
@@ -54,71 +55,55 @@ def serving_name(member: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", member)
 
 
-def _input_spec(ens) -> tf.TensorSpec:
-    tensor = ens.backbone.inputs[0]
+def _input_spec(model) -> tf.TensorSpec:
+    tensor = model.inputs[0]
     return tf.TensorSpec(
         (None, *tensor.shape[1:]), tensor.dtype, name=INPUT_NAME
     )
 
 
-def _metadata(ens, members) -> dict:
-    from keras_bridge import __version__
+def metadata(model, members, temperature: float) -> dict:
+    """What an export records about its members, beside the model.
 
-    tensor = ens.backbone.inputs[0]
-    return {
-        "keras_bridge_version": __version__,
-        "members": members,
-        "serving_names": [serving_name(m) for m in members],
-        "temperature": float(ens.temperature),
-        "num_classes": ens.num_classes,
-        "input_name": INPUT_NAME,
-        "input_shape": [None, *tensor.shape[1:]],
-        "input_dtype": str(tensor.dtype),
-    }
+    Example:
 
-
-def _check_members(ens, members) -> list:
-    if not ens.modes:
-        raise ValueError(
-            "Nothing to export: the ensemble has no trained modes yet. "
-            "Call `fit_modes` (or `set_modes`) first."
-        )
-    members = list(members or ens.member_names())
+    >>> metadata(model, ["mode_0", "type1_0-1_r0.5"], 1.0)["serving_names"]
+    ['mode_0', 'type1_0_1_r0_5']
+    """
+    tensor = model.inputs[0]
     names = [serving_name(m) for m in members]
     if len(set(names)) != len(names):
         raise ValueError(
             f"`members` must have distinct serving names; received "
             f"{members} -> {names}."
         )
-    return members
-
-
-def _check_target(path: str, overwrite: bool) -> str:
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"{path!r} exists: a served version is never replaced by "
-            "accident. Export to a new version folder, or pass "
-            "`overwrite=True`."
-        )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return path
+    return {
+        "keras_bridge_version": __version__,
+        "members": list(members),
+        "serving_names": names,
+        "temperature": float(temperature),
+        "num_classes": int(model.output["probabilities"].shape[-1]),
+        "input_name": INPUT_NAME,
+        "input_shape": [None, *tensor.shape[1:]],
+        "input_dtype": str(tensor.dtype),
+    }
 
 
 def export_saved_model(
-    ens, path, members=None, overwrite: bool = False, verbose: bool = True
+    model, path, info, overwrite: bool = False, verbose: bool = True
 ) -> str:
-    """Writes ``ens`` as a TF Serving SavedModel (see the module docs).
+    """Writes an inference model as a TF Serving SavedModel.
 
-    The SavedModel is written to a hidden temporary folder beside
-    ``path`` and moved into place at the end, so TF Serving (which watches
+    See the module docs for the signatures. The SavedModel is written to a
+    hidden staging folder beside ``path`` and renamed into place at the end
+    (`keras_bridge.files.atomic_write`), so TF Serving (which watches
     ``<base>/<model_name>/`` for numbered version folders) never sees a
-    half-written version, and a crash leaves nothing behind.
+    half-written version.
 
     Args:
-        ens: a `BridgeEnsemble` with trained modes.
+        model: the inference model of `BridgeEnsemble.inference_model`.
         path: the version folder, e.g. ``"serving/digits/1"``.
-        members: member names to serve; default all.
+        info: the `metadata` of the export.
         overwrite: replace an existing ``path``.
         verbose: print where the model was written.
 
@@ -127,10 +112,9 @@ def export_saved_model(
 
     Example:
 
-    >>> export_saved_model(ens, "serving/digits/1")
+    >>> export_saved_model(model, "serving/digits/1", info)
     """
-    members = _check_members(ens, members)
-    path = _check_target(path, overwrite)
+    path = os.path.abspath(os.fspath(path))
     if not os.path.basename(path).isdigit():
         warnings.warn(
             f"TF Serving only loads numbered version folders, "
@@ -139,9 +123,8 @@ def export_saved_model(
             "see it.",
             stacklevel=4,  # the caller of `BridgeEnsemble.export`
         )
-    model = ens.inference_model(members)
-    names = [serving_name(m) for m in members]
-    spec = _input_spec(ens)
+    names = info["serving_names"]
+    spec = _input_spec(model)
 
     def serve(inputs):
         return model(inputs, training=False)
@@ -154,68 +137,38 @@ def export_saved_model(
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[spec])
     archive.add_endpoint(MEMBERS_SIGNATURE, per_member, input_signature=[spec])
-    parent = os.path.dirname(path)
-    staging = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent
-    )
-    try:
-        written = os.path.join(staging, "saved_model")
-        archive.write_out(written, verbose=False)
-        extra = os.path.join(written, "assets.extra")
+    with atomic_write(path, overwrite=overwrite) as staging:
+        archive.write_out(staging, verbose=False)
+        extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, METADATA_FILE), "w") as handle:
-            json.dump(_metadata(ens, members), handle, indent=2)
-        _move_into_place(written, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            json.dump(info, handle, indent=2)
     if verbose:
         print(
-            f"Saved a SavedModel of {len(members)} members to {path} "
+            f"Saved a SavedModel of {len(names)} members to {path} "
             f"(signatures: serving_default, {MEMBERS_SIGNATURE})."
         )
     return path
 
 
-def _move_into_place(source: str, target: str) -> None:
-    """Renames ``source`` to ``target``, replacing it only at the end."""
-    if not os.path.exists(target):
-        os.rename(source, target)
-        return
-    old = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(target)}.",
-        suffix=".old",
-        dir=os.path.dirname(target),
-    )
-    old_target = os.path.join(old, "previous")
-    os.rename(target, old_target)
-    try:
-        os.rename(source, target)
-    except OSError:
-        os.rename(old_target, target)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_onnx(
-    ens,
+    model,
     path,
-    members=None,
+    info,
     overwrite: bool = False,
     opset: int | None = None,
     verbose: bool = True,
 ) -> str:
-    """Writes ``ens`` as an ONNX model with the serving outputs.
+    """Writes an inference model as an ONNX model with the serving outputs.
 
     Converted with `tf2onnx.convert.from_function` from the same graph as
     the SavedModel; the input is ``inputs`` and the outputs carry the
-    names of the ``serving_default`` signature. The file is written beside
-    ``path`` and renamed into place at the end.
+    names of the ``serving_default`` signature. Written atomically.
 
     Args:
-        ens: a `BridgeEnsemble` with trained modes.
+        model: the inference model of `BridgeEnsemble.inference_model`.
         path: the ``.onnx`` file to write.
-        members: member names to serve; default all.
+        info: the `metadata` of the export.
         overwrite: replace an existing file.
         opset: ONNX opset; tf2onnx's default when None.
         verbose: print where the model was written.
@@ -225,7 +178,7 @@ def export_onnx(
 
     Example:
 
-    >>> export_onnx(ens, "digits.onnx")
+    >>> export_onnx(model, "digits.onnx", info)
     """
     try:
         import onnx
@@ -235,52 +188,40 @@ def export_onnx(
             "ONNX export needs tf2onnx and onnx: "
             "`pip install keras-bridge[onnx]`."
         ) from error
-    members = _check_members(ens, members)
-    path = _check_target(path, overwrite)
-    model = ens.inference_model(members)
+    path = os.path.abspath(os.fspath(path))
     serve = tf.function(lambda inputs: model(inputs, training=False))
     proto, _ = tf2onnx.convert.from_function(
-        serve, input_signature=[_input_spec(ens)], opset=opset
+        serve, input_signature=[_input_spec(model)], opset=opset
     )
-    onnx.helper.set_model_props(
-        proto, {"keras_bridge": json.dumps(_metadata(ens, members))}
-    )
-    handle, staging = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.",
-        suffix=".tmp",
-        dir=os.path.dirname(path),
-    )
-    os.close(handle)
-    try:
+    onnx.helper.set_model_props(proto, {"keras_bridge": json.dumps(info)})
+    with atomic_write(path, overwrite=overwrite) as staging:
         onnx.save(proto, staging)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
     if verbose:
-        print(f"Saved an ONNX model of {len(members)} members to {path}.")
+        names = info["serving_names"]
+        print(f"Saved an ONNX model of {len(names)} members to {path}.")
     return path
 
 
 def export(
-    ens,
+    model,
     path,
+    info,
     format: str = "tf_saved_model",
-    members=None,
     overwrite: bool = False,
     verbose: bool = True,
 ) -> str:
-    """Exports ``ens`` as a SavedModel or ONNX (see `BridgeEnsemble.export`).
+    """Exports an inference model as a SavedModel or ONNX (see
+    `BridgeEnsemble.export`).
 
     Example:
 
-    >>> export(ens, "serving/digits/1")
-    >>> export(ens, "digits.onnx", format="onnx")
+    >>> export(model, "serving/digits/1", info)
+    >>> export(model, "digits.onnx", info, format="onnx")
     """
     if format == "tf_saved_model":
-        return export_saved_model(ens, path, members, overwrite, verbose)
+        return export_saved_model(model, path, info, overwrite, verbose)
     if format == "onnx":
-        return export_onnx(ens, path, members, overwrite, verbose=verbose)
+        return export_onnx(model, path, info, overwrite, verbose=verbose)
     raise ValueError(
         f"`format` must be one of {FORMATS}; received format={format!r}."
     )

@@ -1,5 +1,11 @@
 """Accuracy and loss along a path between two modes."""
 
+import keras
+import numpy as np
+
+from keras_bridge import metrics as metrics_lib
+from keras_bridge.training import softmax
+
 
 class CurveProfile:
     """Accuracy and NLL at evenly spaced points of a curve or line.
@@ -10,11 +16,34 @@ class CurveProfile:
         t: the points.
         accuracy: accuracy at each point.
         nll: negative log-likelihood at each point.
+
+    Example:
+
+    >>> profile = CurveProfile("line", (0, 1), np.array([0.0, 0.5, 1.0]),
+    ...     np.array([0.9, 0.2, 0.9]), np.array([0.3, 2.3, 0.5]))
+    >>> round(profile.barrier, 6)
+    1.9
     """
 
     def __init__(self, kind, pair, t, accuracy, nll):
-        self.kind, self.pair = kind, pair
-        self.t, self.accuracy, self.nll = t, accuracy, nll
+        self.kind, self.pair = kind, tuple(pair)
+        self.t = np.asarray(t, dtype="float64")
+        self.accuracy = np.asarray(accuracy, dtype="float64")
+        self.nll = np.asarray(nll, dtype="float64")
+
+    @classmethod
+    def measure(cls, kind, pair, num_points, x, y, point_at) -> "CurveProfile":
+        """Scores ``point_at(t)`` (a model giving logits) on ``(x, y)`` at
+        ``num_points`` evenly spaced t, with a progress bar."""
+        ts = np.linspace(0.0, 1.0, num_points)
+        accuracy, nll = [], []
+        progress = keras.utils.Progbar(num_points, unit_name="point")
+        for t in ts:
+            probabilities = softmax(point_at(float(t)).predict(x, verbose=0))
+            accuracy.append(metrics_lib.accuracy(probabilities, y))
+            nll.append(metrics_lib.nll(probabilities, y))
+            progress.add(1)
+        return cls(kind, pair, ts, accuracy, nll)
 
     @property
     def barrier(self) -> float:

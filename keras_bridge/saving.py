@@ -1,19 +1,29 @@
-"""Saving a whole `BridgeEnsemble` to one ``.keras`` file and back."""
+"""The ``.keras`` archive of an ensemble: state in, state out.
+
+`write` packs an ensemble's state (a plain dict, see `EnsembleArchive`)
+into one Keras archive; `read` returns the backbone and that dict. This
+module never sees `BridgeEnsemble` itself.
+"""
 
 import os
+import re
+import zipfile
 
 import keras
 
-from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
+from keras_bridge.files import atomic_write
+from keras_bridge.inference import build_inference_model
+from keras_bridge.members import BridgeMember, ModeMember
 
-#: Version of the archive layout, stored in the file.
-FORMAT_VERSION = 1
+#: Version of the archive layout, stored in the file. 2: bridge heads are
+#: `BridgeHead` or `TailHead`.
+FORMAT_VERSION = 2
 
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
 class EnsembleArchive(keras.Model):
-    """Everything a `BridgeEnsemble` holds, as one Keras object.
+    """Everything an ensemble holds, as one Keras object.
 
     The container Keras' ``.keras`` format saves: its config holds the
     architecture of every sub-model and the ensemble's metadata (feature
@@ -31,7 +41,7 @@ class EnsembleArchive(keras.Model):
         modes: list of the mode models.
         curves: list of curve models, in the order of
             ``metadata["curve_pairs"]``.
-        heads: list of `BridgeHead` layers, in the order of
+        heads: list of bridge heads, in the order of
             ``metadata["bridges"]``.
         points: list of materialised curve points, in the order of
             ``metadata["points"]``.
@@ -59,7 +69,15 @@ class EnsembleArchive(keras.Model):
         self._serving = None
 
     def build(self, input_shape=None):
-        self._serving = to_ensemble(self).inference_model()
+        state = _state(self)
+        members = [ModeMember(i) for i in range(len(self.modes))]
+        self._serving = build_inference_model(
+            self.modes,
+            _feature_index(self.backbone, state["feature_layer"]),
+            members + list(state["bridges"]),
+            state["bridges"],
+            state["temperature"],
+        )
         self.built = True
 
     def call(self, inputs):
@@ -82,6 +100,13 @@ class EnsembleArchive(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        version = config["metadata"].get("format_version", 0)
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"The file holds an ensemble in format {version}; this "
+                f"keras-bridge reads format {FORMAT_VERSION}. Save it again "
+                "with the keras-bridge that wrote it, or refit its bridges."
+            )
 
         def deserialize(item):
             return keras.saving.deserialize_keras_object(
@@ -94,6 +119,10 @@ class EnsembleArchive(keras.Model):
         return cls(**config)
 
 
+def _feature_index(backbone, feature_layer) -> int:
+    return [layer.name for layer in backbone.layers].index(feature_layer)
+
+
 def _without_compile(model) -> dict:
     """A model's config without its training setup: the archive is for
     inference and for fitting more bridges, not for resuming training."""
@@ -102,95 +131,48 @@ def _without_compile(model) -> dict:
     return config
 
 
-def to_archive(ens) -> EnsembleArchive:
-    """Packs ``ens`` into an `EnsembleArchive` (sharing its objects)."""
-    if not ens.modes:
-        raise ValueError(
-            "Nothing to save: the ensemble has no modes yet. Call "
-            "`fit_modes` or `set_modes` first."
-        )
-    for head in (bridge.head for bridge in ens.bridges.values()):
-        if not head.built:
-            raise ValueError(f"Bridge head {head.name!r} is not built.")
-    curve_pairs = sorted(ens.curves)
-    point_keys = sorted(ens._points)
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "feature_layer": ens.feature_layer,
-        "num_modes": ens.num_modes,
-        "seed": ens.seed,
-        "curve": keras.saving.serialize_keras_object(ens.curve),
-        "temperature": float(ens.temperature),
-        "mode_epochs": ens._mode_epochs,
-        "curve_pairs": [list(pair) for pair in curve_pairs],
-        "curve_checks": [
-            [list(pair), checks] for pair, checks in ens.curve_checks.items()
-        ],
-        "bridges": [
-            {"kind": b.kind, "pair": list(b.pair), "point": b.point}
-            for b in ens.bridges.values()
-        ],
-        "points": [[list(pair), t] for pair, t in point_keys],
-    }
-    archive = EnsembleArchive(
-        backbone=ens.backbone,
-        modes=ens.modes,
-        curves=[ens.curves[pair] for pair in curve_pairs],
-        heads=[bridge.head for bridge in ens.bridges.values()],
-        points=[ens._points[key] for key in point_keys],
-        metadata=metadata,
-        name="bridge_ensemble_archive",
-    )
-    archive.build()
-    return archive
-
-
-def to_ensemble(archive: EnsembleArchive):
-    """Rebuilds a `BridgeEnsemble` from an `EnsembleArchive`."""
-    from keras_bridge.ensemble import BridgeEnsemble
-
+def _state(archive) -> dict:
     meta = archive.metadata
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"The file was written by a newer keras-bridge (format "
-            f"{meta['format_version']}); this one reads format "
-            f"{FORMAT_VERSION} and older. Upgrade keras-bridge."
-        )
-    ens = BridgeEnsemble(
-        archive.backbone,
-        feature_layer=meta["feature_layer"],
-        num_modes=meta["num_modes"],
-        seed=meta["seed"],
-        curve=curves_lib.get(meta["curve"]),
-    )
-    ens.modes = list(archive.modes)
-    ens.curves = {
-        tuple(pair): model
-        for pair, model in zip(meta["curve_pairs"], archive.curves)
+    return {
+        "feature_layer": meta["feature_layer"],
+        "seed": meta["seed"],
+        "curve": curves_lib.get(meta["curve"]),
+        "modes": list(archive.modes),
+        "curves": {
+            tuple(pair): model
+            for pair, model in zip(meta["curve_pairs"], archive.curves)
+        },
+        "curve_checks": {
+            tuple(pair): checks for pair, checks in meta["curve_checks"]
+        },
+        "bridges": {
+            BridgeMember(s["kind"], tuple(s["pair"]), s["point"]): head
+            for s, head in zip(meta["bridges"], archive.heads)
+        },
+        "points": {
+            (tuple(pair), float(t)): model
+            for (pair, t), model in zip(meta["points"], archive.points)
+        },
+        "temperature": meta["temperature"],
+        "mode_epochs": meta["mode_epochs"],
     }
-    ens.curve_checks = {
-        tuple(pair): checks for pair, checks in meta["curve_checks"]
-    }
-    for spec, head in zip(meta["bridges"], archive.heads):
-        bridge = bridges_lib.Bridge(
-            spec["kind"], tuple(spec["pair"]), spec["point"], head
-        )
-        ens.bridges[bridge.name] = bridge
-    ens._points = {
-        (tuple(pair), float(t)): model
-        for (pair, t), model in zip(meta["points"], archive.points)
-    }
-    ens.temperature = meta["temperature"]
-    ens._mode_epochs = meta["mode_epochs"]
-    return ens
 
 
-def save_ensemble(ens, filepath, overwrite: bool = True) -> None:
-    """Writes ``ens`` to a ``.keras`` file (see `BridgeEnsemble.save`).
+def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
+    """Writes an ensemble's ``state`` and ``backbone`` to a ``.keras`` file.
+
+    ``state`` has the keys ``feature_layer``, ``seed``, ``curve``,
+    ``modes``, ``curves`` ({pair: curve model}), ``curve_checks``,
+    ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
+    ``temperature`` and ``mode_epochs``. The file is written atomically
+    (`keras_bridge.files.atomic_write`).
+
+    Returns:
+        The absolute path written.
 
     Example:
 
-    >>> save_ensemble(ens, "ensemble.keras")
+    >>> write("ensemble.keras", backbone, state)
     """
     filepath = os.fspath(filepath)
     if not filepath.endswith(".keras"):
@@ -198,36 +180,99 @@ def save_ensemble(ens, filepath, overwrite: bool = True) -> None:
             "`filepath` must end in '.keras' (Keras' archive format); "
             f"received {filepath!r}."
         )
-    if os.path.exists(filepath) and not overwrite:
-        raise FileExistsError(
-            f"{filepath!r} exists; pass `overwrite=True` to replace it."
-        )
-    archive = to_archive(ens)
-    directory = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(
-        directory, f".{os.path.basename(filepath)}.{os.getpid()}.tmp.keras"
+    curve_pairs = sorted(state["curves"])
+    point_keys = sorted(state["points"])
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "feature_layer": state["feature_layer"],
+        "seed": state["seed"],
+        "curve": keras.saving.serialize_keras_object(state["curve"]),
+        "temperature": float(state["temperature"]),
+        "mode_epochs": state["mode_epochs"],
+        "curve_pairs": [list(pair) for pair in curve_pairs],
+        "curve_checks": [
+            [list(pair), checks]
+            for pair, checks in state["curve_checks"].items()
+        ],
+        "bridges": [
+            {"kind": b.kind, "pair": list(b.pair), "point": b.point}
+            for b in state["bridges"]
+        ],
+        "points": [[list(pair), t] for pair, t in point_keys],
+    }
+    archive = EnsembleArchive(
+        backbone=backbone,
+        modes=state["modes"],
+        curves=[state["curves"][pair] for pair in curve_pairs],
+        heads=list(state["bridges"].values()),
+        points=[state["points"][key] for key in point_keys],
+        metadata=metadata,
+        name="bridge_ensemble_archive",
     )
-    try:
-        keras.saving.save_model(archive, temporary)
-        os.replace(temporary, filepath)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    archive.build()
+    with atomic_write(filepath, overwrite=overwrite, suffix=".keras") as tmp:
+        keras.saving.save_model(archive, tmp)
+    return os.path.abspath(filepath)
 
 
-def load_ensemble(filepath, safe_mode: bool = True):
-    """Reads a `BridgeEnsemble` saved by `save_ensemble`.
+def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
+    """Reads a file written by `write`: ``(backbone, state)``.
+
+    Raises:
+        FileNotFoundError: when ``filepath`` does not exist.
+        ValueError: when it is not a complete ``.keras`` archive of an
+            ensemble, or names a class that is not registered.
 
     Example:
 
-    >>> ens = load_ensemble("ensemble.keras")
+    >>> backbone, state = read("ensemble.keras")
     """
-    archive = keras.saving.load_model(filepath, safe_mode=safe_mode)
+    filepath = os.fspath(filepath)
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"`filepath` {filepath!r} does not exist.")
+    _check_archive(filepath)
+    try:
+        archive = keras.saving.load_model(
+            filepath, custom_objects=custom_objects, safe_mode=safe_mode
+        )
+    except TypeError as error:
+        match = re.search(r"Could not locate class '([^']+)'", str(error))
+        if not match:
+            raise
+        raise ValueError(
+            f"{filepath!r} uses the class {match.group(1)!r}, which is not "
+            "registered: import the module that defines it (decorated with "
+            "`@keras.saving.register_keras_serializable()`), or pass it as "
+            f"`custom_objects={{'{match.group(1)}': {match.group(1)}}}`."
+        ) from error
     if not isinstance(archive, EnsembleArchive):
         raise ValueError(
             f"`filepath` must be a file written by `BridgeEnsemble.save`; "
-            f"{os.fspath(filepath)!r} holds a {type(archive).__name__}. "
+            f"{filepath!r} holds a {type(archive).__name__}. "
             "Use `BridgeEnsemble.set_modes` for plain models."
         )
-    return to_ensemble(archive)
+    return archive.backbone, _state(archive)
+
+
+def _check_archive(filepath: str) -> None:
+    problem = None
+    if os.path.getsize(filepath) == 0:
+        problem = "it is empty"
+    elif not zipfile.is_zipfile(filepath):
+        problem = "it is not a zip archive (truncated or not a .keras file)"
+    else:
+        try:
+            with zipfile.ZipFile(filepath) as archive:
+                names = set(archive.namelist())
+                bad = archive.testzip()
+            if bad is not None:
+                problem = f"its member {bad!r} is corrupt"
+            elif not {"config.json", "model.weights.h5"} <= names:
+                problem = "it lacks config.json or model.weights.h5"
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            problem = f"it cannot be read ({error})"
+    if problem:
+        raise ValueError(
+            f"`filepath` {filepath!r} is not a valid .keras file written by "
+            f"`BridgeEnsemble.save`: {problem}."
+        )

@@ -3,9 +3,16 @@
 import warnings
 
 import keras
-import numpy as np
 
-from keras_bridge.conversion import as_functional
+from keras_bridge.graph import (
+    as_functional,
+    is_cut,
+    nested_models,
+    producer,
+    rebuild_tail,
+    spatial_layers,
+    spatial_size,
+)
 
 
 def prepare_backbone(backbone) -> keras.Model:
@@ -32,7 +39,7 @@ def prepare_backbone(backbone) -> keras.Model:
         raise ValueError(
             f"`backbone` must have one input; received {len(model.inputs)}."
         )
-    last = model.outputs[0]._keras_history.operation
+    last = producer(model.outputs[0])
     if _is_softmax_layer(last):
         warnings.warn(
             f"`backbone` ends in a softmax ({last.name!r}); it was removed "
@@ -71,33 +78,6 @@ def _without_final_activation(model, last):
     return clone
 
 
-def spatial_layers(model) -> list:
-    """Top-level layers whose output is a feature map (rank 3 or more)."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            output = layer.output
-        except (AttributeError, ValueError):
-            continue
-        if not isinstance(output, keras.KerasTensor):
-            continue
-        if len(output.shape) >= 3:
-            found.append(layer)
-    return found
-
-
-def is_cut(model, layer) -> bool:
-    """Whether every path from the model's input to its output runs
-    through ``layer``'s output, so the tail after it is a model of it."""
-    try:
-        keras.Model(layer.output, model.outputs)
-    except ValueError:
-        return False
-    return True
-
-
 def resolve_feature_layer(model, feature_layer=None) -> str:
     """Returns the name of the layer whose output the bridges read.
 
@@ -119,21 +99,41 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
     if feature_layer is not None:
         if feature_layer not in names:
             shown = ", ".join(names[-20:]) or "none"
+            nested = nested_models(model)
+            inside = (
+                f" Layers inside the nested model(s) {nested} cannot be "
+                "read; build the backbone from their layers."
+                if nested
+                else ""
+            )
             raise ValueError(
-                "`feature_layer` must name a layer of the backbone with a "
-                f"feature-map output; received {feature_layer!r}. Layers "
-                f"with feature-map outputs (last 20): {shown}."
+                "`feature_layer` must name a top-level layer of the "
+                f"backbone with a feature-map output; received "
+                f"{feature_layer!r}. Layers with feature-map outputs "
+                f"(last 20): {shown}.{inside}"
             )
         return feature_layer
-    sizes = [int(np.prod(layer.output.shape[1:-1])) for layer in candidates]
+    sizes = [spatial_size(layer) for layer in candidates]
     for target in sorted(set(sizes))[1:2] + sorted(set(sizes))[:1]:
         for layer, size in reversed(list(zip(candidates, sizes))):
             if size == target and is_cut(model, layer):
                 return layer.name
+    nested = nested_models(model)
+    advice = (
+        "Pass `feature_layer=` the name of the layer the bridges should "
+        "read."
+    )
+    if nested:
+        advice = (
+            f"Its feature maps are inside the nested model(s) {nested}, "
+            "which bridges cannot read: build the backbone from the nested "
+            "model's own input and layers (e.g. `keras.Model(inner.input, "
+            "head(inner.output))`) so its feature maps are top-level layers."
+        )
     raise ValueError(
-        "`feature_layer` could not be chosen: the backbone has no layer "
-        "with a feature-map output that every path runs through. Pass "
-        "`feature_layer=` the name of the layer the bridges should read."
+        "`feature_layer` could not be chosen: the backbone has no top-level "
+        "layer with a feature-map output that every path runs through. "
+        + advice
     )
 
 
@@ -164,18 +164,7 @@ def slim_tail(
     """
     if slim < 1:
         raise ValueError(f"`slim` must be >= 1; received slim={slim}.")
-    features = model.get_layer(feature_layer).output
-    try:
-        tail = keras.Model(features, model.outputs[0])
-    except ValueError as error:
-        raise ValueError(
-            f"The tail after `feature_layer` {feature_layer!r} cannot be "
-            "rebuilt: some path from the input to the output avoids it."
-        ) from error
-    last = model.outputs[0]._keras_history.operation
-    inputs = keras.Input(
-        shape=(*features.shape[1:-1], int(in_channels)), name="features"
-    )
+    last = producer(model.outputs[0])
 
     def clone_function(layer):
         config = layer.get_config()
@@ -186,9 +175,10 @@ def slim_tail(
         return type(layer).from_config(config)
 
     try:
-        outputs = tail._run_through_graph([inputs], operation_fn=clone_function)
-        return keras.Model(inputs, outputs, name=f"tail_{feature_layer}")
+        return rebuild_tail(model, feature_layer, in_channels, clone_function)
     except ValueError as error:
+        if "cannot be rebuilt" in str(error):
+            raise
         raise ValueError(
             f"The tail after `feature_layer` {feature_layer!r} cannot be "
             f"rebuilt at 1/{slim:g} width: {error}"

@@ -1,71 +1,140 @@
-"""Training helpers: optimizers, losses, per-batch curve points."""
+"""Training the full networks: modes, curves, and the midpoint check.
+
+Each function takes plain values (models, datasets, counts) and returns
+new models; none changes a model it is given.
+"""
+
+import math
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_bridge import metrics as metrics_lib
+from keras_bridge.curve_model import point_model, to_curve_model
 
-def cardinality(dataset) -> int | None:
-    """Number of batches of a `tf.data.Dataset`, or None when unknown."""
-    if isinstance(dataset, tf.data.Dataset):
-        count = int(dataset.cardinality())
-        return count if count > 0 else None
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
+#: Seeds of the stages are ``seed + offset`` (+ the mode or pair index), so
+#: a stage's randomness does not depend on what ran before it.
+MODE_SEED_OFFSET = 0
+CURVE_SEED_OFFSET = 1000
+BRIDGE_SEED_OFFSET = 2000
+#: A curve whose midpoint's validation accuracy is this much below its
+#: endpoints' mean is reported as poor.
+MIDPOINT_TOLERANCE = 0.02
 
 
 def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
     """A fresh optimizer for one training run.
 
     ``None`` gives Adam with a cosine decay of ``learning_rate`` to zero
-    over the run (constant when the number of steps is unknown). An
-    optimizer instance is copied from its config, so one instance can
-    configure several runs; a string is looked up by Keras.
+    over the run. An optimizer instance is copied from its config, so one
+    instance can configure several runs; a string is looked up by Keras.
+
+    Example:
+
+    >>> make_optimizer(None, 10, 17, 2e-3).name
+    'adam'
     """
     if optimizer is None:
-        schedule = learning_rate
-        if steps_per_epoch:
-            schedule = keras.optimizers.schedules.CosineDecay(
-                learning_rate, decay_steps=epochs * steps_per_epoch
-            )
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=epochs * steps_per_epoch
+        )
         return keras.optimizers.Adam(learning_rate=schedule)
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return type(optimizer).from_config(optimizer.get_config())
     return keras.optimizers.get(optimizer)
 
 
-def compile_classifier(model, data, optimizer, epochs, learning_rate):
-    """Compiles ``model`` for cross-entropy training on ``data``.
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a stage with `FloatingPointError` when its loss is not finite.
 
-    The optimizer comes from `make_optimizer` (a fresh one per model), the
-    loss from `classification_loss`, and accuracy is logged.
+    Unlike `keras.callbacks.TerminateOnNaN`, which ends training quietly
+    and leaves NaN weights, the error names the stage, so the caller keeps
+    its state as it was.
 
-    Example:
+    Args:
+        stage: what is being trained, e.g. ``"fit_modes (mode 2/5)"``.
+    """
 
-    >>> compile_classifier(model, train_ds, None, 30, 2e-3)
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"{self.stage}: the training loss became {float(loss)} at "
+                f"epoch {self._epoch + 1}, batch {batch + 1}: the inputs are "
+                "finite, so the training diverged. Lower the learning rate. "
+                "Nothing was kept."
+            )
+
+
+def check_finite_weights(model, stage: str) -> None:
+    """Raises `FloatingPointError` when a weight of ``model`` is not finite."""
+    for variable in model.weights:
+        value = np.asarray(variable)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(
+            value
+        ).all():
+            raise FloatingPointError(
+                f"{stage}: the weight {variable.path!r} is not finite (NaN "
+                "or inf). Nothing was kept."
+            )
+
+
+def fit_classifier(model, data, epochs, steps, options, stage):
+    """Compiles ``model`` for cross-entropy on integer labels and fits it.
+
+    ``options`` holds ``optimizer``, ``learning_rate``, ``callbacks``,
+    ``validation_data`` and ``verbose``. Returns the History.
     """
     model.compile(
         optimizer=make_optimizer(
-            optimizer, epochs, cardinality(data), learning_rate
+            options["optimizer"], epochs, steps, options["learning_rate"]
         ),
-        loss=classification_loss(data),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=False,
     )
-    return model
+    history = model.fit(
+        data,
+        epochs=epochs,
+        validation_data=options.get("validation_data"),
+        callbacks=[StopOnNonFinite(stage), *(options["callbacks"] or [])],
+        verbose=options["verbose"],
+        shuffle=False,  # the pipeline shuffles
+    )
+    check_finite_weights(model, stage)
+    return history
 
 
-def classification_loss(dataset):
-    """Cross-entropy on logits matching the label format of the data."""
-    spec = dataset.element_spec
-    label_spec = spec[1] if isinstance(spec, tuple) else None
-    if (
-        label_spec is not None
-        and len(label_spec.shape) == 2
-        and (label_spec.shape[-1] not in (None, 1))
-    ):
-        return keras.losses.CategoricalCrossentropy(from_logits=True)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def train_modes(backbone, num_modes, data, epochs, steps, seed, options):
+    """Trains ``num_modes`` fresh copies of ``backbone``.
+
+    Returns:
+        ``(modes, histories)``: new models named ``mode_<i>``.
+    """
+    modes, histories = [], []
+    for index in range(num_modes):
+        if seed is not None:
+            keras.utils.set_random_seed(seed + MODE_SEED_OFFSET + index)
+        model = keras.models.clone_model(backbone)
+        model.name = f"mode_{index}"
+        if options["verbose"]:
+            print(f"Mode {index + 1}/{num_modes}")
+        stage = f"fit_modes (mode {index + 1}/{num_modes})"
+        histories.append(
+            fit_classifier(model, data, epochs, steps, options, stage)
+        )
+        modes.append(model)
+    return modes, histories
 
 
 def with_random_t(dataset, seed=None) -> tf.data.Dataset:
@@ -85,10 +154,54 @@ def with_random_t(dataset, seed=None) -> tf.data.Dataset:
     return tf.data.Dataset.zip((dataset, draws)).map(add_t)
 
 
-def with_fixed_t(dataset, t: float) -> tf.data.Dataset:
-    """Adds the same curve point t to every batch: ``((x, t), y)``."""
+def train_curve(mode_a, mode_b, pair, curve, data, epochs, steps, seed, options):
+    """Trains the interior control points of a curve from ``mode_a`` to
+    ``mode_b``; the modes are not changed. Returns ``(model, history)``."""
+    i, j = pair
+    if seed is not None:
+        keras.utils.set_random_seed(seed + CURVE_SEED_OFFSET + 31 * i + j)
+    curve_model = to_curve_model(mode_a, mode_b, curve, name=f"curve_{i}_{j}")
+    if options["verbose"]:
+        print(f"Curve {i} -> {j}")
+    history = fit_classifier(
+        curve_model,
+        with_random_t(data, seed=seed),
+        epochs,
+        steps,
+        {**options, "validation_data": None},
+        f"fit_curves (curve {i} -> {j})",
+    )
+    return curve_model, history
 
-    def add_t(x, y):
-        return (x, tf.fill([tf.shape(x)[0], 1], float(t))), y
 
-    return dataset.map(add_t)
+def midpoint_check(pair, ends, midpoint, x, y) -> dict:
+    """Validation accuracy of a curve's ends and midpoint, with a warning
+    when the midpoint is clearly worse (see `MIDPOINT_TOLERANCE`)."""
+    scores = {}
+    for name, model in (("start", ends[0]), ("mid", midpoint), ("end", ends[1])):
+        logits = model.predict(x, verbose=0)
+        scores[name] = metrics_lib.accuracy(softmax(logits), y)
+    scores["gap"] = (scores["start"] + scores["end"]) / 2 - scores["mid"]
+    if scores["gap"] > MIDPOINT_TOLERANCE:
+        warnings.warn(
+            f"The curve {pair[0]} -> {pair[1]} is poor: its midpoint's "
+            f"validation accuracy {scores['mid']:.4f} is "
+            f"{100 * scores['gap']:.1f} points below its endpoints' "
+            "mean. Train the curve longer (as long as the modes).",
+            stacklevel=4,
+        )
+    return scores
+
+
+def curve_point(curve_model, t, template, bn_data) -> keras.Model:
+    """The curve at ``t`` as a plain model, BatchNorm recalibrated on
+    ``bn_data`` at interior points."""
+    data = bn_data if 0.0 < t < 1.0 else None
+    return point_model(curve_model, t, template, data=data)
+
+
+def softmax(logits) -> np.ndarray:
+    """Softmax in float64, for scoring."""
+    logits = np.asarray(logits, dtype="float64")
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

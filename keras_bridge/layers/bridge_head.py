@@ -1,45 +1,118 @@
-"""`BridgeHead`: a small network from feature maps to a member's logits."""
+"""Bridge heads: small networks from feature maps to a member's logits.
+
+`BaseBridgeHead` owns the calling convention shared by every head (one
+feature map or a list of two, concatenated on the channel axis; the curve
+point r appended as one constant channel when the head is conditioned).
+Each subclass is one architecture: `BridgeHead` (a residual conv head) and
+`TailHead` (the backbone's own tail, rebuilt).
+"""
 
 import keras
 from keras import layers, ops
 
 
-@keras.saving.register_keras_serializable(package="keras_bridge")
-class BridgeHead(keras.layers.Layer):
-    """Predicts a curve network's logits from endpoint feature maps.
+def _joined_shape(input_shape) -> tuple:
+    """The shape after concatenating a list of feature maps on channels."""
+    if isinstance(input_shape, (list, tuple)) and isinstance(
+        input_shape[0], (list, tuple)
+    ):
+        channels = sum(int(s[-1]) for s in input_shape)
+        return tuple(input_shape[0][:-1]) + (channels,)
+    return tuple(input_shape)
 
-    A Type I head reads one mode's feature map; a Type II head reads two,
-    concatenated on the channel axis. The head is either
 
-    - ``tail``: a functional model from the (concatenated) feature map to
-      logits, usually the backbone's own layers after the feature layer
-      rebuilt at reduced width (`keras_bridge.splitting.slim_tail`); or
-    - a residual convolutional head, when ``tail`` is None: a 1x1
-      convolution to ``width`` channels, ``depth`` residual blocks of two
-      3x3 (or 3) convolutions with BatchNormalization, global average
-      pooling and a dense classifier. It works on 2-D (image) and 1-D
-      (sequence) feature maps.
+class BaseBridgeHead(keras.layers.Layer):
+    """The calling convention of every bridge head.
 
-    With ``conditioned=True`` the head also takes the curve point r and
-    appends it to the feature map as one constant channel, so one head can
-    imitate the curve at any point.
+    Subclasses implement ``build_head(shape)`` (``shape``: the joined
+    feature map's shape, r channel included) and ``head_call(x, training)``.
 
     Args:
         num_classes: number of output logits.
-        width: channels of the residual head (ignored with ``tail``).
-        depth: residual blocks of the residual head (ignored with
-            ``tail``).
-        tail: optional functional `keras.Model` from the feature map (with
-            one more channel when conditioned) to logits.
-        conditioned: whether the head takes r as an input.
+        conditioned: whether the head takes the curve point r.
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Call arguments:
         features: a feature map ``(batch, *spatial, channels)``, or a list
             of two for a Type II head.
         r: the curve point, a float or a ``(batch, 1)`` tensor; required
-            when ``conditioned``.
+            when ``conditioned``, refused otherwise.
         training: whether BatchNormalization uses batch statistics.
+    """
+
+    def __init__(self, num_classes: int, conditioned: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or int(num_classes) < 1:
+            raise ValueError(
+                "`num_classes` must be an integer >= 1; received "
+                f"num_classes={num_classes!r}."
+            )
+        self.num_classes = int(num_classes)
+        self.conditioned = bool(conditioned)
+
+    def build(self, input_shape):
+        shape = _joined_shape(input_shape)
+        if len(shape) < 3:
+            raise ValueError(
+                "`features` must be a feature map with spatial axes, "
+                "(batch, steps, channels) or (batch, height, width, "
+                f"channels); received shape {shape}. Choose a "
+                "`feature_layer` before the global pooling."
+            )
+        if len(shape) > 4:
+            raise ValueError(
+                f"`features` must have 1 or 2 spatial axes; received {shape}."
+            )
+        self.build_head(shape[:-1] + (shape[-1] + int(self.conditioned),))
+        self.built = True
+
+    def call(self, features, r=None, training=None):
+        if isinstance(features, (list, tuple)):
+            x = ops.concatenate(list(features), axis=-1)
+        else:
+            x = features
+        if self.conditioned:
+            if r is None:
+                raise ValueError("`r` is required by a conditioned head.")
+            r = ops.convert_to_tensor(r, dtype=x.dtype)
+            r = ops.reshape(r, (-1,) + (1,) * (len(x.shape) - 1))
+            x = ops.concatenate([x, ops.ones_like(x[..., :1]) * r], axis=-1)
+        elif r is not None:
+            raise ValueError(
+                "`r` is only taken by a conditioned head "
+                "(`conditioned=True`)."
+            )
+        return self.head_call(x, training=training)
+
+    def compute_output_shape(self, features_shape, r_shape=None):
+        return (_joined_shape(features_shape)[0], self.num_classes)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "conditioned": self.conditioned,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_bridge")
+class BridgeHead(BaseBridgeHead):
+    """A residual convolutional bridge head.
+
+    A 1x1 convolution to ``width`` channels, ``depth`` residual blocks of
+    two 3x3 (or 3) convolutions with BatchNormalization, global average
+    pooling and a dense classifier. It works on 2-D (image) and 1-D
+    (sequence) feature maps, of any backbone.
+
+    Args:
+        num_classes: number of output logits.
+        width: channels of the head.
+        depth: number of residual blocks.
+        conditioned: whether the head also takes the curve point r.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Call arguments: see `BaseBridgeHead` (``features``, ``r``,
+    ``training``).
 
     Returns:
         Logits of shape ``(batch, num_classes)``.
@@ -56,131 +129,109 @@ class BridgeHead(keras.layers.Layer):
         num_classes: int,
         width: int = 64,
         depth: int = 2,
-        tail=None,
         conditioned: bool = False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if int(num_classes) < 1 or int(width) < 1 or int(depth) < 0:
+        super().__init__(num_classes, conditioned=conditioned, **kwargs)
+        if int(width) < 1 or int(depth) < 0:
             raise ValueError(
-                "`num_classes` and `width` must be >= 1 and `depth` >= 0; "
-                f"received num_classes={num_classes}, width={width}, "
-                f"depth={depth}."
+                "`width` must be >= 1 and `depth` >= 0; received "
+                f"width={width}, depth={depth}."
             )
-        if isinstance(tail, dict):
-            tail = keras.saving.deserialize_keras_object(tail)
-        self.num_classes = int(num_classes)
         self.width = int(width)
         self.depth = int(depth)
-        self.tail = tail
-        self.conditioned = bool(conditioned)
 
-    def build(self, input_shape):
-        shapes = input_shape
-        if isinstance(shapes, (list, tuple)) and isinstance(
-            shapes[0], (list, tuple)
-        ):
-            channels = sum(int(s[-1]) for s in shapes)
-            shape = tuple(shapes[0][:-1]) + (channels,)
-        else:
-            shape = tuple(shapes)
-        if len(shape) < 3:
-            raise ValueError(
-                "`features` must be a feature map with spatial axes, "
-                "(batch, steps, channels) or (batch, height, width, "
-                f"channels); received shape {shape}. Choose a "
-                "`feature_layer` before the global pooling."
-            )
-        if len(shape) > 4:
-            raise ValueError(
-                f"`features` must have 1 or 2 spatial axes; received {shape}."
-            )
-        channels = shape[-1] + (1 if self.conditioned else 0)
-        if self.tail is not None:
-            expected = self.tail.inputs[0].shape[-1]
-            if expected != channels:
-                raise ValueError(
-                    f"`tail` must take {channels} input channels; its input "
-                    f"has {expected}."
-                )
-            return
+    def build_head(self, shape):
+        # The convolutions' rank follows the feature map's, known only here.
         self._rank = len(shape) - 2
         conv = layers.Conv2D if self._rank == 2 else layers.Conv1D
-        self._stem = conv(self.width, 1, use_bias=False, name="stem")
-        self._stem_bn = layers.BatchNormalization(name="stem_bn")
-        self._blocks = []
-        for index in range(self.depth):
-            block = [
+
+        def conv_bn(name, kernel):
+            return (
                 conv(
                     self.width,
-                    3,
+                    kernel,
                     padding="same",
                     use_bias=False,
-                    name=f"block{index}_conv1",
+                    name=f"{name}_conv",
                 ),
-                layers.BatchNormalization(name=f"block{index}_bn1"),
-                conv(
-                    self.width,
-                    3,
-                    padding="same",
-                    use_bias=False,
-                    name=f"block{index}_conv2",
-                ),
-                layers.BatchNormalization(name=f"block{index}_bn2"),
-            ]
-            self._blocks.append(block)
+                layers.BatchNormalization(name=f"{name}_bn"),
+            )
+
+        self._stem = conv_bn("stem", 1)
+        self._blocks = [
+            (conv_bn(f"block{i}_1", 3), conv_bn(f"block{i}_2", 3))
+            for i in range(self.depth)
+        ]
         self._classifier = layers.Dense(self.num_classes, name="logits")
-        inner = tuple(shape[:-1]) + (channels,)
-        self._stem.build(inner)
-        inner = inner[:-1] + (self.width,)
-        self._stem_bn.build(inner)
-        for conv1, bn1, conv2, bn2 in self._blocks:
-            conv1.build(inner)
-            bn1.build(inner)
-            conv2.build(inner)
-            bn2.build(inner)
+        inner = tuple(shape)
+        for conv_layer, bn in [self._stem, *sum(self._blocks, ())]:
+            conv_layer.build(inner)
+            inner = inner[:-1] + (self.width,)
+            bn.build(inner)
         self._classifier.build((None, self.width))
 
-    def call(self, features, r=None, training=None):
-        if isinstance(features, (list, tuple)):
-            x = ops.concatenate(list(features), axis=-1)
-        else:
-            x = features
-        if self.conditioned:
-            if r is None:
-                raise ValueError("`r` is required by a conditioned head.")
-            r = ops.convert_to_tensor(r, dtype=x.dtype)
-            r = ops.reshape(r, (-1,) + (1,) * (len(x.shape) - 1))
-            x = ops.concatenate([x, ops.ones_like(x[..., :1]) * r], axis=-1)
-        if self.tail is not None:
-            return self.tail(x, training=training)
-        x = ops.relu(self._stem_bn(self._stem(x), training=training))
-        for conv1, bn1, conv2, bn2 in self._blocks:
-            y = ops.relu(bn1(conv1(x), training=training))
-            y = bn2(conv2(y), training=training)
-            x = ops.relu(x + y)
+    def head_call(self, x, training=None):
+        def apply(pair, x):
+            return pair[1](pair[0](x), training=training)
+
+        x = ops.relu(apply(self._stem, x))
+        for first, second in self._blocks:
+            x = ops.relu(x + apply(second, ops.relu(apply(first, x))))
         x = ops.mean(x, axis=tuple(range(1, self._rank + 1)))
         return self._classifier(x)
 
-    def compute_output_shape(self, features_shape, r_shape=None):
-        shapes = features_shape
-        if isinstance(shapes, (list, tuple)) and isinstance(
-            shapes[0], (list, tuple)
-        ):
-            shapes = shapes[0]
-        return (shapes[0], self.num_classes)
+    def get_config(self) -> dict:
+        return {**super().get_config(), "width": self.width, "depth": self.depth}
+
+
+@keras.saving.register_keras_serializable(package="keras_bridge")
+class TailHead(BaseBridgeHead):
+    """A bridge head that is a rebuilt tail of the backbone.
+
+    ``tail`` is a functional model from the (joined) feature map to
+    logits, usually the backbone's own layers after the feature layer at
+    reduced width (`keras_bridge.splitting.slim_tail`).
+
+    Args:
+        num_classes: number of output logits.
+        tail: functional `keras.Model` from the feature map (one more
+            channel when conditioned) to ``num_classes`` logits.
+        conditioned: whether the head also takes the curve point r.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
+    >>> tail = keras_bridge.splitting.slim_tail(backbone, "stage2", 32)
+    >>> TailHead(10, tail)(keras.ops.ones((2, 4, 4, 32))).shape
+    (2, 10)
+    """
+
+    def __init__(self, num_classes: int, tail, conditioned=False, **kwargs):
+        super().__init__(num_classes, conditioned=conditioned, **kwargs)
+        if isinstance(tail, dict):
+            tail = keras.saving.deserialize_keras_object(tail)
+        if not isinstance(tail, keras.Model):
+            raise ValueError(
+                "`tail` must be a functional `keras.Model` from the feature "
+                f"map to logits; received {type(tail).__name__}."
+            )
+        self.tail = tail
+
+    def build_head(self, shape):
+        expected = self.tail.inputs[0].shape[-1]
+        if expected != shape[-1]:
+            raise ValueError(
+                f"`tail` must take {shape[-1]} input channels; its input "
+                f"has {expected}."
+            )
+
+    def head_call(self, x, training=None):
+        return self.tail(x, training=training)
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            width=self.width,
-            depth=self.depth,
-            tail=(
-                None
-                if self.tail is None
-                else keras.saving.serialize_keras_object(self.tail)
-            ),
-            conditioned=self.conditioned,
-        )
-        return config
+        return {
+            **super().get_config(),
+            "tail": keras.saving.serialize_keras_object(self.tail),
+        }

@@ -5,64 +5,8 @@ import tensorflow as tf
 from keras import ops
 
 from keras_bridge import curves as curves_lib
+from keras_bridge.graph import as_functional, replay, weighted_layers
 from keras_bridge.layers.curve_layer import CurveLayer
-
-
-def as_functional(model, argument: str = "model") -> keras.Model:
-    """Returns `model` as a functional `keras.Model`, or raises.
-
-    Sequential models with a known input are converted; subclassed models
-    are refused, since their computation graph cannot be read.
-    """
-    if isinstance(model, keras.Sequential):
-        if not model.built or not model.inputs:
-            raise ValueError(
-                f"`{argument}` is a Sequential model without a known input "
-                "shape; start it with `keras.Input(shape)`."
-            )
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    if isinstance(model, keras.Model) and _is_functional(model):
-        return model
-    raise ValueError(
-        f"`{argument}` must be a functional `keras.Model` (built with "
-        "`keras.Model(inputs, outputs)`) or a Sequential model; received "
-        f"{type(model).__name__}, a subclassed model whose graph cannot be "
-        "read. Rebuild it with the functional API."
-    )
-
-
-def _is_functional(model) -> bool:
-    return hasattr(model, "_run_through_graph") and hasattr(
-        model, "_nodes_by_depth"
-    )
-
-
-def weighted_layers(model) -> list:
-    """Leaf layers that own weights, nested functional models flattened.
-
-    Shared layers appear once, in graph order.
-
-    Example:
-
-    >>> model = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=4)
-    >>> [layer.name for layer in weighted_layers(model)][:2]
-    ['stem_conv', 'stem_bn']
-    """
-    found, seen = [], set()
-
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, keras.Model) and _is_functional(layer):
-            for inner in layer.layers:
-                visit(inner)
-        elif layer.weights:
-            found.append(layer)
-
-    for layer in as_functional(model).layers:
-        visit(layer)
-    return found
 
 
 def check_same_architecture(models, argument: str = "models") -> None:
@@ -140,29 +84,15 @@ def to_curve_model(model_a, model_b, curve=None, name=None) -> keras.Model:
         return wrapped[id(layer)]
 
     t_in = keras.Input(shape=(1,), name="t")
-    outputs = _replay(base, base.inputs, t_in, clone_function)
-    return keras.Model(
-        [*base.inputs, t_in], outputs, name=name or f"{model_a.name}_curve"
-    )
-
-
-def _replay(model, inputs, t, clone_function):
-    """Runs `model`'s graph on `inputs`, swapping layers, threading t.
-
-    `keras.models.clone_model` does the same walk but then wraps the result
-    in a new model, which fails for a nested model called on intermediate
-    tensors; the walk itself is all that is needed here.
-    """
 
     def call_function(layer, *args, **kwargs):
         if isinstance(layer, CurveLayer):
-            return layer(*args, t=t, **kwargs)
-        if isinstance(layer, keras.Model) and _is_functional(layer):
-            return _replay(layer, keras.tree.flatten(args), t, clone_function)
+            return layer(*args, t=t_in, **kwargs)
         return layer(*args, **kwargs)
 
-    return model._run_through_graph(
-        inputs, operation_fn=clone_function, call_fn=call_function
+    outputs = replay(base, base.inputs, clone_function, call_function)
+    return keras.Model(
+        [*base.inputs, t_in], outputs, name=name or f"{model_a.name}_curve"
     )
 
 
@@ -295,8 +225,22 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             layer.momentum = momentum
     if sums is None:
         raise ValueError("`data` must hold at least one batch; it is empty.")
-    for layer, (s1, s2) in zip(layers, sums):
+    statistics = []
+    for s1, s2 in sums:
         mean = s1 / count
+        statistics.append((mean, ops.maximum(s2 / count - mean**2, 0.0)))
+    finite = all(
+        bool(ops.all(ops.isfinite(value)))
+        for pair in statistics
+        for value in pair
+    )
+    if not finite:
+        raise FloatingPointError(
+            "BatchNorm recalibration: the recomputed statistics are not "
+            "finite (NaN or inf), so `data` holds non-finite inputs or the "
+            "model overflows on it. Nothing was changed."
+        )
+    for layer, (mean, variance) in zip(layers, statistics):
         layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(ops.maximum(s2 / count - mean**2, 0.0))
+        layer.moving_variance.assign(variance)
     return model

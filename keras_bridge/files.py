@@ -1,0 +1,143 @@
+"""Writing files and folders atomically, and cleaning what a crash left.
+
+Every file or folder keras-bridge writes (a saved ensemble, a SavedModel,
+an ONNX model) is first written to a hidden staging path beside its target,
+``.<name>.<pid>-<token>.partial[<ext>]``, then renamed into place: readers
+(TF Serving watching a version folder, say) never see half a model. A
+process killed mid-write leaves its staging path behind; the next write of
+the same target removes it, with a warning naming what was removed.
+"""
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import warnings
+
+_PARTIAL = ".partial"
+
+
+def _staging_name(base: str, suffix: str = "") -> str:
+    return f".{base}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}{suffix}"
+
+
+def _owner_alive(name: str) -> bool:
+    match = re.search(r"\.(\d+)-[0-9a-f]+\.partial", name)
+    if not match:
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(path) -> list:
+    """Staging paths of earlier, interrupted writes of ``path``.
+
+    These are hidden names beside ``path`` that start with ``.<name>.``
+    and were made by this module (or by keras-bridge 0.1, which named
+    them ``.<name>.<...>.tmp``) by a process that is no longer running.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    if not os.path.isdir(parent):
+        return []
+    prefix = f".{base}."
+    found = []
+    for name in sorted(os.listdir(parent)):
+        if not name.startswith(prefix):
+            continue
+        ours = _PARTIAL in name
+        old = re.search(r"\.tmp(\.keras)?$|\.old$", name) is not None
+        if (ours and not _owner_alive(name)) or old:
+            found.append(os.path.join(parent, name))
+    return found
+
+
+def clean_leftovers(path) -> list:
+    """Removes the leftovers of interrupted writes of ``path``.
+
+    A staging copy of a replaced version (``...partial.old``) is put back
+    when ``path`` itself is missing, so nothing is lost. Returns the paths
+    removed or restored, and warns naming them.
+    """
+    path = os.path.abspath(os.fspath(path))
+    found = leftovers(path)
+    for leftover in found:
+        if leftover.endswith(".old") and not os.path.exists(path):
+            os.rename(leftover, path)
+        elif os.path.isdir(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            os.remove(leftover)
+    if found:
+        warnings.warn(
+            f"Removed what an interrupted earlier write of {path!r} left "
+            f"behind: {[os.path.basename(p) for p in found]}.",
+            stacklevel=3,
+        )
+    return found
+
+
+@contextlib.contextmanager
+def atomic_write(path, overwrite: bool = False, suffix: str = ""):
+    """Yields a staging path; on success it is renamed to ``path``.
+
+    The staging path is beside ``path`` (same file system) and ends in
+    ``suffix`` (e.g. ``".keras"``, which Keras requires of its archives).
+    Whatever is written there, a file or a folder, replaces ``path`` only
+    when the block ends without an error; otherwise it is removed. An
+    existing folder is swapped out and deleted after the rename.
+
+    Args:
+        path: the target file or folder.
+        overwrite: replace an existing ``path``; otherwise
+            `FileExistsError`.
+        suffix: ending of the staging name.
+
+    Example:
+
+    >>> with atomic_write("model.keras", suffix=".keras") as staging:
+    ...     keras.saving.save_model(model, staging)
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    clean_leftovers(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"{path!r} exists; pass `overwrite=True` to replace it."
+        )
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, _staging_name(base, suffix))
+    try:
+        yield staging
+        if not os.path.exists(staging):
+            raise RuntimeError(f"Nothing was written to {staging!r}.")
+        _move_into_place(staging, path)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        elif os.path.exists(staging):
+            os.remove(staging)
+
+
+def _move_into_place(source: str, target: str) -> None:
+    if not os.path.isdir(target):
+        os.replace(source, target)
+        return
+    parent, base = os.path.split(target)
+    old = os.path.join(parent, _staging_name(base, ".old"))
+    os.rename(target, old)
+    try:
+        os.rename(source, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

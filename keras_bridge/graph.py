@@ -1,0 +1,189 @@
+"""Functional-graph surgery: reading and rebuilding Keras functional models.
+
+The only module of keras-bridge that touches private Keras APIs
+(``_run_through_graph``, ``_nodes_by_depth``, ``_keras_history``); everything
+else goes through the functions here.
+"""
+
+import keras
+import numpy as np
+
+
+def is_functional(model) -> bool:
+    """Whether ``model`` is a functional `keras.Model` (graph readable)."""
+    return (
+        isinstance(model, keras.Model)
+        and hasattr(model, "_run_through_graph")
+        and hasattr(model, "_nodes_by_depth")
+    )
+
+
+def as_functional(model, argument: str = "model") -> keras.Model:
+    """Returns `model` as a functional `keras.Model`, or raises.
+
+    Sequential models with a known input are converted; subclassed models
+    are refused, since their computation graph cannot be read.
+
+    Example:
+
+    >>> seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> type(as_functional(seq)).__name__
+    'Functional'
+    """
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(
+                f"`{argument}` is a Sequential model without a known input "
+                "shape; start it with `keras.Input(shape)`."
+            )
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    if is_functional(model):
+        return model
+    raise ValueError(
+        f"`{argument}` must be a functional `keras.Model` (built with "
+        "`keras.Model(inputs, outputs)`) or a Sequential model; received "
+        f"{type(model).__name__}"
+        + (
+            ", a subclassed model whose graph cannot be read. Rebuild it "
+            "with the functional API."
+            if isinstance(model, keras.Model)
+            else "."
+        )
+    )
+
+
+def producer(tensor):
+    """The layer (operation) that computed a symbolic ``tensor``."""
+    return tensor._keras_history.operation
+
+
+def weighted_layers(model) -> list:
+    """Leaf layers that own weights, nested functional models flattened.
+
+    Shared layers appear once, in graph order.
+
+    Example:
+
+    >>> model = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=4)
+    >>> [layer.name for layer in weighted_layers(model)][:2]
+    ['stem_conv', 'stem_bn']
+    """
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if is_functional(layer):
+            for inner in layer.layers:
+                visit(inner)
+        elif layer.weights:
+            found.append(layer)
+
+    for layer in as_functional(model).layers:
+        visit(layer)
+    return found
+
+
+def replay(model, inputs, clone_function, call_function=None):
+    """Runs ``model``'s graph on ``inputs`` with layers swapped.
+
+    ``clone_function(layer)`` returns the layer to use in place of each
+    layer; ``call_function(layer, *args, **kwargs)``, when given, calls it
+    (e.g. to pass extra arguments). Nested functional models are replayed
+    too, so their layers are swapped as well. Returns the outputs.
+    """
+
+    def call(layer, *args, **kwargs):
+        if call_function is None:
+            return layer(*args, **kwargs)
+        return call_function(layer, *args, **kwargs)
+
+    def nested_call(layer, *args, **kwargs):
+        if is_functional(layer):
+            return replay(
+                layer, keras.tree.flatten(args), clone_function, call_function
+            )
+        return call(layer, *args, **kwargs)
+
+    return model._run_through_graph(
+        inputs, operation_fn=clone_function, call_fn=nested_call
+    )
+
+
+def spatial_layers(model) -> list:
+    """Top-level layers whose output is a feature map (rank 3 or more)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(output, keras.KerasTensor) and len(output.shape) >= 3:
+            found.append(layer)
+    return found
+
+
+def nested_models(model) -> list:
+    """Names of the functional sub-models called by ``model``."""
+    return [layer.name for layer in model.layers if is_functional(layer)]
+
+
+def is_cut(model, layer) -> bool:
+    """Whether every path from the model's input to its output runs
+    through ``layer``'s output, so the tail after it is a model of it."""
+    try:
+        keras.Model(layer.output, model.outputs)
+    except ValueError:
+        return False
+    return True
+
+
+def spatial_size(layer) -> int:
+    """Number of positions of a feature-map layer's output."""
+    return int(np.prod(layer.output.shape[1:-1]))
+
+
+def feature_model(
+    model, feature_index: int, with_logits: bool = False, name=None
+) -> keras.Model:
+    """A model from ``model``'s input to the output of its layer number
+    ``feature_index`` (and to its logits with ``with_logits``).
+
+    It shares ``model``'s layers: nothing is copied and nothing in
+    ``model`` changes. ``name`` must differ between the trunks of one
+    graph (models may share a name).
+    """
+    features = model.layers[feature_index].output
+    outputs = [features, model.outputs[0]] if with_logits else features
+    return keras.Model(
+        model.inputs, outputs, name=name or f"trunk_{model.name}"
+    )
+
+
+def rebuild_tail(model, feature_layer: str, in_channels: int, clone_function):
+    """The layers of ``model`` after ``feature_layer`` as a new model.
+
+    The new model takes a feature map with ``in_channels`` channels;
+    ``clone_function(layer)`` returns the (fresh) layer used in place of
+    each layer of the tail.
+
+    Raises:
+        ValueError: when some path from the input avoids
+            ``feature_layer``, or the rebuilt graph is inconsistent.
+    """
+    features = model.get_layer(feature_layer).output
+    try:
+        tail = keras.Model(features, model.outputs[0])
+    except ValueError as error:
+        raise ValueError(
+            f"The tail after `feature_layer` {feature_layer!r} cannot be "
+            "rebuilt: some path from the input to the output avoids it."
+        ) from error
+    inputs = keras.Input(
+        shape=(*features.shape[1:-1], int(in_channels)), name="features"
+    )
+    outputs = tail._run_through_graph([inputs], operation_fn=clone_function)
+    return keras.Model(inputs, outputs, name=f"tail_{feature_layer}")

@@ -1,0 +1,71 @@
+"""The shared-trunk inference graph of an ensemble."""
+
+import keras
+
+from keras_bridge.graph import feature_model
+from keras_bridge.layers.ensemble_outputs import EnsembleOutputs
+from keras_bridge.members import BridgeMember, ModeMember
+
+
+def build_inference_model(
+    modes, feature_index: int, members, heads, temperature: float = 1.0
+) -> keras.Model:
+    """One graph from the input to the serving outputs of ``members``.
+
+    Every mode that a member needs runs once: a member mode returns both
+    its feature map and its logits, a mode only read by bridges stops at
+    the feature map. The graph shares the modes' and heads' layers (no
+    copy), so building it changes nothing.
+
+    Args:
+        modes: list of the mode models.
+        feature_index: position of the feature layer in a mode's layers.
+        members: list of `ModeMember` / `BridgeMember`, in output order.
+        heads: dict from a trained `BridgeMember` (``member.base``) to its
+            head.
+        temperature: temperature of the ensemble mean.
+
+    Returns:
+        A functional `keras.Model` with input ``inputs`` and the outputs of
+        `keras_bridge.layers.EnsembleOutputs`.
+
+    Example:
+
+    >>> model = build_inference_model(modes, 4, [ModeMember(0)], {})
+    """
+    if not members:
+        raise ValueError("`members` must hold at least one member.")
+    needed = sorted({i for member in members for i in member.sources})
+    with_logits = {m.index for m in members if isinstance(m, ModeMember)}
+    reference = modes[0].inputs[0]
+    inputs = keras.Input(
+        shape=reference.shape[1:], dtype=reference.dtype, name="inputs"
+    )
+    features, logits = {}, {}
+    for index in needed:
+        trunk = feature_model(
+            modes[index],
+            feature_index,
+            index in with_logits,
+            name=f"trunk_{index}",
+        )
+        if index in with_logits:
+            features[index], logits[index] = trunk(inputs)
+        else:
+            features[index] = trunk(inputs)
+    member_logits = []
+    for member in members:
+        if isinstance(member, ModeMember):
+            member_logits.append(logits[member.index])
+            continue
+        assert isinstance(member, BridgeMember)
+        head = heads[member.base]
+        maps = [features[i] for i in member.sources]
+        member_logits.append(
+            head(
+                maps if len(maps) > 1 else maps[0],
+                r=member.r if member.conditioned else None,
+            )
+        )
+    outputs = EnsembleOutputs(temperature, name="ensemble")(member_logits)
+    return keras.Model(inputs, outputs, name="bridge_ensemble")

@@ -1,0 +1,246 @@
+"""Checking what users pass: datasets, arrays, counts.
+
+Every public entry point of keras-bridge validates its data here before it
+changes anything, so bad input gives one clear `ValueError` that names the
+argument, what was received and what is accepted.
+
+Accepted data: a batched, finite `tf.data.Dataset` of ``(x, y)`` (or of
+``x`` where labels are not needed), or NumPy arrays ``(x, y)`` / ``x``
+(batched here with `DEFAULT_BATCH_SIZE`, as `keras.Model.fit` does).
+Labels are integer class ids in ``[0, num_classes)``, of shape ``(batch,)``
+or ``(batch, 1)``, or one-hot rows of shape ``(batch, num_classes)``; they
+are turned into integer ids.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+#: Batch size for NumPy data, as in `keras.Model.fit`.
+DEFAULT_BATCH_SIZE = 32
+
+
+def positive_int(value, argument: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools and floats are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, np.integer)
+    ):
+        raise ValueError(
+            f"`{argument}` must be an integer >= {minimum}; received "
+            f"{argument}={value!r}."
+        )
+    if value < minimum:
+        raise ValueError(
+            f"`{argument}` must be an integer >= {minimum}; received "
+            f"{argument}={value!r}."
+        )
+    return int(value)
+
+
+def _shape_text(input_shape) -> str:
+    return str(("batch", *input_shape)).replace("'", "")
+
+
+def _compatible(shape, input_shape) -> bool:
+    if len(shape) != len(input_shape) + 1:
+        return False
+    return all(
+        a is None or b is None or int(a) == int(b)
+        for a, b in zip(shape[1:], input_shape)
+    )
+
+
+def check_x(x, input_shape, argument: str = "x") -> np.ndarray:
+    """Validates a batch of inputs for prediction; returns an array.
+
+    Example:
+
+    >>> check_x(np.zeros((2, 8, 8, 1)), (8, 8, 1)).shape
+    (2, 8, 8, 1)
+    """
+    expected = _shape_text(input_shape)
+    if isinstance(x, tf.Tensor):
+        x = x.numpy()
+    if not isinstance(x, np.ndarray):
+        raise ValueError(
+            f"`{argument}` must be a NumPy array or tensor of shape "
+            f"{expected}; received a {type(x).__name__}. Convert it with "
+            "`np.asarray`."
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(
+            f"`{argument}` must hold numbers; received dtype {x.dtype}."
+        )
+    if not _compatible(x.shape, input_shape):
+        raise ValueError(
+            f"`{argument}` must have shape {expected}; received shape "
+            f"{x.shape}."
+        )
+    if len(x) == 0:
+        raise ValueError(
+            f"`{argument}` must hold at least one input; received an empty "
+            f"batch of shape {x.shape}."
+        )
+    return x
+
+
+def _from_arrays(data, argument, needs_labels):
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (np.asarray(part) for part in data)
+        if len(x) != len(y):
+            raise ValueError(
+                f"`{argument}` must hold as many labels as inputs; received "
+                f"{len(x)} inputs and {len(y)} labels."
+            )
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(
+            DEFAULT_BATCH_SIZE
+        )
+    if isinstance(data, np.ndarray):
+        if needs_labels:
+            raise ValueError(
+                f"`{argument}` needs labels: pass `(x, y)` arrays or a "
+                "dataset of `(x, y)` batches; received an array of inputs "
+                "only."
+            )
+        return tf.data.Dataset.from_tensor_slices(data).batch(
+            DEFAULT_BATCH_SIZE
+        )
+    raise ValueError(
+        f"`{argument}` must be a batched `tf.data.Dataset` of `(x, y)` or "
+        f"NumPy arrays `(x, y)`; received {type(data).__name__}."
+    )
+
+
+def dataset(
+    data,
+    argument: str,
+    input_shape,
+    num_classes: int,
+    needs_labels: bool = True,
+) -> tf.data.Dataset:
+    """Checks ``data``'s structure and returns it as ``(x, y)`` batches
+    with integer labels (or ``x`` batches when it has no labels).
+
+    Checks the element structure, batching, input shape, label format and
+    that the dataset is finite. Values (finite inputs, label range,
+    emptiness) are checked by `scan`.
+    """
+    if data is None:
+        raise ValueError(
+            f"`{argument}` must be given: a batched `tf.data.Dataset` of "
+            "`(x, y)` or NumPy arrays `(x, y)`."
+        )
+    if not isinstance(data, tf.data.Dataset):
+        data = _from_arrays(data, argument, needs_labels)
+    spec = data.element_spec
+    has_labels = isinstance(spec, tuple) and len(spec) == 2
+    if isinstance(spec, tuple) and len(spec) not in (1, 2):
+        raise ValueError(
+            f"`{argument}` must yield `(x, y)` batches; received elements "
+            f"of {len(spec)} parts."
+        )
+    if isinstance(spec, tuple) and len(spec) == 1:
+        data = data.map(lambda x: x)
+        spec = data.element_spec
+    if needs_labels and not has_labels:
+        raise ValueError(
+            f"`{argument}` needs labels: it must yield `(x, y)` batches; "
+            "received a dataset of `x` only."
+        )
+    x_spec = spec[0] if has_labels else spec
+    if not isinstance(x_spec, tf.TensorSpec):
+        raise ValueError(
+            f"`{argument}` must yield one input tensor per batch; received "
+            f"{x_spec}."
+        )
+    shape = tuple(x_spec.shape)
+    expected = _shape_text(input_shape)
+    if len(shape) == len(input_shape) and _compatible(
+        (None, *shape), input_shape
+    ):
+        raise ValueError(
+            f"`{argument}` is not batched: its inputs have shape {shape}, "
+            f"expected batches of shape {expected}. Call `.batch(32)` on "
+            "the dataset."
+        )
+    if not _compatible(shape, input_shape):
+        raise ValueError(
+            f"`{argument}` must yield inputs of shape {expected}; received "
+            f"batches of shape {shape}."
+        )
+    cardinality = int(data.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"`{argument}` is infinite (it repeats): pass a finite dataset, "
+            "one epoch of data, e.g. without `.repeat()` or with `.take(n)`."
+        )
+    if cardinality == 0:
+        raise ValueError(f"`{argument}` is empty: it holds no batches.")
+    if not has_labels:
+        return data
+    return data.map(_label_converter(spec[1], argument, num_classes))
+
+
+def _label_converter(y_spec, argument, num_classes):
+    shape = tuple(y_spec.shape)
+    one_hot = len(shape) == 2 and shape[-1] not in (1, None)
+    if len(shape) not in (1, 2) or (one_hot and shape[-1] != num_classes):
+        raise ValueError(
+            f"`{argument}` must have labels of shape (batch,) (class ids) "
+            f"or (batch, {num_classes}) (one-hot); received labels of "
+            f"shape {shape}."
+        )
+    if not one_hot and not (y_spec.dtype.is_integer or y_spec.dtype.is_floating):
+        raise ValueError(
+            f"`{argument}` must have numeric labels; received dtype "
+            f"{y_spec.dtype.name}."
+        )
+
+    def convert(x, y):
+        if one_hot:
+            return x, tf.argmax(y, axis=-1, output_type=tf.int32)
+        return x, tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+    return convert
+
+
+def scan(data, argument: str, num_classes: int, stage: str) -> int:
+    """One pass over a dataset from `dataset`: checks that it is not empty,
+    that inputs are finite and labels in ``[0, num_classes)``. Returns the
+    number of batches."""
+    count = 0
+    for count, batch in enumerate(data, start=1):
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise FloatingPointError(
+                f"{stage}: `{argument}` holds non-finite inputs (NaN or inf) "
+                f"in batch {count}; nothing was trained or changed. Clean the "
+                "data first."
+            )
+        if y is not None:
+            y = np.asarray(y)
+            bad = y[(y < 0) | (y >= num_classes)]
+            if bad.size:
+                raise ValueError(
+                    f"`{argument}` must have labels in [0, {num_classes}); "
+                    f"received label {int(bad[0])} in batch {count}."
+                )
+    if count == 0:
+        raise ValueError(f"`{argument}` is empty: it holds no batches.")
+    return count
+
+
+def checked(data, argument, input_shape, num_classes, stage, needs_labels=True):
+    """`dataset` then `scan`: ``(dataset, number of batches)``."""
+    data = dataset(data, argument, input_shape, num_classes, needs_labels)
+    return data, scan(data, argument, num_classes, stage)
+
+
+def arrays(data, argument, input_shape, num_classes, stage) -> tuple:
+    """A labelled dataset (or arrays), checked, as ``(x, y)`` arrays."""
+    data, _ = checked(data, argument, input_shape, num_classes, stage)
+    xs, ys = [], []
+    for x, y in data:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    return np.concatenate(xs), np.concatenate(ys)

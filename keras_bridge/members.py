@@ -1,0 +1,151 @@
+"""Ensemble members as small typed values, with their one name format.
+
+A member is a full network (`ModeMember`, named ``"mode_0"``) or a bridge
+(`BridgeMember`, named ``"type1_0-1_r0.5"``: its kind, the curve's pair of
+modes and the curve point r it imitates). An r-conditioned bridge has
+``point="any"`` (``"type1_0-1_rany"``) and is evaluated at `DEFAULT_POINT`
+unless a name asks for another point: ``"type1_0-1_rany@0.3"``.
+
+Example:
+
+>>> member = parse("type2_0-1_r0.5")
+>>> member.kind, member.pair, member.sources
+('type2', (0, 1), (0, 1))
+>>> parse("type1_0-1_rany@0.3").r
+0.3
+"""
+
+import dataclasses
+import re
+
+#: The curve point a bridge imitates, and where an r-conditioned bridge is
+#: evaluated, unless told otherwise.
+DEFAULT_POINT = 0.5
+#: The ``point`` of an r-conditioned bridge.
+ANY_POINT = "any"
+KINDS = ("type1", "type2")
+
+_MODE = re.compile(r"mode_(\d+)")
+_BRIDGE = re.compile(
+    r"(type1|type2)_(\d+)-(\d+)_r(any|[0-9.]+(?:e-?\d+)?)(?:@([0-9.]+))?"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeMember:
+    """A full network of the ensemble: mode ``index``."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"mode_{self.index}"
+
+    @property
+    def sources(self) -> tuple:
+        return (self.index,)
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeMember:
+    """A bridge: a head imitating the curve of ``pair`` at ``point``.
+
+    Attributes:
+        kind: ``"type1"`` (reads mode ``pair[0]``) or ``"type2"`` (reads
+            both modes of ``pair``).
+        pair: the two modes joined by the curve.
+        point: the curve point r the bridge imitates, or `ANY_POINT` for
+            an r-conditioned bridge.
+        at: where an r-conditioned bridge is evaluated; None means
+            `DEFAULT_POINT`. Always None for a fixed-point bridge.
+    """
+
+    kind: str
+    pair: tuple
+    point: object = DEFAULT_POINT
+    at: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"`kind` must be 'type1' or 'type2'; received {self.kind!r}."
+            )
+        object.__setattr__(self, "pair", tuple(int(i) for i in self.pair))
+        if self.point != ANY_POINT:
+            object.__setattr__(self, "point", float(self.point))
+            if self.at is not None:
+                raise ValueError(
+                    f"Only r-conditioned bridges take '@r'; {self.base.name!r}"
+                    f" imitates the fixed point r={self.point:g}."
+                )
+        if self.at is not None:
+            object.__setattr__(self, "at", check_point(self.at, "members"))
+
+    @property
+    def conditioned(self) -> bool:
+        return self.point == ANY_POINT
+
+    @property
+    def sources(self) -> tuple:
+        """The modes whose feature maps the bridge reads."""
+        return self.pair[:1] if self.kind == "type1" else self.pair
+
+    @property
+    def r(self) -> float:
+        """The curve point this member computes."""
+        if not self.conditioned:
+            return self.point
+        return DEFAULT_POINT if self.at is None else self.at
+
+    @property
+    def base(self) -> "BridgeMember":
+        """The trained bridge, without an evaluation point."""
+        return dataclasses.replace(self, at=None)
+
+    @property
+    def name(self) -> str:
+        point = ANY_POINT if self.conditioned else f"{self.point:g}"
+        name = f"{self.kind}_{self.pair[0]}-{self.pair[1]}_r{point}"
+        return name if self.at is None else f"{name}@{self.at:g}"
+
+
+def check_point(r, argument: str = "points") -> float:
+    """Validates one curve point r in [0, 1] (not a bool)."""
+    if (
+        isinstance(r, bool)
+        or not isinstance(r, (int, float))
+        or not 0.0 <= float(r) <= 1.0
+    ):
+        raise ValueError(
+            f"`{argument}` must hold curve points r in [0, 1]; received "
+            f"r={r!r}."
+        )
+    return float(r)
+
+
+def parse(name) -> ModeMember | BridgeMember:
+    """The member called ``name`` (a member object is returned as is).
+
+    Raises:
+        ValueError: naming ``members`` and the accepted formats.
+    """
+    if isinstance(name, (ModeMember, BridgeMember)):
+        return name
+    if isinstance(name, str):
+        match = _MODE.fullmatch(name)
+        if match:
+            return ModeMember(int(match.group(1)))
+        match = _BRIDGE.fullmatch(name)
+        if match:
+            kind, i, j, point, at = match.groups()
+            return BridgeMember(
+                kind,
+                (int(i), int(j)),
+                point if point == ANY_POINT else float(point),
+                None if at is None else float(at),
+            )
+    raise ValueError(
+        "`members` must hold member names such as 'mode_0', "
+        "'type1_0-1_r0.5' or 'type1_0-1_rany@0.3' (see `member_names`); "
+        f"received {name!r}."
+    )
