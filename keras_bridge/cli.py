@@ -5,11 +5,50 @@ import json
 import os
 import sys
 
+from keras_bridge.version import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument in one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}; received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a number > 0; received {text!r}"
+        )
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-bridge",
         description="Cheap deep ensembles: modes, curves and bridges.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-bridge {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -28,28 +67,64 @@ def _parser() -> argparse.ArgumentParser:
         help="'digits' (bundled, default) or a prepared TFDS name",
     )
     run.add_argument("--data-dir", default=None, help="TFDS data_dir")
-    run.add_argument("--num-modes", type=int, default=3)
-    run.add_argument("--depth", type=int, default=8)
-    run.add_argument("--width", type=float, default=0.5)
-    run.add_argument("--epochs", type=int, default=20)
-    run.add_argument("--bridge-epochs", type=int, default=60)
-    run.add_argument("--batch-size", type=int, default=64)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--num-modes", type=_count(2), default=3, help="modes to train (>= 2)"
+    )
+    run.add_argument(
+        "--depth", type=_count(8), default=8, help="ResNet depth, 6n + 2"
+    )
+    run.add_argument(
+        "--width", type=_positive_float, default=0.5, help="ResNet width"
+    )
+    run.add_argument(
+        "--epochs", type=_count(1), default=20, help="epochs per mode/curve"
+    )
+    run.add_argument(
+        "--bridge-epochs", type=_count(1), default=60, help="bridge epochs"
+    )
+    run.add_argument("--batch-size", type=_count(1), default=64)
+    run.add_argument("--seed", type=_count(0), default=0)
     run.add_argument(
         "--output",
         default="runs/digits",
         help=(
             "folder for the report (report.json, report.md), the saved "
             "ensemble (ensemble.keras), the SavedModel "
-            "(serving/<dataset>/<version>) and ONNX model (model.onnx)"
+            "(serving/<dataset>/<version>) and ONNX model (model.onnx); "
+            "when it holds an earlier run, a new folder <output>-2, -3, ... "
+            "is used instead"
         ),
     )
     return parser
 
 
+def run_folder(output: str) -> str:
+    """``output``, or ``output-2``, ``-3``, ... when it holds an earlier
+    run; created, and checked to be writable, before any training."""
+    candidate, number = output, 1
+    while os.path.exists(candidate) and (
+        not os.path.isdir(candidate) or os.listdir(candidate)
+    ):
+        number += 1
+        candidate = f"{output}-{number}"
+    try:
+        os.makedirs(candidate, exist_ok=True)
+        probe = os.path.join(candidate, ".write-check")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"`--output` {output!r} cannot be written: {error.strerror}."
+        ) from error
+    return candidate
+
+
 def run(args) -> dict:
     import keras_bridge as kb
 
+    args.output = run_folder(args.output)
+    print(f"Writing this run to {args.output}")
     if args.dataset == "digits":
         data = kb.data.load_digits(batch_size=args.batch_size, seed=args.seed)
     else:
@@ -64,12 +139,12 @@ def run(args) -> dict:
         data.train, epochs=args.epochs, validation_data=data.validation
     )
     print("Straight line between modes 0 and 1 (before curve training):")
-    line = ens.curve_profile(data.test, pair=(0, 1))
+    line = ens.curve_profile(data.test, pair=(0, 1), bn_data=data.train)
     print(line)
     ens.fit_curves(data.train, validation_data=data.validation)
     report = {"line": line.to_dict(), "curves": []}
     for pair in sorted(ens.curves):
-        profile = ens.curve_profile(data.test, pair=pair)
+        profile = ens.curve_profile(data.test, pair=pair, bn_data=data.train)
         print(profile)
         report["curves"].append(profile.to_dict())
     ens.fit_bridge(
@@ -125,9 +200,15 @@ def _jsonable(value):
 
 
 def main(argv=None) -> int:
+    """Runs the command; a bad argument or input gives one line on stderr
+    and exit status 2, never a traceback."""
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        run(args)
+    try:
+        if args.command == "run":
+            run(args)
+    except (ValueError, OSError, FloatingPointError) as error:
+        print(f"keras-bridge: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

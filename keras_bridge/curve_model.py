@@ -208,6 +208,11 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             size = float(ops.shape(x)[0])
             moments = batch_moments(x)
+            # Summed in float64: E[x^2] - E[x]^2 loses digits in float32.
+            moments = [
+                (ops.cast(m, "float64"), ops.cast(v, "float64"))
+                for m, v in moments
+            ]
             update = [
                 (size * mean, size * (var + mean**2)) for mean, var in moments
             ]
@@ -241,6 +246,8 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             "model overflows on it. Nothing was changed."
         )
     for layer, (mean, variance) in zip(layers, statistics):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(variance)
+        layer.moving_mean.assign(ops.cast(mean, layer.moving_mean.dtype))
+        layer.moving_variance.assign(
+            ops.cast(variance, layer.moving_variance.dtype)
+        )
     return model

@@ -474,6 +474,11 @@ class BridgeEnsemble:
             raise ValueError(
                 f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
             )
+        if kind == "type2" and len(self.modes) < 2:
+            raise ValueError(
+                "`kind='type2'` bridges read two modes; the ensemble has "
+                f"{len(self.modes)}. Train at least 2 modes first."
+            )
         if not self.curves:
             raise ValueError(
                 "Bridges imitate curve points: call `fit_curves` before "

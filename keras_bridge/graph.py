@@ -158,9 +158,8 @@ def feature_model(
     """
     features = model.layers[feature_index].output
     outputs = [features, model.outputs[0]] if with_logits else features
-    return keras.Model(
-        model.inputs, outputs, name=name or f"trunk_{model.name}"
-    )
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=name or f"trunk_{model.name}")
 
 
 def rebuild_tail(model, feature_layer: str, in_channels: int, clone_function):

@@ -198,6 +198,13 @@ def _label_converter(y_spec, argument, num_classes):
     def convert(x, y):
         if one_hot:
             return x, tf.argmax(y, axis=-1, output_type=tf.int32)
+        if len(shape) == 2 and shape[-1] is None:
+            # Only known per batch: one-hot rows or a column of ids.
+            return x, tf.cond(
+                tf.shape(y)[-1] > 1,
+                lambda: tf.argmax(y, axis=-1, output_type=tf.int32),
+                lambda: tf.cast(tf.reshape(y, [-1]), tf.int32),
+            )
         return x, tf.cast(tf.reshape(y, [-1]), tf.int32)
 
     return convert

@@ -15,25 +15,53 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def trained_ensemble(digits):
-    """Two digits modes and a fitted curve, shared by the slower tests."""
+def ensemble_files(digits, tmp_path_factory):
+    """Two digits modes with a fitted curve, saved before and after a
+    Type I, a Type II and a conditioned bridge are trained on it. Tests
+    load their own copy (`trained_ensemble`, `bridged_ensemble`), so no
+    test sees another's changes."""
     keras.config.disable_traceback_filtering()
+    folder = tmp_path_factory.mktemp("ensembles")
     backbone = kb.models.resnet(
         digits.input_shape, digits.num_classes, depth=8, width=0.5
     )
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit_modes(digits.train, epochs=15, verbose=0)
-    line = ens.curve_profile(digits.test, num_points=3)
+    line = ens.curve_profile(digits.test, num_points=3, bn_data=digits.train)
     ens.fit_curves(digits.train, validation_data=digits.validation, verbose=0)
-    return ens, line
-
-
-@pytest.fixture(scope="session")
-def bridged_ensemble(trained_ensemble, digits):
-    """The trained ensemble with a Type I, a Type II and a conditioned
-    bridge on its curve."""
-    ens, _ = trained_ensemble
+    ens.save(folder / "curves.keras")
     ens.fit_bridge(digits.train, kind="type1", epochs=40, verbose=0)
     ens.fit_bridge(digits.train, kind="type2", epochs=20, verbose=0)
     ens.fit_bridge(digits.train, points="any", epochs=20, verbose=0)
+    ens.save(folder / "bridged.keras")
+    return {
+        "curves": folder / "curves.keras",
+        "bridged": folder / "bridged.keras",
+        "line": line,
+    }
+
+
+@pytest.fixture
+def trained_ensemble(ensemble_files):
+    """A fresh copy of two digits modes and their fitted curve, and the
+    straight line's profile measured before the curve was fitted."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    return ens, ensemble_files["line"]
+
+
+@pytest.fixture
+def bridged_ensemble(ensemble_files):
+    """A fresh copy of the trained ensemble with a Type I, a Type II and a
+    conditioned bridge on its curve."""
+    return kb.BridgeEnsemble.load(ensemble_files["bridged"])
+
+
+@pytest.fixture
+def tiny_ensemble(digits):
+    """Two untrained (freshly initialised) small modes and a 1-epoch curve:
+    for tests of behaviour, not of quality."""
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+    ens.fit_curves(digits.train, epochs=1, verbose=0)
     return ens

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_bridge as kb
-from keras_bridge.layers import BridgeHead
+from keras_bridge.layers import BridgeHead, TailHead
 
 
 def _features(shape, seed=0):
@@ -38,7 +38,7 @@ def test_type2_input_is_concatenated_on_channels():
     a, b = _features((2, 4, 4, 3), 1), _features((2, 4, 4, 5), 2)
     out = head([a, b])
     assert out.shape == (2, 4)
-    assert head._stem.kernel.shape == (1, 1, 8, 6)
+    assert head._stem[0].kernel.shape == (1, 1, 8, 6)
     np.testing.assert_allclose(
         out, head(np.concatenate([a, b], axis=-1)), atol=1e-6
     )
@@ -59,7 +59,7 @@ def test_conditioned_head_depends_on_r():
 def test_head_with_a_slim_tail_round_trips(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5)
     tail = kb.splitting.slim_tail(backbone, "stage2", 33, slim=2)
-    head = BridgeHead(10, tail=tail, conditioned=True)
+    head = TailHead(10, tail, conditioned=True)
     inputs = keras.Input((4, 4, 32))
     model = keras.Model(inputs, head(inputs, r=0.3))
     x = _features((2, 4, 4, 32))
@@ -68,7 +68,7 @@ def test_head_with_a_slim_tail_round_trips(tmp_path):
     assert tail.get_layer("stage3_block1_conv1").filters == 16
     assert tail.get_layer("logits").units == 10
 
-    clone = BridgeHead.from_config(head.get_config())
+    clone = TailHead.from_config(head.get_config())
     assert clone.conditioned and clone.tail is not None
     path = tmp_path / "head.keras"
     model.save(path)
@@ -81,3 +81,24 @@ def test_features_without_spatial_axes_are_refused():
         BridgeHead(3)(np.zeros((2, 8), "float32"))
     with pytest.raises(ValueError, match="num_classes"):
         BridgeHead(0)
+    with pytest.raises(ValueError, match="`r` is only taken"):
+        BridgeHead(3)(np.zeros((2, 4, 4, 8), "float32"), r=0.5)
+    with pytest.raises(ValueError, match="`tail` must be a functional"):
+        TailHead(3, tail="stage3")
+
+
+def test_residual_head_round_trips_through_a_keras_file(tmp_path):
+    head = BridgeHead(4, width=6, depth=1, conditioned=True)
+    inputs = keras.Input((4, 4, 8))
+    model = keras.Model(inputs, head(inputs, r=0.7))
+    x = _features((3, 4, 4, 8))
+    expected = np.asarray(model(x))
+    config = head.get_config()
+    assert (config["width"], config["depth"], config["conditioned"]) == (
+        6,
+        1,
+        True,
+    )
+    model.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras")
+    np.testing.assert_allclose(loaded(x), expected, atol=1e-6)

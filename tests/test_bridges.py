@@ -47,15 +47,15 @@ def test_inference_graph_equals_members_computed_one_by_one(
     outputs = ens.predict(x)
     assert set(outputs) == SERVING_KEYS
 
-    trunk = kb.bridges.feature_model(ens.modes[0], ens.feature_index, False)
-    trunk_1 = kb.bridges.feature_model(ens.modes[1], ens.feature_index, False)
+    trunk = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)
+    trunk_1 = kb.graph.feature_model(ens.modes[1], ens.feature_index, False)
     f0, f1 = np.asarray(trunk(x)), np.asarray(trunk_1(x))
     by_hand = [
         np.asarray(ens.modes[0](x)),
         np.asarray(ens.modes[1](x)),
-        np.asarray(ens.bridges["type1_0-1_r0.5"].head(f0)),
-        np.asarray(ens.bridges["type2_0-1_r0.5"].head([f0, f1])),
-        np.asarray(ens.bridges["type1_0-1_rany"].head(f0, r=0.5)),
+        np.asarray(_head(ens, "type1_0-1_r0.5")(f0)),
+        np.asarray(_head(ens, "type2_0-1_r0.5")([f0, f1])),
+        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.5)),
     ]
     members = np.stack([_softmax(z) for z in by_hand], axis=1)
     np.testing.assert_allclose(
@@ -84,10 +84,10 @@ def test_conditioned_bridge_is_evaluated_at_the_requested_point(
 ):
     ens = bridged_ensemble
     x, _ = kb.data.to_numpy(digits.test)
-    f0 = kb.bridges.feature_model(ens.modes[0], ens.feature_index, False)(x[:9])
+    f0 = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)(x[:9])
     out = ens.predict(x[:9], members=["type1_0-1_rany@0.2"])
     expected = _softmax(
-        np.asarray(ens.bridges["type1_0-1_rany"].head(f0, r=0.2))
+        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.2))
     )
     np.testing.assert_allclose(
         out["member_probabilities"][:, 0], expected, atol=1e-5
@@ -99,7 +99,7 @@ def test_inference_graph_computes_each_trunk_once(bridged_ensemble):
     base = kb.flops(ens.backbone)
     two_modes = kb.flops(ens.inference_model(["mode_0", "mode_1"]))
     assert two_modes == pytest.approx(2 * base, rel=0.01)
-    head = ens.bridges["type1_0-1_r0.5"].head
+    head = _head(ens, "type1_0-1_r0.5")
     features = keras.Input(ens.backbone.get_layer("stage2").output.shape[1:])
     head_flops = kb.flops(keras.Model(features, head(features)))
     with_bridge = kb.flops(ens.inference_model(["mode_0", "type1_0-1_r0.5"]))
@@ -125,12 +125,16 @@ def test_evaluation_report(bridged_ensemble, digits):
     assert single_bridge["agreement"] > 0.85
     for row in report.rows:
         assert row["cnll"] <= row["nll"] + 1e-3
-    assert {b["name"] for b in report.bridges} == set(ens.bridges)
+    assert {b["name"] for b in report.bridges} == {b.name for b in ens.bridges}
     text = str(report)
     assert "DEE cNLL" in text and "DE-2 + 1 Type II" in text
     assert report.to_markdown().startswith("| configuration | members |")
     assert report.to_dict()["rows"][0]["name"] == "mode 0"
-    assert ens.temperature > 0
+    # The ensemble's own temperature is fitted on the calibration data.
+    x_val, y_val = kb.data.to_numpy(digits.validation)
+    mean = ens.inference_model(temperature=1.0).predict(x_val, verbose=0)
+    expected = kb.metrics.fit_temperature(mean["probabilities"], y_val)
+    assert ens.temperature == pytest.approx(expected, rel=1e-4)
 
 
 def _untrained_ensemble(num_modes=2):
@@ -140,6 +144,10 @@ def _untrained_ensemble(num_modes=2):
         [keras.models.clone_model(backbone) for _ in range(num_modes)]
     )
     return ens
+
+
+def _head(ens, name):
+    return ens.bridges[kb.members.parse(name)]
 
 
 def test_bad_bridge_requests_are_refused(digits):

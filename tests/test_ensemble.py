@@ -68,10 +68,10 @@ def test_set_modes_and_curve_pairs():
     ens = kb.BridgeEnsemble(_small_backbone())
     ens.set_modes([_small_backbone() for _ in range(3)])
     assert ens.num_modes == 3
-    assert ens._resolve_pairs(None) == [(0, 1), (0, 2)]
-    assert ens._resolve_pairs("all") == [(0, 1), (0, 2), (1, 2)]
+    assert ens._pairs(None) == [(0, 1), (0, 2)]
+    assert ens._pairs("all") == [(0, 1), (0, 2), (1, 2)]
     with pytest.raises(ValueError, match="pairs"):
-        ens._resolve_pairs([(0, 3)])
+        ens._pairs([(0, 3)])
     with pytest.raises(ValueError, match="`pair` must name a fitted curve"):
         ens.point_model((0, 1))
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_bridge as kb
-from keras_bridge import conversion
+from keras_bridge import curve_model, graph
 
 
 def _resnet():
@@ -55,7 +55,7 @@ MODELS = {
 
 def _randomise_batchnorm(model, seed):
     rng = np.random.default_rng(seed)
-    for layer in conversion.batchnorm_layers(model):
+    for layer in curve_model.batchnorm_layers(model):
         layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
         layer.moving_variance.assign(
             rng.uniform(0.5, 2, layer.moving_variance.shape)
@@ -79,7 +79,7 @@ def test_curve_model_reproduces_both_endpoints(name):
     # Only interior control points are trainable: one copy of each
     # trainable weight, shared layers counted once.
     num_trainable = sum(
-        len(layer.trainable_weights) for layer in conversion.weighted_layers(a)
+        len(layer.trainable_weights) for layer in graph.weighted_layers(a)
     )
     assert len(curve_model.trainable_weights) == num_trainable
 

@@ -1,0 +1,399 @@
+"""Bad input gets one clear error that names the argument and says what is
+accepted, and nothing is trained, changed or written."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_bridge as kb
+from keras_bridge import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _backbone():
+    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+
+
+@pytest.fixture
+def empty():
+    """An ensemble with no modes yet: data checks run before training."""
+    return kb.BridgeEnsemble(_backbone(), seed=0)
+
+
+@pytest.fixture
+def modes_only():
+    """Two untrained modes: enough to predict, save and load."""
+    backbone = _backbone()
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+    return ens
+
+
+def _arrays(n=20, shape=(8, 8, 1), labels=None):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, *shape), dtype="float32")
+    y = rng.integers(0, 10, n).astype("int32") if labels is None else labels
+    return x, y
+
+
+def _ds(x, y=None, batch=8):
+    parts = x if y is None else (x, y)
+    return tf.data.Dataset.from_tensor_slices(parts).batch(batch)
+
+
+X, Y = _arrays()
+
+# (data, error type, words the message must hold), for fit_modes' `data`.
+BAD_DATA = {
+    "x_only_dataset": (_ds(X), ValueError, ["`data` needs labels", "(x, y)"]),
+    "unbatched": (
+        tf.data.Dataset.from_tensor_slices((X, Y)),
+        ValueError,
+        ["`data` is not batched", ".batch("],
+    ),
+    "infinite": (
+        _ds(X, Y).repeat(),
+        ValueError,
+        ["`data` is infinite", ".take(n)"],
+    ),
+    "empty": (_ds(X, Y).take(0), ValueError, ["`data` is empty"]),
+    "empty_after_filter": (
+        _ds(X, Y).filter(lambda x, y: False),
+        ValueError,
+        ["`data` is empty"],
+    ),
+    "label_too_large": (
+        _ds(X, np.full(20, 10, "int32")),
+        ValueError,
+        ["`data` must have labels in [0, 10)", "received label 10"],
+    ),
+    "label_minus_one": (
+        _ds(X, np.full(20, -1, "int32")),
+        ValueError,
+        ["labels in [0, 10)", "received label -1"],
+    ),
+    "wrong_image_size": (
+        _ds(*_arrays(shape=(16, 16, 1))),
+        ValueError,
+        ["`data` must yield inputs of shape (batch, 8, 8, 1)", "16, 16, 1"],
+    ),
+    "one_hot_of_wrong_width": (
+        _ds(X, np.eye(5, dtype="float32")[Y % 5]),
+        ValueError,
+        ["(batch, 10) (one-hot)", "(None, 5)"],
+    ),
+    "labels_of_rank_3": (
+        _ds(X, np.zeros((20, 2, 2), "int32")),
+        ValueError,
+        ["labels of shape (batch,)"],
+    ),
+    "three_part_elements": (
+        _ds((X, Y, Y)),
+        ValueError,
+        ["`data` must yield `(x, y)` batches", "3 parts"],
+    ),
+    "a_string": ("train", ValueError, ["`data` must be a batched", "str"]),
+    "numpy_x_only": (X, ValueError, ["`data` needs labels", "(x, y)"]),
+    "numpy_lengths_differ": (
+        (X, Y[:7]),
+        ValueError,
+        ["as many labels as inputs", "20 inputs and 7 labels"],
+    ),
+    "none": (None, ValueError, ["`data` must be given"]),
+    "nan_pixel": (
+        _ds(np.where(np.arange(20)[:, None, None, None] == 3, np.nan, X), Y),
+        FloatingPointError,
+        ["fit_modes", "`data` holds non-finite inputs", "batch 1"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_fit_modes_refuses_bad_data(empty, case):
+    data, error, words = BAD_DATA[case]
+    with pytest.raises(error) as info:
+        empty.fit_modes(data, epochs=1, verbose=0)
+    for word in words:
+        assert word in str(info.value)
+    assert empty.modes == []
+
+
+def test_fit_modes_refuses_bad_validation_data_before_training(empty):
+    class Count(keras.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Count.batches += 1
+
+    with pytest.raises(ValueError, match="`validation_data` needs labels"):
+        empty.fit_modes(
+            _ds(X, Y), epochs=1, validation_data=_ds(X), callbacks=[Count()]
+        )
+    assert Count.batches == 0 and empty.modes == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"epochs": 0}, "`epochs` must be an integer >= 1"),
+        ({"epochs": 2.5}, "received epochs=2.5"),
+        ({"epochs": True}, "received epochs=True"),
+    ],
+)
+def test_fit_modes_refuses_bad_counts(empty, kwargs, words):
+    with pytest.raises(ValueError, match=words.replace(".", r"\.")):
+        empty.fit_modes(_ds(X, Y), verbose=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"num_modes": 0}, "`num_modes` must be an integer >= 1"),
+        ({"num_modes": "3"}, "received num_modes='3'"),
+        ({"num_modes": True}, "received num_modes=True"),
+        ({"seed": -1}, "`seed` must be an integer >= 0"),
+        ({"feature_layer": "stage9"}, "`feature_layer` must name"),
+        ({"curve": "spline"}, "spline"),
+    ],
+)
+def test_constructor_refuses_bad_arguments(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        kb.BridgeEnsemble(_backbone(), **kwargs)
+
+
+def test_a_nested_backbone_explains_the_feature_layer():
+    inner = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    features = keras.Model(inner.input, inner.get_layer("pool").output)
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(10)(features(inputs))
+    backbone = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError) as info:
+        kb.BridgeEnsemble(backbone)
+    message = str(info.value)
+    assert "`feature_layer` could not be chosen" in message
+    assert features.name in message and "nested" in message
+    with pytest.raises(ValueError, match="nested model"):
+        kb.BridgeEnsemble(backbone, feature_layer="stage2")
+
+
+def test_set_modes_refuses_bad_models(empty):
+    with pytest.raises(ValueError, match="`models` must be a non-empty list"):
+        empty.set_modes([])
+    with pytest.raises(ValueError, match="`models` must be a non-empty list"):
+        empty.set_modes(_backbone())
+    assert empty.modes == []
+
+
+@pytest.mark.parametrize(
+    "x, words",
+    [
+        (np.zeros((4, 8, 8)), "`x` must have shape (batch, 8, 8, 1)"),
+        (np.zeros((4, 7, 8, 1)), "received shape (4, 7, 8, 1)"),
+        ([[0.0] * 8] * 8, "received a list"),
+        (np.zeros((0, 8, 8, 1)), "at least one input"),
+        (np.full((2, 8, 8, 1), "a"), "must hold numbers"),
+    ],
+    ids=["rank_3", "wrong_size", "python_list", "empty_batch", "strings"],
+)
+def test_predict_refuses_bad_inputs(modes_only, x, words):
+    with pytest.raises(ValueError) as info:
+        modes_only.predict(x)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.0])
+def test_predict_refuses_bad_batch_sizes(modes_only, batch_size):
+    with pytest.raises(ValueError, match="`batch_size` must be an integer"):
+        modes_only.predict(np.zeros((2, 8, 8, 1)), batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ([], "`members` must hold at least one member"),
+        ("mode_0", "`members` must be a list"),
+        (["mode_2"], "received 'mode_2'"),
+        (["mode_0@0.3"], "'type1_0-1_rany@0.3'"),
+        (["type1_0-1_r0.5"], "Known: ['mode_0', 'mode_1']"),
+    ],
+)
+def test_bad_member_lists_are_refused(modes_only, members, words):
+    with pytest.raises(ValueError) as info:
+        modes_only.predict(np.zeros((1, 8, 8, 1)), members=members)
+    assert words in str(info.value)
+
+
+def test_curve_and_bridge_arguments_are_checked(modes_only):
+    ens = modes_only
+    with pytest.raises(ValueError, match="`pairs` must hold pairs"):
+        ens.fit_curves(_ds(X, Y), pairs=[(0, 0)])
+    with pytest.raises(ValueError, match="`pairs` must hold pairs"):
+        ens.fit_curves(_ds(X, Y), pairs="some")
+    with pytest.raises(ValueError, match="`pair` must name a fitted curve"):
+        ens.point_model((0, 1), 0.5)
+    with pytest.raises(ValueError, match="`num_points` must be an integer"):
+        ens.curve_profile(_ds(X, Y), num_points=1)
+    with pytest.raises(ValueError, match="labels in"):
+        ens.curve_profile(_ds(X, np.full(20, -1, "int32")))
+    with pytest.raises(ValueError, match="call `fit_curves` before"):
+        ens.fit_bridge(_ds(X))
+    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`t` must hold curve points r"):
+        ens.point_model((0, 1), 1.5)
+    with pytest.raises(ValueError, match="`points` must be 'any' or curve"):
+        ens.fit_bridge(_ds(X), points="half")
+    with pytest.raises(ValueError, match="`head` accepts the keys"):
+        ens.fit_bridge(_ds(X), head={"wdith": 4})
+    with pytest.raises(ValueError, match="`kind` must be 'type1' or 'type2'"):
+        ens.fit_bridge(_ds(X), kind="type3")
+    with pytest.raises(ValueError, match=r"`data` must yield inputs of shape"):
+        ens.fit_bridge(_ds(np.zeros((4, 9, 9, 1), "float32")))
+    assert ens.member_names() == ["mode_0", "mode_1"]
+
+
+def test_evaluation_needs_labels(modes_only):
+    with pytest.raises(ValueError, match="`data` needs labels"):
+        modes_only.evaluate(_ds(X))
+    with pytest.raises(ValueError, match="`calibration_data` must have labels"):
+        modes_only.evaluate(
+            _ds(X, Y), calibration_data=_ds(X, np.full(20, 12, "int32"))
+        )
+    assert modes_only.temperature == 1.0
+
+
+def test_one_hot_labels_are_accepted_everywhere(modes_only):
+    ens = modes_only
+    one_hot = _ds(X, np.eye(10, dtype="float32")[Y])
+    sparse = _ds(X, Y)
+    ens.fit_curves(sparse, epochs=1, validation_data=one_hot, verbose=0)
+    a = ens.curve_profile(one_hot, num_points=2)
+    b = ens.curve_profile(sparse, num_points=2)
+    np.testing.assert_allclose(a.nll, b.nll, rtol=1e-6)
+    one_hot_report = ens.evaluate(one_hot, calibration_data=one_hot)
+    sparse_report = ens.evaluate(sparse, calibration_data=sparse)
+    assert one_hot_report.rows == sparse_report.rows
+
+
+def test_numpy_arrays_are_accepted_as_keras_fit_does(empty):
+    history = empty.fit_modes((X, Y), epochs=1, validation_data=(X, Y))[0]
+    # 20 inputs in batches of 32: one step, and the validation loss logged.
+    assert len(history.history["val_loss"]) == 1
+    assert len(empty.modes) == 2
+
+
+@pytest.fixture
+def saved(modes_only, tmp_path):
+    path = tmp_path / "e.keras"
+    modes_only.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda data: data[: len(data) // 2], "truncated"),
+        (lambda data: b"", "it is empty"),
+        (lambda data: os.urandom(2048), "not a zip archive"),
+    ],
+    ids=["truncated", "empty", "random_bytes"],
+)
+def test_damaged_files_are_named(saved, damage, words):
+    saved.write_bytes(damage(saved.read_bytes()))
+    with pytest.raises(ValueError) as info:
+        kb.BridgeEnsemble.load(saved)
+    assert "not a valid .keras file" in str(info.value)
+    assert words in str(info.value)
+
+
+def test_missing_and_foreign_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        kb.BridgeEnsemble.load(tmp_path / "missing.keras")
+    _backbone().save(tmp_path / "plain.keras")
+    with pytest.raises(ValueError, match="holds a Functional.*set_modes"):
+        kb.BridgeEnsemble.load(tmp_path / "plain.keras")
+
+
+def test_an_unregistered_custom_layer_is_named(tmp_path):
+    # The custom class exists only in the process that saves.
+    script = """
+import sys, keras, keras_bridge as kb
+class Doubler(keras.layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+inputs = keras.Input((8, 8, 1))
+x = keras.layers.Conv2D(4, 3, padding="same", name="features")(inputs)
+x = Doubler()(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+backbone = keras.Model(inputs, keras.layers.Dense(10)(x))
+ens = kb.BridgeEnsemble(backbone, feature_layer="features")
+ens.set_modes([backbone])
+ens.save(sys.argv[1])
+"""
+    path = tmp_path / "custom.keras"
+    subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    with pytest.raises(ValueError) as info:
+        kb.BridgeEnsemble.load(path)
+    message = str(info.value)
+    assert "'Doubler'" in message and "custom_objects" in message
+
+
+def test_bad_save_and_export_targets(modes_only, tmp_path):
+    with pytest.raises(ValueError, match="`filepath` must end in '.keras'"):
+        modes_only.save(tmp_path / "e.h5")
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        modes_only.export(tmp_path / "1", format="pickle")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "--epochs=0"], "--epochs: must be an integer >= 1"),
+        (["run", "--num-modes=1"], "--num-modes: must be an integer >= 2"),
+        (["run", "--width=-1"], "--width: must be a number > 0"),
+        (["run", "--colour=red"], "unrecognized arguments: --colour=red"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["run", "--depth=9", "--output={tmp}/r"], "`depth` must be 6 n + 2"),
+        (["run", "--output={tmp}/file/r"], "`--output`"),
+    ],
+)
+def test_the_command_line_reports_bad_arguments_in_one_line(
+    argv, words, tmp_path, capsys
+):
+    (tmp_path / "file").write_text("not a folder")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert words in err
+
+
+def test_the_command_line_never_prints_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_bridge.cli", "run", "--batch-size=x"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    # TensorFlow may log its own start-up lines before ours.
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "keras-bridge run: error: argument --batch-size: must be an integer "
+        ">= 1; received 'x'"
+    )
