@@ -13,9 +13,9 @@ def main():
     )
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit_modes(data.train, epochs=15, verbose=0)
-    print(ens.curve_profile(data.test, num_points=5))
+    print(ens.curve_profile(data.test, num_points=5, bn_data=data.train))
     ens.fit_curves(data.train, validation_data=data.validation, verbose=0)
-    print(ens.curve_profile(data.test, num_points=5))
+    print(ens.curve_profile(data.test, num_points=5, bn_data=data.train))
     print("midpoint check (validation accuracy):", ens.curve_checks[(0, 1)])
 
 

@@ -11,7 +11,13 @@ import numpy as np
 from keras_bridge import distillation, training
 from keras_bridge.graph import feature_model
 from keras_bridge.layers.bridge_head import BaseBridgeHead, BridgeHead, TailHead
-from keras_bridge.members import ANY_POINT, check_point
+from keras_bridge.members import (
+    ANY_POINT,
+    KINDS,
+    BridgeMember,
+    check_point,
+    resolve_pairs,
+)
 from keras_bridge.splitting import slim_tail
 
 #: Points of the curve an r-conditioned bridge is trained against.
@@ -41,6 +47,35 @@ def check_points(points) -> tuple | str:
     if not checked:
         raise ValueError("`points` must hold at least one r.")
     return checked
+
+
+def check_request(kind, pairs, points, curves, num_modes) -> tuple:
+    """Checks a `BridgeEnsemble.fit_bridge` request against the fitted
+    ``curves``: returns ``(pairs, points)``."""
+    if kind not in KINDS:
+        raise ValueError(
+            f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
+        )
+    if kind == "type2" and num_modes < 2:
+        raise ValueError(
+            "`kind='type2'` bridges read two modes; the ensemble has "
+            f"{num_modes}. Train at least 2 modes first."
+        )
+    if not curves:
+        raise ValueError(
+            "Bridges imitate curve points: call `fit_curves` before "
+            "`fit_bridge`."
+        )
+    points = check_points(points)
+    if pairs is not None:
+        pairs = resolve_pairs(pairs, num_modes)
+    missing = [p for p in pairs or () if p not in curves]
+    if missing:
+        raise ValueError(
+            f"`pairs` must name fitted curves; {missing} are not fitted "
+            f"(fitted: {sorted(curves)})."
+        )
+    return (sorted(curves) if pairs is None else pairs), points
 
 
 def teacher_points(point) -> tuple:
@@ -106,7 +141,43 @@ def make_head(
     )
 
 
-def distill(modes, feature_index, specs, data, epochs, steps, options):
+def plan(kind, pairs, points, head, backbone, feature_layer, teacher):
+    """The bridges one `BridgeEnsemble.fit_bridge` call trains.
+
+    Args:
+        kind, pairs, points, head: as in `BridgeEnsemble.fit_bridge`
+            (checked).
+        backbone, feature_layer: where the heads read.
+        teacher: ``teacher(pair, r)`` returns the curve network at r.
+
+    Returns:
+        ``(heads, specs)``: a dict from each new `BridgeMember` to its
+        fresh head, and the specs `distill` takes.
+    """
+    heads, specs = {}, []
+    for pair in pairs:
+        for point in (points,) if points == ANY_POINT else points:
+            member = BridgeMember(kind, pair, point)
+            heads[member] = make_head(
+                backbone,
+                feature_layer,
+                len(member.sources),
+                member.conditioned,
+                head,
+            )
+            rs = teacher_points(point)
+            specs.append(
+                {
+                    "head": heads[member],
+                    "sources": member.sources,
+                    "teachers": [teacher(pair, r) for r in rs],
+                    "points": list(rs),
+                }
+            )
+    return heads, specs
+
+
+def distill(modes, feature_index, specs, data, steps, options):
     """Trains the heads of ``specs`` against their teachers on ``data``.
 
     Args:
@@ -115,8 +186,8 @@ def distill(modes, feature_index, specs, data, epochs, steps, options):
         specs: list of dicts of `distillation.BridgeDistiller`'s
             ``bridges`` argument.
         data: batched dataset; its labels, if any, are not used.
-        epochs, steps: epochs and batches per epoch.
-        options: ``optimizer``, ``learning_rate``, ``mixup_alpha``,
+        steps: batches per epoch.
+        options: ``epochs``, ``optimizer``, ``learning_rate``, ``mixup_alpha``,
             ``callbacks``, ``validation_data``, ``verbose``.
 
     Returns:
@@ -135,14 +206,17 @@ def distill(modes, feature_index, specs, data, epochs, steps, options):
         distiller(batch[0] if isinstance(batch, tuple) else batch)
     distiller.compile(
         optimizer=training.make_optimizer(
-            options["optimizer"], epochs, steps, options["learning_rate"]
+            options["optimizer"],
+            options["epochs"],
+            steps,
+            options["learning_rate"],
         ),
         jit_compile=False,
     )
     callbacks = [training.StopOnNonFinite("fit_bridge")]
     history = distiller.fit(
         data,
-        epochs=epochs,
+        epochs=options["epochs"],
         validation_data=options["validation_data"],
         callbacks=callbacks + list(options["callbacks"] or []),
         verbose=options["verbose"],

@@ -7,7 +7,6 @@ takes plain values and returns new ones (`training`, `bridges`,
 state, and it changes it only when a step has succeeded.
 """
 
-import itertools
 import warnings
 
 import keras
@@ -23,7 +22,12 @@ from keras_bridge.curve_model import (
 )
 from keras_bridge.flops import flops
 from keras_bridge.inference import build_inference_model
-from keras_bridge.members import BridgeMember, ModeMember, check_point, parse
+from keras_bridge.members import (
+    ModeMember,
+    check_point,
+    resolve,
+    resolve_pairs,
+)
 from keras_bridge.profile import CurveProfile
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 
@@ -62,7 +66,12 @@ class BridgeEnsemble:
     """
 
     def __init__(
-        self, backbone, feature_layer=None, num_modes=2, seed=None, curve="bezier"
+        self,
+        backbone,
+        feature_layer=None,
+        num_modes=2,
+        seed=None,
+        curve="bezier",
     ):
         self.num_modes = inputs.positive_int(num_modes, "num_modes")
         if seed is not None:
@@ -109,13 +118,16 @@ class BridgeEnsemble:
             data, argument, self.input_shape, self.num_classes, stage
         )
 
-    def _options(self, stage, epochs, validation_data, needs_labels, **kw):
-        inputs.positive_int(epochs, "epochs")
+    def _prepare(self, stage, data, validation_data, labels, **options):
+        """Checks a training call's data and counts before anything runs:
+        ``(data, steps per epoch, options)``."""
+        inputs.positive_int(options["epochs"], "epochs")
+        data, steps = self._data(data, "data", stage, labels)
         if validation_data is not None:
             validation_data, _ = self._data(
-                validation_data, "validation_data", stage, needs_labels
+                validation_data, "validation_data", stage, labels
             )
-        return {"validation_data": validation_data, **kw}
+        return data, steps, {**options, "validation_data": validation_data}
 
     # Modes -------------------------------------------------------------
 
@@ -150,16 +162,14 @@ class BridgeEnsemble:
         Returns:
             The list of `keras.callbacks.History`, one per mode.
         """
-        stage = "fit_modes"
-        data, steps = self._data(data, "data", stage)
-        options = self._options(
-            stage, epochs, validation_data, True, optimizer=optimizer,
-            learning_rate=learning_rate, callbacks=callbacks, verbose=verbose,
+        data, steps, options = self._prepare(
+            "fit_modes", data, validation_data, True, epochs=epochs,
+            optimizer=optimizer, learning_rate=learning_rate,
+            callbacks=callbacks, verbose=verbose,
         )  # fmt: skip
         modes, histories = training.train_modes(
-            self.backbone, self.num_modes, data, epochs, steps, self.seed,
-            options,
-        )  # fmt: skip
+            self.backbone, self.num_modes, data, steps, self.seed, options
+        )
         self._replace_modes(modes)
         self.mode_epochs = epochs
         return histories
@@ -199,29 +209,7 @@ class BridgeEnsemble:
     # Curves ------------------------------------------------------------
 
     def _pairs(self, pairs, argument="pairs") -> list:
-        count = len(self.modes)
-        if count < 2:
-            raise ValueError(
-                "Curves join two modes: call `fit_modes` or `set_modes` "
-                f"with at least 2 modes first (have {count})."
-            )
-        if pairs is None:
-            return [(0, j) for j in range(1, count)]
-        if pairs == "all":
-            return list(itertools.combinations(range(count), 2))
-        resolved = []
-        for pair in pairs if isinstance(pairs, (list, tuple)) else [None]:
-            valid = isinstance(pair, (list, tuple)) and len(pair) == 2
-            i, j = pair if valid else (-1, -1)
-            if not (valid and 0 <= i < count and 0 <= j < count and i != j):
-                raise ValueError(
-                    f"`{argument}` must hold pairs of distinct mode indices "
-                    f"in [0, {count}); received {pairs!r}."
-                )
-            resolved.append((int(i), int(j)))
-        if not resolved:
-            raise ValueError(f"`{argument}` must hold at least one pair.")
-        return resolved
+        return resolve_pairs(pairs, len(self.modes), argument)
 
     def fit_curves(
         self,
@@ -256,24 +244,24 @@ class BridgeEnsemble:
         Returns:
             A dict from pair to `keras.callbacks.History`.
         """
-        stage = "fit_curves"
         pairs = self._pairs(pairs)
         epochs = (self.mode_epochs or 30) if epochs is None else epochs
-        data, steps = self._data(data, "data", stage)
-        options = self._options(
-            stage, epochs, None, True, optimizer=optimizer, callbacks=callbacks,
-            learning_rate=learning_rate, verbose=verbose,
+        data, steps, options = self._prepare(
+            "fit_curves", data, None, True, epochs=epochs,
+            optimizer=optimizer, learning_rate=learning_rate,
+            callbacks=callbacks, verbose=verbose,
         )  # fmt: skip
         checks = validation_data is not None
         if checks:
-            x, y = self._arrays(validation_data, "validation_data", stage)
+            x, y = self._arrays(
+                validation_data, "validation_data", "fit_curves"
+            )
         curves, points, scores, histories = {}, {}, {}, {}
         for pair in pairs:
             ends = [self.modes[i] for i in pair]
             curves[pair], histories[pair] = training.train_curve(
-                *ends, pair, self.curve, data, epochs, steps, self.seed,
-                options,
-            )  # fmt: skip
+                ends, pair, self.curve, data, steps, self.seed, options
+            )
             if checks:
                 points[(pair, 0.5)] = training.curve_point(
                     curves[pair], 0.5, self.backbone, data
@@ -341,7 +329,9 @@ class BridgeEnsemble:
             )
         if bn_data is not None:
             bn_data, _ = self._data(bn_data, "bn_data", "point_model", False)
-        return training.curve_point(self.curves[pair], t, self.backbone, bn_data)
+        return training.curve_point(
+            self.curves[pair], t, self.backbone, bn_data
+        )
 
     def curve_profile(
         self, data, pair=(0, 1), num_points: int = 11, bn_data=None
@@ -373,9 +363,13 @@ class BridgeEnsemble:
             curve_model = to_curve_model(*ends, curve=curves_lib.Bezier(1))
             kind = "line"
         return CurveProfile.measure(
-            kind, pair, num_points, x, y,
+            kind,
+            pair,
+            num_points,
+            x,
+            y,
             lambda t: training.curve_point(curve_model, t, self.backbone, bn),
-        )  # fmt: skip
+        )
 
     # Bridges -----------------------------------------------------------
 
@@ -390,32 +384,9 @@ class BridgeEnsemble:
         ]
 
     def members(self, names=None) -> list:
-        """The typed members called ``names`` (default: all)."""
-        if names is None:
-            names = self.member_names()
-        if isinstance(names, str) or not isinstance(names, (list, tuple)):
-            raise ValueError(
-                f"`members` must be a list of member names; received "
-                f"{names!r}. Known: {self.member_names()}."
-            )
-        if not names:
-            raise ValueError(
-                "`members` must hold at least one member; received an empty "
-                f"list. Known: {self.member_names()}."
-            )
-        found = [parse(name) for name in names]
-        for member in found:
-            known = (
-                member.index < len(self.modes)
-                if isinstance(member, ModeMember)
-                else member.base in self.bridges
-            )
-            if not known:
-                raise ValueError(
-                    f"`members` must name modes or fitted bridges; received "
-                    f"{member.name!r}. Known: {self.member_names()}."
-                )
-        return found
+        """The typed members called ``names`` (default: all), checked."""
+        names = self.member_names() if names is None else names
+        return resolve(names, len(self.modes), self.bridges)
 
     def fit_bridge(
         self,
@@ -469,65 +440,33 @@ class BridgeEnsemble:
         ...     callbacks=[keras.callbacks.EarlyStopping(
         ...         monitor="val_kl", mode="min", patience=5)])
         """
-        stage = "fit_bridge"
-        if kind not in ("type1", "type2"):
-            raise ValueError(
-                f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
-            )
-        if kind == "type2" and len(self.modes) < 2:
-            raise ValueError(
-                "`kind='type2'` bridges read two modes; the ensemble has "
-                f"{len(self.modes)}. Train at least 2 modes first."
-            )
-        if not self.curves:
-            raise ValueError(
-                "Bridges imitate curve points: call `fit_curves` before "
-                "`fit_bridge`."
-            )
-        points = bridges_lib.check_points(points)
-        pairs = sorted(self.curves) if pairs is None else self._pairs(pairs)
-        missing = [p for p in pairs if p not in self.curves]
-        if missing:
-            raise ValueError(
-                f"`pairs` must name fitted curves; {missing} are not "
-                f"fitted (fitted: {sorted(self.curves)})."
-            )
-        data, steps = self._data(data, "data", stage, needs_labels=False)
-        options = self._options(
-            stage, epochs, validation_data, False, optimizer=optimizer,
-            learning_rate=learning_rate, callbacks=callbacks,
-            verbose=verbose, mixup_alpha=mixup_alpha,
+        pairs, points = bridges_lib.check_request(
+            kind, pairs, points, self.curves, len(self.modes)
+        )
+        data, steps, options = self._prepare(
+            "fit_bridge", data, validation_data, False, epochs=epochs,
+            optimizer=optimizer, learning_rate=learning_rate,
+            callbacks=callbacks, verbose=verbose, mixup_alpha=mixup_alpha,
         )  # fmt: skip
         if self.seed is not None:
-            keras.utils.set_random_seed(
-                self.seed + training.BRIDGE_SEED_OFFSET
-            )
-        new, specs, teachers = {}, [], {}
-        for pair in pairs:
-            for point in (points,) if points == "any" else points:
-                member = BridgeMember(kind, pair, point)
-                rs = bridges_lib.teacher_points(point)
-                for r in rs:
-                    if (pair, r) not in self._points:
-                        teachers[(pair, r)] = training.curve_point(
-                            self.curves[pair], r, self.backbone, data
-                        )
-                new[member] = bridges_lib.make_head(
-                    self.backbone, self.feature_layer,
-                    len(member.sources), member.conditioned, head,
-                )  # fmt: skip
-                specs.append(
-                    {
-                        "head": new[member],
-                        "sources": member.sources,
-                        "teachers": [
-                            {**self._points, **teachers}[(pair, r)] for r in rs
-                        ],
-                        "points": list(rs),
-                    }
+            keras.utils.set_random_seed(self.seed + training.BRIDGE_SEED_OFFSET)
+        teachers = {}
+
+        def teacher(pair, r):
+            if (pair, r) in self._points:
+                return self._points[(pair, r)]
+            if (pair, r) not in teachers:
+                teachers[(pair, r)] = training.curve_point(
+                    self.curves[pair], r, self.backbone, data
                 )
+            return teachers[(pair, r)]
+
+        new, specs = bridges_lib.plan(
+            kind, pairs, points, head, self.backbone, self.feature_layer,
+            teacher,
+        )  # fmt: skip
         history = bridges_lib.distill(
-            self.modes, self.feature_index, specs, data, epochs, steps, options
+            self.modes, self.feature_index, specs, data, steps, options
         )
         self._points.update(teachers)
         self.bridges.update(new)
@@ -631,9 +570,13 @@ class BridgeEnsemble:
     # Deployment --------------------------------------------------------
 
     def export(
-        self, path, format="tf_saved_model", members=None, overwrite=False,
+        self,
+        path,
+        format="tf_saved_model",
+        members=None,
+        overwrite=False,
         verbose=True,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Exports the ensemble for serving, as one multi-output model.
 
         ``format="tf_saved_model"`` writes a SavedModel for TF Serving to

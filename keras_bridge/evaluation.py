@@ -201,7 +201,11 @@ def evaluate(members, build_model, teachers, base_flops, test, calibration):
     index = {m: i for i, m in enumerate(scored)}
     # A conditioned bridge in a row is evaluated at the default point.
     index.update(
-        {m.base: index[m] for m in scored[len(modes) :] if m.at == DEFAULT_POINT}
+        {
+            m.base: index[m]
+            for m in scored[len(modes) :]
+            if m.at == DEFAULT_POINT
+        }
     )
     bridge_rows = _bridge_fidelity(
         scored, test, test_probs, index, teachers, build_model, base_flops
@@ -227,7 +231,13 @@ def evaluate(members, build_model, teachers, base_flops, test, calibration):
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
         rows.append(row)
     rows += _curve_point_rows(
-        modes, bridges, test_probs, val_probs, index, teachers, test,
+        modes,
+        bridges,
+        test_probs,
+        val_probs,
+        index,
+        teachers,
+        test,
         calibration,
     )
     _add_dee(rows)

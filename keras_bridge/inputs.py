@@ -189,7 +189,9 @@ def _label_converter(y_spec, argument, num_classes):
             f"or (batch, {num_classes}) (one-hot); received labels of "
             f"shape {shape}."
         )
-    if not one_hot and not (y_spec.dtype.is_integer or y_spec.dtype.is_floating):
+    if not one_hot and not (
+        y_spec.dtype.is_integer or y_spec.dtype.is_floating
+    ):
         raise ValueError(
             f"`{argument}` must have numeric labels; received dtype "
             f"{y_spec.dtype.name}."

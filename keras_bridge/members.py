@@ -16,6 +16,7 @@ Example:
 """
 
 import dataclasses
+import itertools
 import re
 
 #: The curve point a bridge imitates, and where an r-conditioned bridge is
@@ -149,3 +150,66 @@ def parse(name) -> ModeMember | BridgeMember:
         "'type1_0-1_r0.5' or 'type1_0-1_rany@0.3' (see `member_names`); "
         f"received {name!r}."
     )
+
+
+def resolve_pairs(pairs, num_modes: int, argument: str = "pairs") -> list:
+    """Pairs of mode indices: ``None`` for mode 0 to every other mode,
+    ``"all"`` for every pair, or a list of pairs (checked).
+
+    Example:
+
+    >>> resolve_pairs(None, 3)
+    [(0, 1), (0, 2)]
+    """
+    if num_modes < 2:
+        raise ValueError(
+            "Curves join two modes: call `fit_modes` or `set_modes` "
+            f"with at least 2 modes first (have {num_modes})."
+        )
+    if pairs is None:
+        return [(0, j) for j in range(1, num_modes)]
+    if pairs == "all":
+        return list(itertools.combinations(range(num_modes), 2))
+    resolved = []
+    for pair in pairs if isinstance(pairs, (list, tuple)) else [None]:
+        valid = isinstance(pair, (list, tuple)) and len(pair) == 2
+        i, j = pair if valid else (-1, -1)
+        if not (valid and 0 <= i < num_modes and 0 <= j < num_modes and i != j):
+            raise ValueError(
+                f"`{argument}` must hold pairs of distinct mode indices in "
+                f"[0, {num_modes}); received {pairs!r}."
+            )
+        resolved.append((int(i), int(j)))
+    if not resolved:
+        raise ValueError(f"`{argument}` must hold at least one pair.")
+    return resolved
+
+
+def resolve(names, num_modes: int, bridges) -> list:
+    """The members called ``names``, checked against an ensemble of
+    ``num_modes`` modes and the trained ``bridges`` (`BridgeMember`s)."""
+    known = [ModeMember(i).name for i in range(num_modes)]
+    known += [bridge.name for bridge in bridges]
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(
+            f"`members` must be a list of member names; received {names!r}. "
+            f"Known: {known}."
+        )
+    if not names:
+        raise ValueError(
+            "`members` must hold at least one member; received an empty "
+            f"list. Known: {known}."
+        )
+    found = [parse(name) for name in names]
+    for member in found:
+        exists = (
+            member.index < num_modes
+            if isinstance(member, ModeMember)
+            else member.base in bridges
+        )
+        if not exists:
+            raise ValueError(
+                "`members` must name modes or fitted bridges; received "
+                f"{member.name!r}. Known: {known}."
+            )
+    return found

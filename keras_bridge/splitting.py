@@ -46,7 +46,7 @@ def prepare_backbone(backbone) -> keras.Model:
             "so that the backbone outputs logits.",
             stacklevel=3,
         )
-        return keras.Model(model.inputs, last.input, name=model.name)
+        return keras.Model(model.inputs[0], last.input, name=model.name)
     if getattr(last, "activation", None) is keras.activations.softmax:
         warnings.warn(
             f"`backbone`'s last layer {last.name!r} has a softmax "
@@ -120,8 +120,7 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
                 return layer.name
     nested = nested_models(model)
     advice = (
-        "Pass `feature_layer=` the name of the layer the bridges should "
-        "read."
+        "Pass `feature_layer=` the name of the layer the bridges should read."
     )
     if nested:
         advice = (

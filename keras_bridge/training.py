@@ -80,21 +80,23 @@ def check_finite_weights(model, stage: str) -> None:
     """Raises `FloatingPointError` when a weight of ``model`` is not finite."""
     for variable in model.weights:
         value = np.asarray(variable)
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(
-            value
-        ).all():
+        if (
+            np.issubdtype(value.dtype, np.floating)
+            and not np.isfinite(value).all()
+        ):
             raise FloatingPointError(
                 f"{stage}: the weight {variable.path!r} is not finite (NaN "
                 "or inf). Nothing was kept."
             )
 
 
-def fit_classifier(model, data, epochs, steps, options, stage):
+def fit_classifier(model, data, steps, options, stage):
     """Compiles ``model`` for cross-entropy on integer labels and fits it.
 
-    ``options`` holds ``optimizer``, ``learning_rate``, ``callbacks``,
-    ``validation_data`` and ``verbose``. Returns the History.
+    ``options`` holds ``epochs``, ``optimizer``, ``learning_rate``,
+    ``callbacks``, ``validation_data`` and ``verbose``. Returns the History.
     """
+    epochs = options["epochs"]
     model.compile(
         optimizer=make_optimizer(
             options["optimizer"], epochs, steps, options["learning_rate"]
@@ -115,7 +117,7 @@ def fit_classifier(model, data, epochs, steps, options, stage):
     return history
 
 
-def train_modes(backbone, num_modes, data, epochs, steps, seed, options):
+def train_modes(backbone, num_modes, data, steps, seed, options):
     """Trains ``num_modes`` fresh copies of ``backbone``.
 
     Returns:
@@ -130,9 +132,7 @@ def train_modes(backbone, num_modes, data, epochs, steps, seed, options):
         if options["verbose"]:
             print(f"Mode {index + 1}/{num_modes}")
         stage = f"fit_modes (mode {index + 1}/{num_modes})"
-        histories.append(
-            fit_classifier(model, data, epochs, steps, options, stage)
-        )
+        histories.append(fit_classifier(model, data, steps, options, stage))
         modes.append(model)
     return modes, histories
 
@@ -154,19 +154,18 @@ def with_random_t(dataset, seed=None) -> tf.data.Dataset:
     return tf.data.Dataset.zip((dataset, draws)).map(add_t)
 
 
-def train_curve(mode_a, mode_b, pair, curve, data, epochs, steps, seed, options):
-    """Trains the interior control points of a curve from ``mode_a`` to
-    ``mode_b``; the modes are not changed. Returns ``(model, history)``."""
+def train_curve(ends, pair, curve, data, steps, seed, options):
+    """Trains the interior control points of a curve between the two
+    models ``ends``; they are not changed. Returns ``(model, history)``."""
     i, j = pair
     if seed is not None:
         keras.utils.set_random_seed(seed + CURVE_SEED_OFFSET + 31 * i + j)
-    curve_model = to_curve_model(mode_a, mode_b, curve, name=f"curve_{i}_{j}")
+    curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
     if options["verbose"]:
         print(f"Curve {i} -> {j}")
     history = fit_classifier(
         curve_model,
         with_random_t(data, seed=seed),
-        epochs,
         steps,
         {**options, "validation_data": None},
         f"fit_curves (curve {i} -> {j})",
@@ -178,7 +177,11 @@ def midpoint_check(pair, ends, midpoint, x, y) -> dict:
     """Validation accuracy of a curve's ends and midpoint, with a warning
     when the midpoint is clearly worse (see `MIDPOINT_TOLERANCE`)."""
     scores = {}
-    for name, model in (("start", ends[0]), ("mid", midpoint), ("end", ends[1])):
+    for name, model in (
+        ("start", ends[0]),
+        ("mid", midpoint),
+        ("end", ends[1]),
+    ):
         logits = model.predict(x, verbose=0)
         scores[name] = metrics_lib.accuracy(softmax(logits), y)
     scores["gap"] = (scores["start"] + scores["end"]) / 2 - scores["mid"]

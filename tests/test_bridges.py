@@ -18,6 +18,7 @@ def _softmax(logits):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.large
 def test_bridges_agree_with_their_teachers(bridged_ensemble, digits):
     ens = bridged_ensemble
     assert ens.member_names() == [
@@ -38,6 +39,7 @@ def test_bridges_agree_with_their_teachers(bridged_ensemble, digits):
         assert (members[:, column].argmax(1) == y).mean() > 0.85
 
 
+@pytest.mark.large
 def test_inference_graph_equals_members_computed_one_by_one(
     bridged_ensemble, digits
 ):
@@ -79,6 +81,7 @@ def test_inference_graph_equals_members_computed_one_by_one(
     )
 
 
+@pytest.mark.large
 def test_conditioned_bridge_is_evaluated_at_the_requested_point(
     bridged_ensemble, digits
 ):
@@ -86,14 +89,13 @@ def test_conditioned_bridge_is_evaluated_at_the_requested_point(
     x, _ = kb.data.to_numpy(digits.test)
     f0 = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)(x[:9])
     out = ens.predict(x[:9], members=["type1_0-1_rany@0.2"])
-    expected = _softmax(
-        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.2))
-    )
+    expected = _softmax(np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.2)))
     np.testing.assert_allclose(
         out["member_probabilities"][:, 0], expected, atol=1e-5
     )
 
 
+@pytest.mark.large
 def test_inference_graph_computes_each_trunk_once(bridged_ensemble):
     ens = bridged_ensemble
     base = kb.flops(ens.backbone)
@@ -110,6 +112,7 @@ def test_inference_graph_computes_each_trunk_once(bridged_ensemble):
     assert head_flops < 0.2 * base
 
 
+@pytest.mark.large
 def test_evaluation_report(bridged_ensemble, digits):
     ens = bridged_ensemble
     report = ens.evaluate(digits.test, calibration_data=digits.validation)

@@ -1,9 +1,12 @@
 import json
 import os
 
+import pytest
+
 from keras_bridge import cli
 
 
+@pytest.mark.large
 def test_run_goes_end_to_end_on_the_bundled_data(tmp_path, capsys):
     argv = [
         "run",

@@ -76,6 +76,7 @@ def test_set_modes_and_curve_pairs():
         ens.point_model((0, 1))
 
 
+@pytest.mark.large
 def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
     ens, line = trained_ensemble
     x, y = kb.data.to_numpy(digits.test)

@@ -54,6 +54,7 @@ def served(ensemble_files, batches, tmp_path_factory):
     return path, dict(np.load(results)), report
 
 
+@pytest.mark.large
 def test_serving_signatures_follow_the_contract(served):
     path, _, report = served
     assert report["keras_bridge_imported"] is False
@@ -76,6 +77,7 @@ def test_serving_signatures_follow_the_contract(served):
     assert os.path.basename(path) == "1"
 
 
+@pytest.mark.large
 def test_served_outputs_equal_predict(served, bridged_ensemble, batches):
     _, results, _ = served
     for batch, x in batches.items():
@@ -93,6 +95,7 @@ def test_served_outputs_equal_predict(served, bridged_ensemble, batches):
             )
 
 
+@pytest.mark.large
 def test_bad_requests_get_a_clear_error(served):
     _, _, report = served
     shape_error = report["errors"]["shape"]
@@ -102,6 +105,7 @@ def test_bad_requests_get_a_clear_error(served):
     assert "expected to be a float tensor but is a int32" in dtype_error
 
 
+@pytest.mark.large
 def test_onnx_matches_keras(bridged_ensemble, batches, tmp_path):
     ens = bridged_ensemble
     path = ens.export(tmp_path / "digits.onnx", format="onnx", verbose=False)
@@ -120,6 +124,7 @@ def test_onnx_matches_keras(bridged_ensemble, batches, tmp_path):
     )
 
 
+@pytest.mark.large
 def test_export_never_leaves_a_partial_version(
     bridged_ensemble, tmp_path, monkeypatch
 ):
@@ -148,6 +153,7 @@ def test_export_never_leaves_a_partial_version(
         assert json.load(handle)["members"] == ens.member_names()
 
 
+@pytest.mark.large
 def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
     with pytest.raises(ValueError, match="`format` must be one of"):
         bridged_ensemble.export(tmp_path / "m", format="tflite")
@@ -164,6 +170,7 @@ def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
         bridged_ensemble.export(tmp_path / "m", members=["mode_0"])
 
 
+@pytest.mark.large
 def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
     ens = bridged_ensemble
     x, _ = kb.data.to_numpy(digits.test)

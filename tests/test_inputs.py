@@ -112,3 +112,17 @@ def test_check_x_refuses_bad_inputs():
         inputs.check_x(x.tolist(), (8, 8, 1))
     with pytest.raises(ValueError, match="at least one input"):
         inputs.check_x(x[:0], (8, 8, 1))
+
+
+def test_one_hot_labels_of_unknown_width_become_ids():
+    one_hot = np.eye(3, dtype="float32")[[2, 0, 1, 1]]
+    x = np.zeros((4, 4), "float32")
+    data = tf.data.Dataset.from_generator(
+        lambda: iter([(x, one_hot)]),
+        output_signature=(
+            tf.TensorSpec((None, 4)),
+            tf.TensorSpec((None, None)),
+        ),
+    )
+    checked = inputs.dataset(data, "data", (4,), 3)
+    np.testing.assert_array_equal(next(iter(checked))[1], [2, 0, 1, 1])

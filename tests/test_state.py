@@ -94,14 +94,13 @@ def test_a_curve_after_a_bridge_trains_the_whole_network(digits):
     curve = ens.curves[(0, 1)]
     # One trainable control point per float weight of the backbone: every
     # layer of the network, including those before the feature layer.
-    float_weights = [
-        w for w in backbone.weights if "float" in str(w.dtype)
-    ]
+    float_weights = [w for w in backbone.weights if "float" in str(w.dtype)]
     assert len(curve.trainable_weights) == len(
         [w for w in float_weights if w.trainable]
     )
 
 
+@pytest.mark.large
 def test_saved_modes_stay_trainable(bridged_ensemble, tmp_path):
     bridged_ensemble.save(tmp_path / "e.keras")
     loaded = kb.BridgeEnsemble.load(tmp_path / "e.keras")
@@ -114,6 +113,7 @@ def test_saved_modes_stay_trainable(bridged_ensemble, tmp_path):
 # 2. A failed call leaves the ensemble as it was.
 
 
+@pytest.mark.large
 def test_failed_fit_modes_keeps_a_trained_ensemble(bridged_ensemble, digits):
     ens = bridged_ensemble
     before = _snapshot(ens)
@@ -132,6 +132,7 @@ def test_failed_fit_modes_keeps_a_trained_ensemble(bridged_ensemble, digits):
     _assert_unchanged(before, _snapshot(ens))
 
 
+@pytest.mark.large
 def test_failed_fit_curves_and_fit_bridge_change_nothing(
     bridged_ensemble, digits
 ):
@@ -175,6 +176,7 @@ def test_refitting_a_curve_drops_its_bridges(tiny_ensemble, digits, tmp_path):
 # 4. A loaded ensemble trains on with the data it is given.
 
 
+@pytest.mark.large
 def test_a_loaded_ensemble_trains_on(trained_ensemble, digits):
     ens, _ = trained_ensemble
     # In a fixed order: recalibration runs BatchNorm in training mode, so
@@ -185,9 +187,7 @@ def test_a_loaded_ensemble_trains_on(trained_ensemble, digits):
     profile = ens.curve_profile(digits.test, num_points=3)
     assert profile.kind == "curve" and len(profile.t) == 3
     # The teacher at 0.3 was recalibrated on the data of that call.
-    expected = kb.point_model(
-        ens.curves[(0, 1)], 0.3, ens.backbone, data=train
-    )
+    expected = kb.point_model(ens.curves[(0, 1)], 0.3, ens.backbone, data=train)
     x, _ = kb.data.to_numpy(digits.test)
     np.testing.assert_allclose(
         ens.point_model((0, 1), 0.3).predict(x, verbose=0),

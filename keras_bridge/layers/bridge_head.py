@@ -79,8 +79,7 @@ class BaseBridgeHead(keras.layers.Layer):
             x = ops.concatenate([x, ops.ones_like(x[..., :1]) * r], axis=-1)
         elif r is not None:
             raise ValueError(
-                "`r` is only taken by a conditioned head "
-                "(`conditioned=True`)."
+                "`r` is only taken by a conditioned head (`conditioned=True`)."
             )
         return self.head_call(x, training=training)
 
@@ -182,7 +181,11 @@ class BridgeHead(BaseBridgeHead):
         return self._classifier(x)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "width": self.width, "depth": self.depth}
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "depth": self.depth,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
