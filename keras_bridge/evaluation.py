@@ -316,7 +316,7 @@ def _bridge_fidelity(
             accuracy[key] = (logits, metrics_lib.accuracy(softmax(logits), y))
         teacher_logits, teacher_accuracy = accuracy[key]
         member_probs = probs[:, index[member]]
-        log_probs = np.log(np.clip(member_probs, 1e-12, 1.0))
+        log_probs = np.log(np.clip(member_probs, metrics_lib.EPSILON, 1.0))
         fidelity = teacher_fidelity(teacher_logits, log_probs)
         if member.base not in costs:
             costs[member.base] = _bridge_flops(member, build_model, base_flops)

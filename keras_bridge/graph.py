@@ -1,8 +1,9 @@
 """Functional-graph surgery: reading and rebuilding Keras functional models.
 
 The only module of keras-bridge that touches private Keras APIs
-(``_run_through_graph``, ``_nodes_by_depth``, ``_keras_history``); everything
-else goes through the functions here.
+(``_run_through_graph``, ``_nodes_by_depth``, ``_keras_history``,
+``_call_has_training_arg``); everything else goes through the functions
+here.
 """
 
 import keras
@@ -55,6 +56,11 @@ def as_functional(model, argument: str = "model") -> keras.Model:
 def producer(tensor):
     """The layer (operation) that computed a symbolic ``tensor``."""
     return tensor._keras_history.operation
+
+
+def takes_training(layer) -> bool:
+    """Whether ``layer.call`` takes a ``training`` argument."""
+    return bool(layer._call_has_training_arg)
 
 
 def weighted_layers(model) -> list:

@@ -6,7 +6,8 @@ integer ``labels`` of shape ``(n,)``.
 
 import numpy as np
 
-_EPSILON = 1e-12
+#: Floor of a probability before its log, everywhere in keras-bridge.
+EPSILON = 1e-12
 
 
 def _check(probabilities, labels):
@@ -43,7 +44,7 @@ def nll(probabilities, labels) -> float:
     """
     probabilities, labels = _check(probabilities, labels)
     picked = probabilities[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, _EPSILON, 1.0))))
+    return float(-np.mean(np.log(np.clip(picked, EPSILON, 1.0))))
 
 
 def brier(probabilities, labels) -> float:
@@ -85,7 +86,7 @@ def ece(probabilities, labels, num_bins: int = 15) -> float:
 
 def temperature_scale(probabilities, temperature: float) -> np.ndarray:
     """Rescales probabilities as ``softmax(log(p) / temperature)``."""
-    logits = np.log(np.clip(np.asarray(probabilities, "float64"), _EPSILON, 1))
+    logits = np.log(np.clip(np.asarray(probabilities, "float64"), EPSILON, 1))
     logits = logits / temperature
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)

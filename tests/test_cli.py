@@ -35,3 +35,13 @@ def test_exports_go_to_a_new_version_folder(tmp_path):
     for name in ("1", "3", ".3.tmp", "notes"):
         os.makedirs(tmp_path / name)
     assert cli._next_version(str(tmp_path)) == 4
+
+
+def test_a_rerun_gets_a_new_run_folder(tmp_path):
+    output = str(tmp_path / "runs" / "digits")
+    assert cli.run_folder(output) == output  # created, empty: used
+    (tmp_path / "runs" / "digits" / "report.md").write_text("run 1")
+    assert cli.run_folder(output) == output + "-2"
+    (tmp_path / "runs" / "digits-2" / "report.md").write_text("run 2")
+    assert cli.run_folder(output) == output + "-3"
+    assert (tmp_path / "runs" / "digits" / "report.md").read_text() == "run 1"

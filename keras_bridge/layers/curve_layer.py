@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_bridge import curves as curves_lib
+from keras_bridge.graph import takes_training
 
 
 def _is_float(variable) -> bool:
@@ -162,7 +163,7 @@ class CurveLayer(keras.layers.Wrapper):
         by_variable = dict(zip(map(id, self.layer.weights), self.weights_at(t)))
         trainable = [by_variable[id(v)] for v in self.layer.trainable_variables]
         state = [by_variable[id(v)] for v in self.layer.non_trainable_variables]
-        if self.layer._call_has_training_arg:
+        if takes_training(self.layer):
             kwargs["training"] = training
         outputs, new_state = self.layer.stateless_call(
             trainable, state, inputs, **kwargs

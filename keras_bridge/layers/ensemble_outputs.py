@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_bridge.metrics import EPSILON
+
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
 class EnsembleOutputs(keras.layers.Layer):
@@ -46,7 +48,7 @@ class EnsembleOutputs(keras.layers.Layer):
             [ops.softmax(logits, axis=-1) for logits in member_logits], axis=1
         )
         mean = ops.mean(members, axis=1)
-        log_mean = ops.log(ops.maximum(mean, 1e-12))
+        log_mean = ops.log(ops.maximum(mean, EPSILON))
         probabilities = ops.softmax(log_mean / self.temperature, axis=-1)
         entropy = _entropy(probabilities)
         mutual_information = _entropy(mean) - ops.mean(
@@ -68,5 +70,5 @@ class EnsembleOutputs(keras.layers.Layer):
 
 def _entropy(probabilities):
     return -ops.sum(
-        probabilities * ops.log(ops.maximum(probabilities, 1e-12)), axis=-1
+        probabilities * ops.log(ops.maximum(probabilities, EPSILON)), axis=-1
     )
