@@ -4,15 +4,16 @@ Functions here take plain values (the backbone, feature maps, teachers)
 and return new heads; modes and teachers are read, never changed.
 """
 
-import warnings
-
+import keras
 import numpy as np
 
 from keras_bridge import distillation, training
+from keras_bridge.flops import flops
 from keras_bridge.graph import feature_model
 from keras_bridge.layers.bridge_head import BaseBridgeHead, BridgeHead, TailHead
 from keras_bridge.members import (
     ANY_POINT,
+    DEFAULT_POINT,
     KINDS,
     BridgeMember,
     check_point,
@@ -22,8 +23,11 @@ from keras_bridge.splitting import slim_tail
 
 #: Points of the curve an r-conditioned bridge is trained against.
 CONDITIONED_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
-#: Default width divisor of a head that rebuilds the backbone's tail.
-DEFAULT_SLIM = 2
+#: Width divisors tried, in order, for a head that rebuilds the tail.
+TAIL_SLIMS = (2, 3, 4, 6, 8, 12, 16)
+#: Default cost bound of a head, per feature map it reads, relative to one
+#: backbone pass: Single + 4 Type I then costs at most 1.48x.
+DEFAULT_MAX_FLOPS = 0.12
 
 
 def check_points(points) -> tuple | str:
@@ -49,9 +53,10 @@ def check_points(points) -> tuple | str:
     return checked
 
 
-def check_request(kind, pairs, points, curves, num_modes) -> tuple:
+def check_request(kind, pairs, points, curves, num_modes, max_flops):
     """Checks a `BridgeEnsemble.fit_bridge` request against the fitted
     ``curves``: returns ``(pairs, points)``."""
+    _check_budget(max_flops, 1)
     if kind not in KINDS:
         raise ValueError(
             f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
@@ -83,88 +88,193 @@ def teacher_points(point) -> tuple:
     return CONDITIONED_GRID if point == ANY_POINT else (point,)
 
 
-def make_head(
-    backbone, feature_layer: str, num_sources: int, conditioned: bool, head
-) -> BaseBridgeHead:
-    """A fresh head for a bridge reading ``num_sources`` feature maps.
+def _residual_widths(channels: int) -> list:
+    widths, width = [], max(8, channels)
+    while width >= 8:
+        widths.append(width)
+        width //= 2
+    return widths
 
-    ``head`` is None or a dict: ``slim`` (default `DEFAULT_SLIM`) rebuilds
-    the backbone's tail after the feature layer at 1/slim width (a
-    `TailHead`); ``width`` (with optional ``depth``) asks for a residual
-    conv head (a `BridgeHead`) instead. When the tail cannot be rebuilt
-    the residual head is used, with a warning. A head instance is used as
-    given (it must not be built yet).
-    """
+
+def _candidates(backbone, feature_layer, in_channels, conditioned, head):
+    """(description, factory) of every head architecture to try, the most
+    capable first."""
     num_classes = int(backbone.outputs[0].shape[-1])
-    if isinstance(head, BaseBridgeHead):
-        if head.built:
-            raise ValueError(
-                "`head` must be a fresh, unbuilt bridge head: one head per "
-                f"bridge; received the built head {head.name!r}."
+    channels = int(backbone.get_layer(feature_layer).output.shape[-1])
+
+    def tail(slim, entry):
+        def build():
+            tail_model = slim_tail(
+                backbone, feature_layer, in_channels, slim, entry=entry
             )
-        return head
-    if head is not None and not isinstance(head, dict):
-        raise ValueError(
-            "`head` must be None, a dict of 'slim' or 'width'/'depth', or a "
-            f"bridge head; received {type(head).__name__}."
-        )
+            return TailHead(num_classes, tail_model, conditioned=conditioned)
+
+        name = "tail" + (" with entry projection" if entry else "")
+        return f"the {name} at 1/{slim:g} width", build
+
+    def residual(width, depth):
+        def build():
+            return BridgeHead(
+                num_classes, width=width, depth=depth, conditioned=conditioned
+            )
+
+        return f"a residual head of width {width}, depth {depth}", build
+
     options = dict(head or {})
-    unknown = set(options) - {"slim", "width", "depth"}
-    if unknown:
+    if "width" in options:
+        yield residual(options["width"], options.get("depth", 2))
+        return
+    slims = (options["slim"],) if "slim" in options else TAIL_SLIMS
+    for slim in slims:
+        yield tail(slim, False)
+        yield tail(slim, True)
+    if "slim" not in options:
+        for width in _residual_widths(channels):
+            for depth in (2, 1):
+                yield residual(width, depth)
+
+
+def head_flops(head, feature_shape, num_sources, conditioned) -> int:
+    """FLOPs of one pass of ``head`` on ``num_sources`` feature maps of
+    ``feature_shape`` (building it if needed), counted by `kb.flops`."""
+    maps = [keras.Input(feature_shape) for _ in range(num_sources)]
+    outputs = head(
+        maps if num_sources > 1 else maps[0],
+        r=DEFAULT_POINT if conditioned else None,
+    )
+    return flops(keras.Model(maps, outputs))
+
+
+def _check_budget(max_flops, num_sources) -> float:
+    if max_flops is None:
+        return DEFAULT_MAX_FLOPS * num_sources
+    if isinstance(max_flops, bool) or not (
+        isinstance(max_flops, (int, float)) and max_flops > 0
+    ):
         raise ValueError(
-            "`head` accepts the keys 'slim', 'width' and 'depth'; "
-            f"received {sorted(unknown)}."
+            "`max_flops` must be a number > 0 (a fraction of one backbone "
+            f"pass); received max_flops={max_flops!r}."
         )
-    features = backbone.get_layer(feature_layer).output
-    channels = int(features.shape[-1]) * num_sources + int(conditioned)
-    if "width" not in options:
+    return float(max_flops)
+
+
+def size_head(
+    backbone, feature_layer, num_sources, conditioned, head, max_flops
+):
+    """Chooses a head architecture that costs at most ``max_flops``.
+
+    ``head`` is None or a dict: ``slim`` rebuilds the backbone's tail after
+    the feature layer at 1/slim width (a `TailHead`); ``width`` (with
+    optional ``depth``) asks for a residual conv head (a `BridgeHead`).
+    With None, the tail is tried at `TAIL_SLIMS` widths (with a 1x1 entry
+    projection where the plain rebuild fails), then residual heads of
+    decreasing width: the first that fits the budget is taken. A head
+    instance is checked as given.
+
+    Args:
+        backbone, feature_layer: where the head reads.
+        num_sources: feature maps it reads (2 for Type II).
+        conditioned: whether it takes r.
+        head: None, a dict, or a head instance.
+        max_flops: the budget, relative to one backbone pass; None for
+            `DEFAULT_MAX_FLOPS` per feature map read.
+
+    Returns:
+        ``(first, build, cost, description)``: a built head, a function
+        that builds another like it, its cost relative to one backbone,
+        and what it is.
+
+    Raises:
+        ValueError: when the head (or every candidate) is over budget,
+            giving its cost.
+
+    Example:
+
+    >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
+    >>> head, build, cost, what = size_head(backbone, "stage2", 1, False,
+    ...     None, max_flops=0.12)
+    >>> cost <= 0.12
+    True
+    """
+    max_flops = _check_budget(max_flops, num_sources)
+    feature_shape = tuple(backbone.get_layer(feature_layer).output.shape[1:])
+    base = flops(backbone)
+    in_channels = feature_shape[-1] * num_sources + int(conditioned)
+    if isinstance(head, BaseBridgeHead):
+        candidates = [(f"the given head {head.name!r}", lambda: head)]
+    else:
+        if head is not None and not isinstance(head, dict):
+            raise ValueError(
+                "`head` must be None, a dict of 'slim' or 'width'/'depth', "
+                f"or a bridge head; received {type(head).__name__}."
+            )
+        unknown = set(head or {}) - {"slim", "width", "depth"}
+        if unknown:
+            raise ValueError(
+                "`head` accepts the keys 'slim', 'width' and 'depth'; "
+                f"received {sorted(unknown)}."
+            )
+        candidates = _candidates(
+            backbone, feature_layer, in_channels, conditioned, head
+        )
+    tried = []
+    for description, build in candidates:
         try:
-            tail = slim_tail(
-                backbone,
-                feature_layer,
-                channels,
-                slim=options.get("slim", DEFAULT_SLIM),
-            )
-            return TailHead(num_classes, tail, conditioned=conditioned)
-        except ValueError as error:
-            if "`slim` must be" in str(error):
+            first = build()
+            cost = head_flops(first, feature_shape, num_sources, conditioned)
+        except (ValueError, TypeError) as error:
+            if "`slim` must be" in str(error) or "`width`" in str(error):
                 raise
-            warnings.warn(
-                f"{error} Using a residual conv head instead.", stacklevel=3
-            )
-    width = options.get("width") or max(8, int(features.shape[-1]) // 2)
-    return BridgeHead(
-        num_classes,
-        width=width,
-        depth=options.get("depth", 2),
-        conditioned=conditioned,
+            tried.append(f"{description} cannot be built ({error})")
+            continue
+        if cost <= max_flops * base:
+            return first, build, cost / base, description
+        tried.append(f"{description} costs {cost / base:.3f}x")
+    raise ValueError(
+        f"No bridge head fits `max_flops`={max_flops:g} (a fraction of one "
+        f"backbone pass): {'; '.join(tried[-3:])}. Raise `max_flops`, pass "
+        "`head={'slim': ...}` with a larger slim, or choose an earlier "
+        "`feature_layer`."
     )
 
 
-def plan(kind, pairs, points, head, backbone, feature_layer, teacher):
+def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
     """The bridges one `BridgeEnsemble.fit_bridge` call trains.
 
     Args:
-        kind, pairs, points, head: as in `BridgeEnsemble.fit_bridge`
-            (checked).
+        kind, pairs, points: as in `BridgeEnsemble.fit_bridge` (checked).
+        options: ``head`` and ``max_flops`` of `size_head`.
         backbone, feature_layer: where the heads read.
         teacher: ``teacher(pair, r)`` returns the curve network at r.
 
     Returns:
-        ``(heads, specs)``: a dict from each new `BridgeMember` to its
-        fresh head, and the specs `distill` takes.
+        ``(heads, specs, sized)``: a dict from each new `BridgeMember` to
+        its fresh head, the specs `distill` takes, and the head's cost
+        relative to one backbone and description (see `size_head`).
     """
-    heads, specs = {}, []
+    if isinstance(options["head"], BaseBridgeHead):
+        count = len(pairs) * (1 if points == ANY_POINT else len(points))
+        if count > 1:
+            raise ValueError(
+                "A `head` instance serves one bridge only; this call trains "
+                f"{count}. Pass a dict such as {{'width': 32}} instead."
+            )
+    heads, specs, sized = {}, [], None
     for pair in pairs:
         for point in (points,) if points == ANY_POINT else points:
             member = BridgeMember(kind, pair, point)
-            heads[member] = make_head(
-                backbone,
-                feature_layer,
-                len(member.sources),
-                member.conditioned,
-                head,
-            )
+            if sized is None:
+                sized = size_head(
+                    backbone,
+                    feature_layer,
+                    len(member.sources),
+                    member.conditioned,
+                    options["head"],
+                    options["max_flops"],
+                )
+                heads[member] = sized[0]
+            else:
+                heads[member] = sized[1]()
             rs = teacher_points(point)
             specs.append(
                 {
@@ -174,7 +284,7 @@ def plan(kind, pairs, points, head, backbone, feature_layer, teacher):
                     "points": list(rs),
                 }
             )
-    return heads, specs
+    return heads, specs, sized[2:]
 
 
 def distill(modes, feature_index, specs, data, steps, options):

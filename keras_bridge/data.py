@@ -1,9 +1,20 @@
 """Datasets: the bundled digits data and a thin TensorFlow Datasets loader."""
 
 import dataclasses
+import gzip
+import os
 
 import numpy as np
 import tensorflow as tf
+
+#: Where the Debian package ``dataset-fashion-mnist`` installs the data.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
 
 
 @dataclasses.dataclass
@@ -64,6 +75,128 @@ def load_digits(batch_size: int = 64, seed: int = 0) -> DataSplits:
         validation=make_pipeline(x_val, y_val, batch_size),
         test=make_pipeline(x_test, y_test, batch_size),
         input_shape=(8, 8, 1),
+        num_classes=10,
+    )
+
+
+def read_idx(path) -> np.ndarray:
+    """Reads an idx file (the MNIST format), gzipped or not.
+
+    Example:
+
+    >>> read_idx("t10k-labels-idx1-ubyte.gz").shape
+    (10000,)
+    """
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not an idx file of unsigned bytes."
+        )
+    rank = data[3]
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)
+    )
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(
+            f"{os.fspath(path)!r} is truncated: its header promises shape "
+            f"{shape}, it holds {values.size} values."
+        )
+    return values.reshape(shape)
+
+
+def _fashion_folder(path):
+    candidates = (
+        [os.fspath(path)]
+        if path is not None
+        else [
+            FASHION_MNIST_DIR,
+            os.path.join(
+                os.path.expanduser("~"), ".keras", "datasets", "fashion-mnist"
+            ),
+        ]
+    )
+    for folder in candidates:
+        names = _FASHION_FILES.values()
+        if all(os.path.isfile(os.path.join(folder, n)) for n in names):
+            return folder
+    where = " or ".join(repr(c) for c in candidates)
+    raise FileNotFoundError(
+        f"Fashion-MNIST was not found in {where}: it needs the four idx "
+        f"files {sorted(_FASHION_FILES.values())}. Install them with "
+        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu, into "
+        f"{FASHION_MNIST_DIR}), or pass `path=` a folder that holds them. "
+        "Nothing is downloaded."
+    )
+
+
+def load_fashion_mnist(
+    path=None,
+    batch_size: int = 128,
+    validation_size: int = 5000,
+    seed: int = 0,
+) -> DataSplits:
+    """Fashion-MNIST: 70,000 real 28x28 grey-scale images of 10 clothes.
+
+    Reads the four standard idx files from ``path``, or else from the
+    Debian package ``dataset-fashion-mnist`` (`FASHION_MNIST_DIR`) or
+    Keras' dataset cache (``~/.keras/datasets/fashion-mnist``). Never
+    downloads. The last ``validation_size`` training images (after a
+    stratified shuffle with ``seed``) are the validation set; the 10,000
+    test images are the test set. Pixels are scaled to [0, 1]; images have
+    shape ``(28, 28, 1)``.
+
+    Args:
+        path: folder of the idx files; None looks in the places above.
+        batch_size: batch size of all three pipelines.
+        validation_size: training images held out for validation.
+        seed: seed of the split and of the training set's shuffling.
+
+    Returns:
+        A `DataSplits`.
+
+    Example:
+
+    >>> data = load_fashion_mnist()
+    >>> data.input_shape, data.num_classes
+    ((28, 28, 1), 10)
+    """
+    folder = _fashion_folder(path)
+
+    def read(key):
+        return read_idx(os.path.join(folder, _FASHION_FILES[key]))
+
+    x_train, y_train = read("train_images"), read("train_labels")
+    x_test, y_test = read("test_images"), read("test_labels")
+    if not 0 < validation_size < len(x_train):
+        raise ValueError(
+            f"`validation_size` must be in [1, {len(x_train)}); received "
+            f"validation_size={validation_size!r}."
+        )
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train,
+        y_train,
+        test_size=validation_size,
+        stratify=y_train,
+        random_state=seed,
+    )
+
+    def images(x):
+        return (x.astype("float32") / 255.0)[..., None]
+
+    return DataSplits(
+        train=make_pipeline(
+            images(x_train), y_train.astype("int32"), batch_size, seed
+        ),
+        validation=make_pipeline(
+            images(x_val), y_val.astype("int32"), batch_size
+        ),
+        test=make_pipeline(images(x_test), y_test.astype("int32"), batch_size),
+        input_shape=(28, 28, 1),
         num_classes=10,
     )
 

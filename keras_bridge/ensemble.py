@@ -401,6 +401,7 @@ class BridgeEnsemble:
         callbacks=None,
         validation_data=None,
         head=None,
+        max_flops=None,
         verbose="auto",
     ) -> keras.callbacks.History:
         """Trains bridges that imitate curve points from mode features.
@@ -428,7 +429,11 @@ class BridgeEnsemble:
             validation_data: data for ``val_kl`` and ``val_agreement``.
             head: None (the backbone's tail at half width), a dict of
                 ``slim`` or ``width``/``depth`` (see
-                `keras_bridge.bridges.make_head`), or a fresh head.
+                `keras_bridge.bridges.size_head`), or a fresh head.
+            max_flops: the most one head may cost, as a fraction of one
+                backbone pass; default 0.12 per feature map it reads
+                (Single + 4 Type I <= 1.48x). The default head is sized to
+                fit; a head over budget is refused with its cost.
 
         Returns:
             The `keras.callbacks.History` of the training.
@@ -441,7 +446,7 @@ class BridgeEnsemble:
         ...         monitor="val_kl", mode="min", patience=5)])
         """
         pairs, points = bridges_lib.check_request(
-            kind, pairs, points, self.curves, len(self.modes)
+            kind, pairs, points, self.curves, len(self.modes), max_flops
         )
         data, steps, options = self._prepare(
             "fit_bridge", data, validation_data, False, epochs=epochs,
@@ -461,10 +466,16 @@ class BridgeEnsemble:
                 )
             return teachers[(pair, r)]
 
-        new, specs = bridges_lib.plan(
-            kind, pairs, points, head, self.backbone, self.feature_layer,
+        sizing = {"head": head, "max_flops": max_flops}
+        new, specs, (cost, what) = bridges_lib.plan(
+            kind, pairs, points, sizing, self.backbone, self.feature_layer,
             teacher,
         )  # fmt: skip
+        if verbose:
+            print(
+                f"Training {len(new)} {kind} bridge(s): {[b.name for b in new]}"
+                f"; head: {what}, {cost:.3f}x of one backbone pass."
+            )
         history = bridges_lib.distill(
             self.modes, self.feature_index, specs, data, steps, options
         )

@@ -2,8 +2,8 @@
 
 The only module of keras-bridge that touches private Keras APIs
 (``_run_through_graph``, ``_nodes_by_depth``, ``_keras_history``,
-``_call_has_training_arg``); everything else goes through the functions
-here.
+``_inbound_nodes``, ``_call_has_training_arg``); everything else goes
+through the functions here.
 """
 
 import keras
@@ -168,12 +168,36 @@ def feature_model(
     return keras.Model(inputs, outputs, name=name or f"trunk_{model.name}")
 
 
-def rebuild_tail(model, feature_layer: str, in_channels: int, clone_function):
+def classifier_layer(model):
+    """The layer that computes the logits: the last layer with ``filters``
+    or ``units`` before the output, behind weightless layers (Flatten,
+    Activation, Dropout, Reshape)."""
+    layer = producer(model.outputs[0])
+    while True:
+        config = layer.get_config()
+        if "filters" in config or "units" in config:
+            return layer
+        inbound = layer._inbound_nodes[0].input_tensors
+        if len(inbound) != 1:
+            return None
+        layer = producer(inbound[0])
+
+
+def rebuild_tail(
+    model,
+    feature_layer: str,
+    in_channels: int,
+    clone_function,
+    entry_channels=None,
+):
     """The layers of ``model`` after ``feature_layer`` as a new model.
 
     The new model takes a feature map with ``in_channels`` channels;
     ``clone_function(layer)`` returns the (fresh) layer used in place of
-    each layer of the tail.
+    each layer of the tail. With ``entry_channels``, a 1x1 convolution to
+    that many channels comes first, so that layers which keep their input's
+    channels (depthwise convolutions, squeeze-and-excite products, identity
+    skips) see the rebuilt width.
 
     Raises:
         ValueError: when some path from the input avoids
@@ -190,5 +214,9 @@ def rebuild_tail(model, feature_layer: str, in_channels: int, clone_function):
     inputs = keras.Input(
         shape=(*features.shape[1:-1], int(in_channels)), name="features"
     )
-    outputs = tail._run_through_graph([inputs], operation_fn=clone_function)
+    x = inputs
+    if entry_channels is not None:
+        conv = keras.layers.Conv2D if len(x.shape) == 4 else keras.layers.Conv1D
+        x = conv(int(entry_channels), 1, name="entry")(x)
+    outputs = tail._run_through_graph([x], operation_fn=clone_function)
     return keras.Model(inputs, outputs, name=f"tail_{feature_layer}")

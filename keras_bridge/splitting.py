@@ -6,6 +6,7 @@ import keras
 
 from keras_bridge.graph import (
     as_functional,
+    classifier_layer,
     is_cut,
     nested_models,
     producer,
@@ -137,21 +138,30 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
 
 
 def slim_tail(
-    model, feature_layer: str, in_channels: int, slim: float = 2.0
+    model,
+    feature_layer: str,
+    in_channels: int,
+    slim: float = 2.0,
+    entry: bool = False,
 ) -> keras.Model:
     """The backbone's layers after ``feature_layer``, at reduced width.
 
     Every convolution's ``filters`` and every hidden dense layer's
-    ``units`` is divided by ``slim``; the final layer keeps its
-    ``num_classes`` outputs. The new tail takes a feature map with
-    ``in_channels`` channels (twice the backbone's for a Type II bridge,
-    one more for an r-conditioned one). Weights are freshly initialised.
+    ``units`` is divided by ``slim``; the classifier keeps its
+    ``num_classes`` outputs, and a ``Reshape`` keeps its channels free.
+    The new tail takes a feature map with ``in_channels`` channels (twice
+    the backbone's for a Type II bridge, one more for an r-conditioned
+    one). With ``entry=True`` a 1x1 convolution first brings the feature
+    map to the slimmed width, which architectures with depthwise
+    convolutions or squeeze-and-excite right after the feature layer need.
+    Weights are freshly initialised.
 
     Args:
         model: the functional backbone.
         feature_layer: the name of a layer every path runs through.
         in_channels: channels of the tail's input.
         slim: width divisor, >= 1.
+        entry: start with a 1x1 convolution to the slimmed width.
 
     Returns:
         A functional `keras.Model` from the feature map to logits.
@@ -160,21 +170,42 @@ def slim_tail(
         ValueError: when the tail cannot be rebuilt (``feature_layer`` is
             not a cut of the graph, or the reduced graph is inconsistent,
             e.g. a skip connection straight from the feature map).
+
+    Example:
+
+    >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
+    >>> tail = slim_tail(backbone, "stage2", 32, slim=2)
+    >>> tail.get_layer("stage3_block1_conv1").filters
+    32
     """
-    if slim < 1:
+    if not slim >= 1:
         raise ValueError(f"`slim` must be >= 1; received slim={slim}.")
-    last = producer(model.outputs[0])
+    classifier = classifier_layer(model)
+
+    def thinner(value):
+        return max(1, int(round(value / slim)))
 
     def clone_function(layer):
         config = layer.get_config()
-        if layer is not last:
+        if layer is not classifier:
             for key in ("filters", "units"):
                 if key in config:
-                    config[key] = max(1, int(round(config[key] / slim)))
+                    config[key] = thinner(config[key])
+        if isinstance(layer, keras.layers.Reshape):
+            shape = list(config["target_shape"])
+            if -1 not in shape:
+                config["target_shape"] = (*shape[:-1], -1)
         return type(layer).from_config(config)
 
+    channels = int(model.get_layer(feature_layer).output.shape[-1])
     try:
-        return rebuild_tail(model, feature_layer, in_channels, clone_function)
+        return rebuild_tail(
+            model,
+            feature_layer,
+            in_channels,
+            clone_function,
+            entry_channels=thinner(channels) if entry else None,
+        )
     except ValueError as error:
         if "cannot be rebuilt" in str(error):
             raise

@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -44,3 +46,59 @@ def test_resnet_family_matches_the_literature():
     assert wide.get_layer("stage1").output.shape[-1] == 32
     with pytest.raises(ValueError, match="depth"):
         kb.models.resnet((32, 32, 3), 10, depth=9)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype("uint8").tobytes())
+
+
+def _fake_fashion_mnist(folder, n_train=60, n_test=20):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte.gz": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        _write_idx(folder / name, array)
+    return arrays
+
+
+def test_fashion_mnist_loader_reads_idx_files(tmp_path):
+    arrays = _fake_fashion_mnist(tmp_path)
+    data = kb.data.load_fashion_mnist(
+        tmp_path, batch_size=16, validation_size=10
+    )
+    assert (data.input_shape, data.num_classes) == ((28, 28, 1), 10)
+    x_train, y_train = kb.data.to_numpy(data.train)
+    x_val, y_val = kb.data.to_numpy(data.validation)
+    x_test, y_test = kb.data.to_numpy(data.test)
+    assert (len(x_train), len(x_val), len(x_test)) == (50, 10, 20)
+    # Stratified: one validation image per class.
+    assert sorted(y_val.tolist()) == list(range(10))
+    expected = arrays["t10k-images-idx3-ubyte.gz"][..., None] / 255.0
+    np.testing.assert_allclose(x_test, expected, atol=1e-7)
+    np.testing.assert_array_equal(y_test, np.arange(20) % 10)
+    # Every training image is one of the files' images, scaled.
+    pool = arrays["train-images-idx3-ubyte.gz"] / 255.0
+    assert all(
+        np.abs(pool - image[..., 0]).max(axis=(1, 2)).min() < 1e-6
+        for image in x_train[:5]
+    )
+
+
+def test_fashion_mnist_loader_explains_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install"):
+        kb.data.load_fashion_mnist(tmp_path)
+    _fake_fashion_mnist(tmp_path)
+    with open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 50, 1, 2])))
+    with pytest.raises(ValueError, match="truncated"):
+        kb.data.load_fashion_mnist(tmp_path)
+    with pytest.raises(ValueError, match="`validation_size`"):
+        _fake_fashion_mnist(tmp_path)
+        kb.data.load_fashion_mnist(tmp_path, validation_size=0)
