@@ -86,6 +86,7 @@ class BridgeEnsemble:
         self.bridges: dict = {}  # BridgeMember -> head, in fitting order
         self.temperature = 1.0
         self.mode_epochs = None
+        self.anchor = 0  # the mode of "Single + k Type I"
         self._points: dict = {}  # (pair, t) -> curve network at t
         self._predictors: dict = {}
 
@@ -147,6 +148,9 @@ class BridgeEnsemble:
         trained with `keras.Model.fit` on cross-entropy, so callbacks and
         the progress bar work as usual. The new modes replace the old ones,
         and with them every curve and bridge, only once all have trained.
+        With ``validation_data``, the mode with the lowest validation NLL
+        becomes the `anchor`: the "Single" network that Type I bridges
+        extend (else mode 0).
 
         Args:
             data: a batched `tf.data.Dataset` of ``(x, y)`` or NumPy
@@ -170,8 +174,13 @@ class BridgeEnsemble:
         modes, histories = training.train_modes(
             self.backbone, self.num_modes, data, steps, self.seed, options
         )
+        anchor = 0
+        if validation_data is not None:
+            anchor = training.best_mode(modes, options["validation_data"])
+            if verbose:
+                print(f"Anchor: mode {anchor}, the best on validation NLL.")
         self._replace_modes(modes)
-        self.mode_epochs = epochs
+        self.mode_epochs, self.anchor = epochs, anchor
         return histories
 
     def set_modes(self, models) -> None:
@@ -198,7 +207,7 @@ class BridgeEnsemble:
             copy.name = f"mode_{index}"
             copies.append(copy)
         self._replace_modes(copies)
-        self.mode_epochs = None
+        self.mode_epochs, self.anchor = None, 0
 
     def _replace_modes(self, modes) -> None:
         self.modes, self.num_modes = modes, len(modes)
@@ -209,7 +218,7 @@ class BridgeEnsemble:
     # Curves ------------------------------------------------------------
 
     def _pairs(self, pairs, argument="pairs") -> list:
-        return resolve_pairs(pairs, len(self.modes), argument)
+        return resolve_pairs(pairs, len(self.modes), argument, self.anchor)
 
     def fit_curves(
         self,
@@ -235,8 +244,9 @@ class BridgeEnsemble:
             data: training data, as in `fit_modes`.
             epochs: default: the modes' epochs (shorter gives poor
                 midpoints), or 30.
-            pairs: ``None`` for mode 0 to every other mode (the Type I
-                layout), ``"all"`` for every pair, or a list of pairs.
+            pairs: ``None`` for the `anchor` mode to every other mode
+                (the Type I layout), ``"all"`` for every pair, or a list
+                of pairs.
             optimizer, callbacks, verbose: as in `fit_modes`.
             learning_rate: peak learning rate of the default optimizer.
             validation_data: labelled data for the midpoint check.
@@ -303,11 +313,17 @@ class BridgeEnsemble:
             )
         return pair
 
-    def point_model(self, pair=(0, 1), t: float = 0.5, bn_data=None):
+    def _default_pair(self, pair):
+        if pair is not None:
+            return pair
+        return (self.anchor, 1 if self.anchor == 0 else 0)
+
+    def point_model(self, pair=None, t: float = 0.5, bn_data=None):
         """The curve network of ``pair`` at ``t`` as a plain model.
 
         Args:
-            pair: the pair of mode indices of a fitted curve.
+            pair: the pair of mode indices of a fitted curve; default the
+                anchor and the first other mode.
             t: float in [0, 1].
             bn_data: data to recompute BatchNorm statistics at ``t``.
                 Needed for an interior point that no earlier call has
@@ -317,7 +333,7 @@ class BridgeEnsemble:
             A `keras.Model` of the backbone's architecture (logits). A
             cached point is shared: do not train it.
         """
-        pair = self._curve(pair)
+        pair = self._curve(self._default_pair(pair))
         t = check_point(t, "t")
         key = (pair, t)
         if bn_data is None and key in self._points:
@@ -334,7 +350,7 @@ class BridgeEnsemble:
         )
 
     def curve_profile(
-        self, data, pair=(0, 1), num_points: int = 11, bn_data=None
+        self, data, pair=None, num_points: int = 11, bn_data=None
     ) -> CurveProfile:
         """Accuracy and NLL along the curve (or the straight line).
 
@@ -343,7 +359,8 @@ class BridgeEnsemble:
 
         Args:
             data: labelled data to score on.
-            pair: the two mode indices.
+            pair: the two mode indices; default the anchor and the first
+                other mode.
             num_points: evenly spaced t values from 0 to 1 (at least 2).
             bn_data: data for the BatchNorm statistics at each point;
                 default ``data``.
@@ -352,7 +369,7 @@ class BridgeEnsemble:
             A `CurveProfile` (printable; `.t`, `.accuracy`, `.nll`).
         """
         stage = "curve_profile"
-        pair = self._pairs([pair], "pair")[0]
+        pair = self._pairs([self._default_pair(pair)], "pair")[0]
         inputs.positive_int(num_points, "num_points", minimum=2)
         x, y = self._arrays(data, "data", stage)
         bn = data if bn_data is None else bn_data
@@ -573,6 +590,7 @@ class BridgeEnsemble:
             flops(self.backbone),
             test,
             calibration,
+            self.anchor,
         )
         if calibration is not None:
             self.calibrate(calibration)
@@ -644,6 +662,7 @@ class BridgeEnsemble:
             points=self._points,
             temperature=self.temperature,
             mode_epochs=self.mode_epochs,
+            anchor=self.anchor,
         )
         return saving.write(filepath, self.backbone, state, overwrite)
 

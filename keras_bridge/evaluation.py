@@ -123,15 +123,17 @@ def _fmt(value):
 CONDITIONED_FIDELITY_POINTS = (0.3, DEFAULT_POINT, 0.7)
 
 
-def _configurations(modes, bridges) -> list:
+def _configurations(modes, bridges, anchor: int = 0) -> list:
     """(name, members) of every row; ``modes`` and ``bridges`` are the
-    ensemble's `ModeMember` and `BridgeMember` lists."""
+    ensemble's `ModeMember` and `BridgeMember` lists; "Single" rows are
+    built on mode ``anchor``."""
+    single = [ModeMember(anchor)]
     rows = [(f"mode {m.index}", [m]) for m in modes]
     rows += [(f"DE-{k}", modes[:k]) for k in range(1, len(modes) + 1)]
     fixed = [b for b in bridges if not b.conditioned]
-    type1 = [b for b in fixed if b.kind == "type1" and b.pair[0] == 0]
+    type1 = [b for b in fixed if b.kind == "type1" and b.pair[0] == anchor]
     rows += [
-        (f"Single + {k} Type I", modes[:1] + type1[:k])
+        (f"Single + {k} Type I", single + type1[:k])
         for k in range(1, len(type1) + 1)
     ]
     type2 = [b for b in fixed if b.kind == "type2"]
@@ -147,10 +149,10 @@ def _configurations(modes, bridges) -> list:
     conditioned = [
         b
         for b in bridges
-        if b.conditioned and b.kind == "type1" and b.pair[0] == 0
+        if b.conditioned and b.kind == "type1" and b.pair[0] == anchor
     ]
     rows += [
-        (f"Single + {k} r-conditioned (r=0.5)", modes[:1] + conditioned[:k])
+        (f"Single + {k} r-conditioned (r=0.5)", single + conditioned[:k])
         for k in range(1, len(conditioned) + 1)
     ]
     return rows
@@ -171,7 +173,9 @@ def fidelity_members(bridges) -> list:
     return found
 
 
-def evaluate(members, build_model, teachers, base_flops, test, calibration):
+def evaluate(
+    members, build_model, teachers, base_flops, test, calibration, anchor=0
+):
     """Builds the `EnsembleReport` of an ensemble.
 
     Args:
@@ -184,6 +188,7 @@ def evaluate(members, build_model, teachers, base_flops, test, calibration):
         base_flops: FLOPs of one backbone pass.
         test: ``(x, y)`` arrays to score.
         calibration: ``(x, y)`` arrays for temperature scaling, or None.
+        anchor: the mode of the "Single + k" rows.
 
     Returns:
         An `EnsembleReport`.
@@ -220,7 +225,7 @@ def evaluate(members, build_model, teachers, base_flops, test, calibration):
         return probs[:, [index[m] for m in chosen]].mean(axis=1)
 
     rows = []
-    for name, chosen in _configurations(modes, bridges):
+    for name, chosen in _configurations(modes, bridges, anchor):
         val_p = None if val_probs is None else mean_of(val_probs, chosen)
         row = {"name": name, "members": len(chosen)}
         row["flops"] = flops(build_model(chosen)) / base_flops
@@ -231,7 +236,7 @@ def evaluate(members, build_model, teachers, base_flops, test, calibration):
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
         rows.append(row)
     rows += _curve_point_rows(
-        modes,
+        anchor,
         bridges,
         test_probs,
         val_probs,
@@ -266,16 +271,16 @@ def _score(test_p, y, val_p, calibration) -> dict:
 
 
 def _curve_point_rows(
-    modes, bridges, test_probs, val_probs, index, teachers, test, calibration
+    anchor, bridges, test_probs, val_probs, index, teachers, test, calibration
 ) -> list:
     """Reference rows: the curve points the Type I bridges imitate, at
     full cost (each point predicted once; the rows are running means)."""
     type1 = [
         b
         for b in bridges
-        if b.kind == "type1" and b.pair[0] == 0 and not b.conditioned
+        if b.kind == "type1" and b.pair[0] == anchor and not b.conditioned
     ]
-    if not type1 or not modes:
+    if not type1:
         return []
 
     def points(x):
@@ -284,7 +289,7 @@ def _curve_point_rows(
             for b in type1
         ]
 
-    anchor = index[modes[0]]
+    anchor = index[ModeMember(anchor)]
     test_points = points(test[0])
     val_points = points(calibration[0]) if calibration is not None else None
     rows = []

@@ -152,9 +152,11 @@ def parse(name) -> ModeMember | BridgeMember:
     )
 
 
-def resolve_pairs(pairs, num_modes: int, argument: str = "pairs") -> list:
-    """Pairs of mode indices: ``None`` for mode 0 to every other mode,
-    ``"all"`` for every pair, or a list of pairs (checked).
+def resolve_pairs(
+    pairs, num_modes: int, argument: str = "pairs", anchor: int = 0
+) -> list:
+    """Pairs of mode indices: ``None`` for the ``anchor`` mode to every
+    other mode, ``"all"`` for every pair, or a list of pairs (checked).
 
     Example:
 
@@ -167,7 +169,7 @@ def resolve_pairs(pairs, num_modes: int, argument: str = "pairs") -> list:
             f"with at least 2 modes first (have {num_modes})."
         )
     if pairs is None:
-        return [(0, j) for j in range(1, num_modes)]
+        return [(anchor, j) for j in range(num_modes) if j != anchor]
     if pairs == "all":
         return list(itertools.combinations(range(num_modes), 2))
     resolved = []

@@ -155,6 +155,7 @@ def _state(archive) -> dict:
         },
         "temperature": meta["temperature"],
         "mode_epochs": meta["mode_epochs"],
+        "anchor": meta["anchor"],
     }
 
 
@@ -164,8 +165,8 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
     ``state`` has the keys ``feature_layer``, ``seed``, ``curve``,
     ``modes``, ``curves`` ({pair: curve model}), ``curve_checks``,
     ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
-    ``temperature`` and ``mode_epochs``. The file is written atomically
-    (`keras_bridge.files.atomic_write`).
+    ``temperature``, ``mode_epochs`` and ``anchor``. The file is written
+    atomically (`keras_bridge.files.atomic_write`).
 
     Returns:
         The absolute path written.
@@ -189,6 +190,7 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
         "curve": keras.saving.serialize_keras_object(state["curve"]),
         "temperature": float(state["temperature"]),
         "mode_epochs": state["mode_epochs"],
+        "anchor": state["anchor"],
         "curve_pairs": [list(pair) for pair in curve_pairs],
         "curve_checks": [
             [list(pair), checks]

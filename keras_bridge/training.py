@@ -137,6 +137,20 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
     return modes, histories
 
 
+def best_mode(modes, validation_data) -> int:
+    """The index of the mode with the lowest NLL on ``validation_data``
+    (batched ``(x, y)`` with integer labels)."""
+    scores = []
+    for model in modes:
+        total, count = 0.0, 0
+        for x, y in validation_data:
+            probabilities = softmax(model(x, training=False))
+            total += metrics_lib.nll(probabilities, np.asarray(y)) * len(y)
+            count += len(y)
+        scores.append(total / count)
+    return int(np.argmin(scores))
+
+
 def with_random_t(dataset, seed=None) -> tf.data.Dataset:
     """Adds one curve point t ~ U(0, 1) per batch: ``((x, t), y)``.
 

@@ -371,3 +371,21 @@ def test_tf_tensors_are_accepted_by_predict(tiny_ensemble):
         tiny_ensemble.predict(x)["probabilities"],
         atol=1e-6,
     )
+
+
+def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=3, seed=0)
+    ens.fit_modes(
+        digits.train, epochs=1, validation_data=digits.validation, verbose=0
+    )
+    x, y = kb.data.to_numpy(digits.validation)
+    nlls = [
+        kb.metrics.nll(keras.ops.softmax(m.predict(x, verbose=0)), y)
+        for m in ens.modes
+    ]
+    assert ens.anchor == int(np.argmin(nlls))
+    others = [i for i in range(3) if i != ens.anchor]
+    assert ens._pairs(None) == [(ens.anchor, j) for j in others]
+    ens.save(tmp_path / "e.keras")
+    assert kb.BridgeEnsemble.load(tmp_path / "e.keras").anchor == ens.anchor
