@@ -10,6 +10,7 @@ state, and it changes it only when a step has succeeded.
 import warnings
 
 import keras
+import numpy as np
 
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
@@ -559,24 +560,42 @@ class BridgeEnsemble:
         )
         return self.temperature
 
-    def evaluate(self, data, calibration_data=None):
+    def evaluate(self, data, calibration_data=None, ood_data=None):
         """Scores every configuration of the ensemble.
 
-        Rows: each mode; DE-1 .. DE-M; Single + k Type I bridges;
-        DE-m + n Type II bridges; Single + k curve points at full cost;
-        r-conditioned bridges. See `keras_bridge.evaluation`. With
-        ``calibration_data``, the ``c*`` columns are temperature-scaled,
-        and the ensemble's own `temperature` is fitted on it too.
+        Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
+        bridges; DE-m + n Type II bridges; Single + k curve points at full
+        cost; r-conditioned bridges. See `keras_bridge.evaluation`.
+
+        Args:
+            data: labelled test data.
+            calibration_data: labelled validation data: the ``c*`` columns
+                are temperature-scaled on it, bridges that do not pay off
+                on it are flagged, and the ensemble's own `temperature`
+                is fitted on it.
+            ood_data: inputs from another distribution (labels, if any,
+                are ignored): adds OOD detection columns (AUROC and FPR at
+                95 % TPR of predictive entropy and mutual information).
 
         Returns:
             A `keras_bridge.evaluation.EnsembleReport`.
+
+        Example:
+
+        >>> report = ens.evaluate(data.test, calibration_data=data.validation)
+        >>> report.row("DE-2")["cnll"]
         """
         stage = "evaluate"
-        test = self._arrays(data, "data", stage)
-        calibration = None
-        if calibration_data is not None:
-            calibration = self._arrays(
-                calibration_data, "calibration_data", stage
+        arrays = {"test": self._arrays(data, "data", stage), "ood": None}
+        arrays["calibration"] = (
+            None
+            if calibration_data is None
+            else self._arrays(calibration_data, "calibration_data", stage)
+        )
+        if ood_data is not None:
+            ood, _ = self._data(ood_data, "ood_data", stage, False)
+            arrays["ood"] = np.concatenate(
+                [np.asarray(b[0] if isinstance(b, tuple) else b) for b in ood]
             )
         members = self.members()
         teachers = {
@@ -588,13 +607,43 @@ class BridgeEnsemble:
             lambda chosen: self.inference_model(chosen, temperature=1.0),
             teachers,
             flops(self.backbone),
-            test,
-            calibration,
+            arrays,
             self.anchor,
         )
+        calibration = arrays["calibration"]
         if calibration is not None:
             self.calibrate(calibration)
         return report
+
+    def select_members(self, data, max_members=None) -> list:
+        """The members that pay off: greedy forward selection on the
+        calibrated NLL of labelled (validation) ``data``.
+
+        Starts from the best single member and adds the member that lowers
+        the temperature-scaled NLL most, while one does (ensemble
+        selection, `keras_bridge.metrics.select_members`). Use the result
+        as ``members=`` of `predict`, `export` or `calibrate`.
+
+        Args:
+            data: labelled data, not the test data.
+            max_members: stop at this many members; default no limit.
+
+        Returns:
+            Member names, in the order chosen.
+
+        Example:
+
+        >>> members = ens.select_members(data.validation)
+        >>> ens.export("serving/digits/2", members=members)
+        """
+        if max_members is not None:
+            inputs.positive_int(max_members, "max_members")
+        x, y = self._arrays(data, "data", "select_members")
+        model = self.inference_model(temperature=1.0)
+        probs = model.predict(x, verbose=0)["member_probabilities"]
+        names = self.member_names()
+        chosen = metrics_lib.select_members(probs, y, max_members)
+        return [names[i] for i in chosen]
 
     # Deployment --------------------------------------------------------
 

@@ -25,6 +25,10 @@ COLUMNS = (
     ("dee_cnll", "DEE cNLL", "{:.2f}"),
     ("agreement", "agree", "{:.4f}"),
     ("kl", "KL", "{:.4f}"),
+    ("auroc_entropy", "AUROC H", "{:.4f}"),
+    ("auroc_mi", "AUROC MI", "{:.4f}"),
+    ("fpr95_entropy", "FPR95 H", "{:.4f}"),
+    ("fpr95_mi", "FPR95 MI", "{:.4f}"),
 )
 
 
@@ -40,7 +44,15 @@ class EnsembleReport:
             fidelity of the row's bridges to their teachers).
         bridges: one dict per bridge (and point r for conditioned ones):
             agreement, KL, the bridge's and the teacher's accuracy, and
-            FLOPs relative to one backbone.
+            FLOPs relative to one backbone; with calibration data also
+            ``val_agreement``, ``val_cnll_change`` (validation cNLL of the
+            modes it reads, with it minus without it) and ``flag`` (why it
+            does not pay off, or None).
+
+    With OOD data, rows also hold ``auroc_entropy``, ``auroc_mi``,
+    ``fpr95_entropy`` and ``fpr95_mi``: detection of OOD inputs among test
+    inputs by the predictive entropy and the mutual information of the
+    configuration's (uncalibrated) mean (`keras_bridge.metrics.ood_detection`).
     """
 
     def __init__(self, rows, bridges):
@@ -57,23 +69,37 @@ class EnsembleReport:
                 return row
         raise KeyError(name)
 
+    @property
+    def flagged(self) -> list:
+        """The bridges that do not pay off (see `MIN_AGREEMENT`): dicts
+        of ``bridges`` with a ``flag`` saying why."""
+        return [b for b in self.bridges if b.get("flag")]
+
+    def _columns(self):
+        """`COLUMNS` that some row has a value for."""
+        return [
+            column
+            for column in COLUMNS
+            if any(row.get(column[0]) is not None for row in self.rows)
+        ]
+
     def _cells(self, row):
         cells = []
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in self._columns():
             value = row.get(key)
             cells.append("-" if value is None else fmt.format(value))
         return cells
 
     def to_markdown(self) -> str:
         """The report as two Markdown tables."""
-        header = [title for _, title, _ in COLUMNS]
+        header = [title for _, title, _ in self._columns()]
         lines = [
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
         ]
         lines += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
         if self.bridges:
-            keys = (
+            keys = [
                 "name",
                 "point",
                 "agreement",
@@ -81,20 +107,24 @@ class EnsembleReport:
                 "accuracy",
                 "teacher_accuracy",
                 "flops",
-            )
+            ]
+            keys += [
+                key
+                for key in ("val_agreement", "val_cnll_change", "flag")
+                if any(key in bridge for bridge in self.bridges)
+            ]
             lines += [
                 "",
                 "| " + " | ".join(keys) + " |",
                 "|" + "---|" * len(keys),
             ]
             for bridge in self.bridges:
-                lines.append(
-                    "| " + " | ".join(_fmt(bridge[k]) for k in keys) + " |"
-                )
+                cells = [_fmt(bridge.get(k)) for k in keys]
+                lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        header = [title for _, title, _ in COLUMNS]
+        header = [title for _, title, _ in self._columns()]
         table = [header] + [self._cells(r) for r in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines = [
@@ -109,12 +139,18 @@ class EnsembleReport:
                 f"{bridge['teacher_accuracy']:.4f}), {bridge['flops']:.3f}x "
                 "FLOPs"
             )
+            if bridge.get("flag"):
+                lines.append(
+                    f"  WARNING: it does not pay off: {bridge['flag']}"
+                )
         return "\n".join(lines)
 
     __repr__ = __str__
 
 
 def _fmt(value):
+    if value is None:
+        return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -173,9 +209,7 @@ def fidelity_members(bridges) -> list:
     return found
 
 
-def evaluate(
-    members, build_model, teachers, base_flops, test, calibration, anchor=0
-):
+def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     """Builds the `EnsembleReport` of an ensemble.
 
     Args:
@@ -186,23 +220,30 @@ def evaluate(
         teachers: dict from ``(pair, r)`` to the curve network at r, for
             every bridge in `fidelity_members` and every Type I point.
         base_flops: FLOPs of one backbone pass.
-        test: ``(x, y)`` arrays to score.
-        calibration: ``(x, y)`` arrays for temperature scaling, or None.
+        data: dict of ``test`` (``(x, y)`` arrays to score),
+            ``calibration`` (``(x, y)`` for temperature scaling and the
+            bridges' checks, or None) and ``ood`` (inputs from another
+            distribution, or None).
         anchor: the mode of the "Single + k" rows.
 
     Returns:
         An `EnsembleReport`.
     """
-    x, y = test
+    x, y = data["test"]
+    calibration, ood = data.get("calibration"), data.get("ood")
     modes = [m for m in members if isinstance(m, ModeMember)]
     bridges = [m for m in members if isinstance(m, BridgeMember)]
     scored = modes + fidelity_members(bridges)
     model = build_model(scored)
-    test_probs = model.predict(x, verbose=0)["member_probabilities"]
-    val_probs = None
-    if calibration is not None:
-        val_probs = model.predict(calibration[0], verbose=0)
-        val_probs = val_probs["member_probabilities"]
+
+    def member_probs(inputs):
+        if inputs is None:
+            return None
+        return model.predict(inputs, verbose=0)["member_probabilities"]
+
+    test_probs = member_probs(x)
+    val_probs = member_probs(None if calibration is None else calibration[0])
+    ood_probs = member_probs(ood)
     index = {m: i for i, m in enumerate(scored)}
     # A conditioned bridge in a row is evaluated at the default point.
     index.update(
@@ -213,8 +254,11 @@ def evaluate(
         }
     )
     bridge_rows = _bridge_fidelity(
-        scored, test, test_probs, index, teachers, build_model, base_flops
-    )
+        scored, data["test"], test_probs, index, teachers, build_model,
+        base_flops,
+    )  # fmt: skip
+    if calibration is not None:
+        _check_bridges(bridge_rows, index, val_probs, calibration, teachers)
     fidelity = {
         row["member"].base: row
         for row in bridge_rows
@@ -230,25 +274,84 @@ def evaluate(
         row = {"name": name, "members": len(chosen)}
         row["flops"] = flops(build_model(chosen)) / base_flops
         row.update(_score(mean_of(test_probs, chosen), y, val_p, calibration))
+        if ood_probs is not None:
+            columns = [index[m] for m in chosen]
+            row.update(_ood(test_probs[:, columns], ood_probs[:, columns]))
         bridged = [fidelity[m] for m in chosen if m in fidelity]
         if bridged:
             row["agreement"] = float(np.mean([b["agreement"] for b in bridged]))
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
         rows.append(row)
     rows += _curve_point_rows(
-        anchor,
-        bridges,
-        test_probs,
-        val_probs,
-        index,
-        teachers,
-        test,
-        calibration,
-    )
+        anchor, bridges, test_probs, val_probs, index, teachers,
+        data["test"], calibration,
+    )  # fmt: skip
     _add_dee(rows)
     for row in bridge_rows:
         row.pop("member")
     return EnsembleReport(rows, bridge_rows)
+
+
+def _ood(test_members, ood_members) -> dict:
+    """OOD detection of a configuration by its two uncertainty outputs."""
+    row = {}
+    for key, score in (("entropy", _entropy_of), ("mi", _mutual_information)):
+        found = metrics_lib.ood_detection(
+            score(test_members), score(ood_members)
+        )
+        row[f"auroc_{key}"] = found["auroc"]
+        row[f"fpr95_{key}"] = found["fpr95"]
+    return row
+
+
+def _entropy_of(member_probs):
+    return metrics_lib.entropy(member_probs.mean(axis=1))
+
+
+def _mutual_information(member_probs):
+    mean_entropy = metrics_lib.entropy(member_probs).mean(axis=1)
+    return _entropy_of(member_probs) - mean_entropy
+
+
+#: A bridge that agrees with its teacher less often than this on
+#: validation data is flagged in the report.
+MIN_AGREEMENT = 0.95
+
+
+def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
+    """Flags each bridge that agrees with its teacher on less than
+    `MIN_AGREEMENT` of the validation inputs, or whose addition to the
+    modes it reads worsens their validation cNLL."""
+    x_val, y_val = calibration
+    predicted = {}
+    for row in bridge_rows:
+        member = row["member"]
+        if member.at not in (None, DEFAULT_POINT):
+            continue
+        key = (member.pair, member.r)
+        if key not in predicted:
+            logits = teachers[key].predict(x_val, verbose=0)
+            predicted[key] = logits.argmax(axis=1)
+        probs = val_probs[:, index[member]]
+        row["val_agreement"] = float(np.mean(probs.argmax(1) == predicted[key]))
+        sources = [index[ModeMember(i)] for i in member.sources]
+        before = val_probs[:, sources].mean(axis=1)
+        after = val_probs[:, sources + [index[member]]].mean(axis=1)
+        row["val_cnll_change"] = metrics_lib.calibrated_nll(
+            after, y_val, after, y_val
+        ) - metrics_lib.calibrated_nll(before, y_val, before, y_val)
+        flags = []
+        if row["val_agreement"] < MIN_AGREEMENT:
+            flags.append(
+                f"agrees with its teacher on {row['val_agreement']:.1%} of "
+                f"validation inputs (< {MIN_AGREEMENT:.0%})"
+            )
+        if row["val_cnll_change"] > 0:
+            flags.append(
+                "worsens the validation cNLL of the modes it reads by "
+                f"{row['val_cnll_change']:.4f}"
+            )
+        row["flag"] = "; ".join(flags) or None
 
 
 def _score(test_p, y, val_p, calibration) -> dict:

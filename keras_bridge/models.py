@@ -106,3 +106,56 @@ def _basic_block(x, filters, strides, prefix, conv_args, output_name=None):
         shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=output_name or f"{prefix}_out")(y)
+
+
+def plain_cnn(
+    input_shape,
+    num_classes: int,
+    width: float = 1.0,
+    name: str | None = None,
+) -> keras.Model:
+    """A plain (VGG-style, non-residual) CNN.
+
+    Three stages of two 3x3 convolutions with BatchNormalization and ReLU,
+    with ``32 * width``, ``64 * width`` and ``128 * width`` channels;
+    max pooling halves the spatial size after stages 1 and 2. Then global
+    average pooling and a dense layer that outputs logits. The stage
+    outputs are named ``"stage1"`` .. ``"stage3"``.
+
+    Args:
+        input_shape: shape of one input, channels last.
+        num_classes: number of classes.
+        width: channel multiplier.
+        name: model name; defaults to ``"plain_cnn_x{width}"``.
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Example:
+
+    >>> model = plain_cnn((28, 28, 1), num_classes=10, width=0.5)
+    >>> model.get_layer("stage2").output.shape
+    (None, 14, 14, 32)
+    """
+    if width <= 0:
+        raise ValueError(f"`width` must be positive; received width={width}.")
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for stage, filters in enumerate((32, 64, 128), start=1):
+        if stage > 1:
+            x = layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+        for index in (1, 2):
+            prefix = f"stage{stage}_conv{index}"
+            x = layers.Conv2D(
+                _channels(filters, width),
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer="he_normal",
+                name=prefix,
+            )(x)
+            x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+            x = layers.ReLU(name=f"stage{stage}" if index == 2 else None)(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"plain_cnn_x{width:g}")

@@ -1,0 +1,110 @@
+"""Members that pay off: ensemble selection, report flags, OOD detection."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bridge as kb
+
+
+def test_ood_detection_matches_a_hand_computed_value():
+    # 3 x 2 pairs (in, out); the out score is higher in 5 of 6, tied in 0.
+    found = kb.metrics.ood_detection([0.1, 0.2, 0.3], [0.25, 0.4])
+    assert found["auroc"] == pytest.approx(5 / 6)
+    # Flagging both OOD inputs needs a threshold <= 0.25: 1 of 3 in-dist.
+    assert found["fpr95"] == pytest.approx(1 / 3)
+    perfect = kb.metrics.ood_detection([0.0, 0.1], [0.5, 0.9])
+    assert perfect == {"auroc": 1.0, "fpr95": 0.0}
+
+
+def test_selection_keeps_members_that_lower_the_cnll():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), labels] = 0.8
+    # Two informative members, each wrong on another third of the inputs.
+    first, second = good.copy(), good.copy()
+    first[:100] = first[:100, [1, 2, 0]]
+    second[100:200] = second[100:200, [1, 2, 0]]
+    noise = rng.dirichlet([1, 1, 1], 300)
+    members = np.stack([first, noise, second], axis=1)
+    chosen = kb.metrics.select_members(members, labels)
+    assert sorted(chosen) == [0, 2]
+    assert kb.metrics.select_members(members, labels, max_members=1) in (
+        [0],
+        [2],
+    )
+
+
+@pytest.fixture
+def ensemble_with_a_bad_mode(digits):
+    """Two modes trained briefly and one left at its random start."""
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens.fit_modes(digits.train, epochs=4, verbose=0)
+    ens.set_modes([*ens.modes, keras.models.clone_model(backbone)])
+    return ens
+
+
+def test_select_members_drops_a_member_built_to_hurt(
+    ensemble_with_a_bad_mode, digits
+):
+    ens = ensemble_with_a_bad_mode
+    chosen = ens.select_members(digits.validation)
+    assert "mode_2" not in chosen and chosen
+    x, y = kb.data.to_numpy(digits.validation)
+
+    # The selection is no worse than all members on the data it used.
+    def cnll(members):
+        p = ens.inference_model(members, 1.0).predict(x, verbose=0)
+        p = p["probabilities"]
+        return kb.metrics.calibrated_nll(p, y, p, y)
+
+    assert cnll(chosen) <= cnll(ens.member_names())
+    with pytest.raises(ValueError, match="`max_members`"):
+        ens.select_members(digits.validation, max_members=0)
+
+
+def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
+    ens = ensemble_with_a_bad_mode
+    x, _ = kb.data.to_numpy(digits.test)
+    flipped = x[:, ::-1]
+    report = ens.evaluate(digits.test, ood_data=flipped)
+    row = report.row("DE-2")
+    # By hand, from the members' probabilities.
+    model = ens.inference_model(["mode_0", "mode_1"], temperature=1.0)
+    test = model.predict(x, verbose=0)
+    ood = model.predict(flipped, verbose=0)
+    expected = kb.metrics.ood_detection(
+        test["mutual_information"], ood["mutual_information"]
+    )
+    assert row["auroc_mi"] == pytest.approx(expected["auroc"], abs=1e-6)
+    assert row["fpr95_mi"] == pytest.approx(expected["fpr95"], abs=1e-6)
+    # One member has no disagreement: its mutual information is 0.
+    assert report.row("mode 0")["auroc_mi"] == pytest.approx(0.5)
+    assert "AUROC MI" in str(report)
+    with pytest.raises(ValueError, match="`ood_data` must yield inputs"):
+        ens.evaluate(digits.test, ood_data=np.zeros((4, 9, 9, 1)))
+
+
+def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    ens.fit_bridge(digits.train, epochs=1, verbose=0)
+    report = ens.evaluate(digits.test, calibration_data=digits.validation)
+    (bridge,) = report.bridges
+    x, y = kb.data.to_numpy(digits.validation)
+    teacher = ens.point_model((0, 1), 0.5).predict(x, verbose=0).argmax(1)
+    probs = ens.predict(x, members=["mode_0", "type1_0-1_r0.5"])
+    members = probs["member_probabilities"]
+    assert bridge["val_agreement"] == pytest.approx(
+        np.mean(members[:, 1].argmax(1) == teacher)
+    )
+    with_bridge = members.mean(1)
+    change = kb.metrics.calibrated_nll(
+        with_bridge, y, with_bridge, y
+    ) - kb.metrics.calibrated_nll(members[:, 0], y, members[:, 0], y)
+    assert bridge["val_cnll_change"] == pytest.approx(change, abs=1e-6)
+    low = bridge["val_agreement"] < 0.95
+    assert ("(< 95%)" in (bridge["flag"] or "")) == low
+    assert ("worsens" in (bridge["flag"] or "")) == (change > 0)
+    assert report.flagged == ([bridge] if low or change > 0 else [])
