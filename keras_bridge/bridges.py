@@ -4,6 +4,8 @@ Functions here take plain values (the backbone, feature maps, teachers)
 and return new heads; modes and teachers are read, never changed.
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -40,7 +42,7 @@ def check_points(points) -> tuple | str:
     """
     if points == ANY_POINT:
         return ANY_POINT
-    if isinstance(points, (int, float)):
+    if isinstance(points, (int, float, np.integer, np.floating)):
         points = (points,)
     if isinstance(points, str) or not hasattr(points, "__iter__"):
         raise ValueError(
@@ -50,6 +52,10 @@ def check_points(points) -> tuple | str:
     checked = tuple(check_point(r) for r in points)
     if not checked:
         raise ValueError("`points` must hold at least one r.")
+    if len(set(checked)) != len(checked):
+        raise ValueError(
+            f"`points` must not repeat a point; received {points!r}."
+        )
     return checked
 
 
@@ -98,24 +104,30 @@ def _residual_widths(channels: int) -> list:
 
 def _candidates(backbone, feature_layer, in_channels, conditioned, head):
     """(description, factory) of every head architecture to try, the most
-    capable first."""
+    capable first; a factory takes the new head's name."""
     num_classes = int(backbone.outputs[0].shape[-1])
     channels = int(backbone.get_layer(feature_layer).output.shape[-1])
 
     def tail(slim, entry):
-        def build():
+        def build(name=None):
             tail_model = slim_tail(
                 backbone, feature_layer, in_channels, slim, entry=entry
             )
-            return TailHead(num_classes, tail_model, conditioned=conditioned)
+            return TailHead(
+                num_classes, tail_model, conditioned=conditioned, name=name
+            )
 
         name = "tail" + (" with entry projection" if entry else "")
         return f"the {name} at 1/{slim:g} width", build
 
     def residual(width, depth):
-        def build():
+        def build(name=None):
             return BridgeHead(
-                num_classes, width=width, depth=depth, conditioned=conditioned
+                num_classes,
+                width=width,
+                depth=depth,
+                conditioned=conditioned,
+                name=name,
             )
 
         return f"a residual head of width {width}, depth {depth}", build
@@ -159,7 +171,13 @@ def _check_budget(max_flops, num_sources) -> float:
 
 
 def size_head(
-    backbone, feature_layer, num_sources, conditioned, head, max_flops
+    backbone,
+    feature_layer,
+    num_sources,
+    conditioned,
+    head,
+    max_flops,
+    name=None,
 ):
     """Chooses a head architecture that costs at most ``max_flops``.
 
@@ -178,11 +196,12 @@ def size_head(
         head: None, a dict, or a head instance.
         max_flops: the budget, relative to one backbone pass; None for
             `DEFAULT_MAX_FLOPS` per feature map read.
+        name: name of the first head.
 
     Returns:
-        ``(first, build, cost, description)``: a built head, a function
-        that builds another like it, its cost relative to one backbone,
-        and what it is.
+        ``(first, build, cost, description)``: a built head, a function of
+        a name that builds another like it, its cost relative to one
+        backbone, and what it is.
 
     Raises:
         ValueError: when the head (or every candidate) is over budget,
@@ -200,8 +219,16 @@ def size_head(
     feature_shape = tuple(backbone.get_layer(feature_layer).output.shape[1:])
     base = flops(backbone)
     in_channels = feature_shape[-1] * num_sources + int(conditioned)
+    num_classes = int(backbone.outputs[0].shape[-1])
     if isinstance(head, BaseBridgeHead):
-        candidates = [(f"the given head {head.name!r}", lambda: head)]
+        if head.num_classes != num_classes or head.conditioned != conditioned:
+            raise ValueError(
+                f"`head` must output {num_classes} classes and have "
+                f"conditioned={conditioned} (for `points`); received "
+                f"num_classes={head.num_classes}, "
+                f"conditioned={head.conditioned}."
+            )
+        candidates = [(f"the given head {head.name!r}", lambda name: head)]
     else:
         if head is not None and not isinstance(head, dict):
             raise ValueError(
@@ -220,7 +247,7 @@ def size_head(
     tried = []
     for description, build in candidates:
         try:
-            first = build()
+            first = build(name)
             cost = head_flops(first, feature_shape, num_sources, conditioned)
         except (ValueError, TypeError) as error:
             if "`slim` must be" in str(error) or "`width`" in str(error):
@@ -230,11 +257,14 @@ def size_head(
         if cost <= max_flops * base:
             return first, build, cost / base, description
         tried.append(f"{description} costs {cost / base:.3f}x")
+    advice = (
+        "Raise `max_flops`, or pass a smaller head."
+        if head is not None
+        else "Raise `max_flops`, or choose an earlier `feature_layer`."
+    )
     raise ValueError(
         f"No bridge head fits `max_flops`={max_flops:g} (a fraction of one "
-        f"backbone pass): {'; '.join(tried[-3:])}. Raise `max_flops`, pass "
-        "`head={'slim': ...}` with a larger slim, or choose an earlier "
-        "`feature_layer`."
+        f"backbone pass): {'; '.join(tried[-3:])}. {advice}"
     )
 
 
@@ -263,6 +293,7 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
     for pair in pairs:
         for point in (points,) if points == ANY_POINT else points:
             member = BridgeMember(kind, pair, point)
+            name = "head_" + re.sub(r"[^0-9A-Za-z_]", "_", member.name)
             if sized is None:
                 sized = size_head(
                     backbone,
@@ -271,10 +302,11 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
                     member.conditioned,
                     options["head"],
                     options["max_flops"],
+                    name=name,
                 )
                 heads[member] = sized[0]
             else:
-                heads[member] = sized[1]()
+                heads[member] = sized[1](name)
             rs = teacher_points(point)
             specs.append(
                 {

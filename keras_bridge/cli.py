@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -35,9 +36,18 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(
             f"must be a number > 0; received {text!r}"
+        )
+    return value
+
+
+def _depth(text: str) -> int:
+    value = _count(8)(text)
+    if (value - 2) % 6:
+        raise argparse.ArgumentTypeError(
+            f"must be 6 n + 2 (8, 14, 20, 32, ...); received {text!r}"
         )
     return value
 
@@ -71,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "--num-modes", type=_count(2), default=3, help="modes to train (>= 2)"
     )
     run.add_argument(
-        "--depth", type=_count(8), default=8, help="ResNet depth, 6n + 2"
+        "--depth", type=_depth, default=8, help="ResNet depth, 6n + 2"
     )
     run.add_argument(
         "--width", type=_positive_float, default=0.5, help="ResNet width"
@@ -101,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 def run_folder(output: str) -> str:
     """``output``, or ``output-2``, ``-3``, ... when it holds an earlier
     run; created, and checked to be writable, before any training."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"`--output` {output!r} is a file, not a folder.")
     candidate, number = output, 1
     while os.path.exists(candidate) and (
         not os.path.isdir(candidate) or os.listdir(candidate)
@@ -123,14 +135,14 @@ def run_folder(output: str) -> str:
 def run(args) -> dict:
     import keras_bridge as kb
 
-    args.output = run_folder(args.output)
-    print(f"Writing this run to {args.output}")
     if args.dataset == "digits":
         data = kb.data.load_digits(batch_size=args.batch_size, seed=args.seed)
     else:
         data = kb.data.load_tfds(
             args.dataset, batch_size=args.batch_size, data_dir=args.data_dir
         )
+    args.output = run_folder(args.output)
+    print(f"Writing this run to {args.output}")
     backbone = kb.models.resnet(
         data.input_shape, data.num_classes, depth=args.depth, width=args.width
     )
@@ -207,7 +219,8 @@ def main(argv=None) -> int:
         if args.command == "run":
             run(args)
     except (ValueError, OSError, FloatingPointError) as error:
-        print(f"keras-bridge: error: {error}", file=sys.stderr)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"keras-bridge: error: {first}", file=sys.stderr)
         return 2
     return 0
 

@@ -12,7 +12,17 @@ from keras_bridge.layers.curve_layer import CurveLayer
 def check_same_architecture(models, argument: str = "models") -> None:
     """Raises a `ValueError` naming the first layer where models differ."""
     reference = weighted_layers(models[0])
+    shapes = [
+        [tuple(t.shape[1:]) for t in model.inputs + model.outputs]
+        for model in models
+    ]
     for index, model in enumerate(models[1:], start=1):
+        if shapes[index] != shapes[0]:
+            raise ValueError(
+                f"`{argument}` must share one architecture: model {index} "
+                f"has input and output shapes {shapes[index]}, model 0 has "
+                f"{shapes[0]}."
+            )
         layers = weighted_layers(model)
         for a, b in zip(reference, layers):
             shapes_a = [tuple(v.shape) for v in a.weights]

@@ -105,25 +105,27 @@ class BridgeEnsemble:
         names = [layer.name for layer in self.backbone.layers]
         return names.index(self.feature_layer)
 
+    @property
+    def _dtype(self):
+        return self.backbone.inputs[0].dtype
+
     def _data(self, data, argument, stage, needs_labels=True):
         return inputs.checked(
-            data,
-            argument,
-            self.input_shape,
-            self.num_classes,
-            stage,
-            needs_labels,
-        )
+            data, argument, self.input_shape, self.num_classes, stage,
+            needs_labels, self._dtype,
+        )  # fmt: skip
 
     def _arrays(self, data, argument, stage):
         return inputs.arrays(
-            data, argument, self.input_shape, self.num_classes, stage
-        )
+            data, argument, self.input_shape, self.num_classes, stage,
+            self._dtype,
+        )  # fmt: skip
 
     def _prepare(self, stage, data, validation_data, labels, **options):
         """Checks a training call's data and counts before anything runs:
         ``(data, steps per epoch, options)``."""
         inputs.positive_int(options["epochs"], "epochs")
+        inputs.training_options(options)
         data, steps = self._data(data, "data", stage, labels)
         if validation_data is not None:
             validation_data, _ = self._data(
@@ -191,6 +193,8 @@ class BridgeEnsemble:
             models: a list of at least one functional model of the
                 backbone's architecture, outputting logits. They are
                 copied: later changes to them do not reach the ensemble.
+                `num_modes` becomes their number; curves and bridges are
+                dropped.
         """
         if not isinstance(models, (list, tuple)) or not models:
             raise ValueError(
@@ -403,6 +407,11 @@ class BridgeEnsemble:
 
     def members(self, names=None) -> list:
         """The typed members called ``names`` (default: all), checked."""
+        if not self.modes:
+            raise ValueError(
+                "The ensemble has no members yet: call `fit_modes` or "
+                "`set_modes` first."
+            )
         names = self.member_names() if names is None else names
         return resolve(names, len(self.modes), self.bridges)
 
@@ -489,6 +498,7 @@ class BridgeEnsemble:
             kind, pairs, points, sizing, self.backbone, self.feature_layer,
             teacher,
         )  # fmt: skip
+        self._check_new_bridges(new)
         if verbose:
             print(
                 f"Training {len(new)} {kind} bridge(s): {[b.name for b in new]}"
@@ -501,6 +511,22 @@ class BridgeEnsemble:
         self.bridges.update(new)
         self._predictors = {}
         return history
+
+    def _check_new_bridges(self, new) -> None:
+        taken = {h.name: b for b, h in self.bridges.items() if b not in new}
+        for head in new.values():
+            if head.name in taken:
+                raise ValueError(
+                    f"`head` is named {head.name!r} like the head of bridge "
+                    f"{taken[head.name].name!r}; give it another name."
+                )
+        replaced = [b.name for b in new if b in self.bridges]
+        if replaced:
+            warnings.warn(
+                f"`fit_bridge` replaces the bridges {replaced} that were "
+                "already fitted.",
+                stacklevel=3,
+            )
 
     # Inference ---------------------------------------------------------
 
@@ -517,11 +543,15 @@ class BridgeEnsemble:
             members: member names (see `member_names`); default all.
             temperature: default the ensemble's `temperature`.
         """
-        if not self.modes:
+        if temperature is None:
+            temperature = self.temperature
+        elif isinstance(temperature, bool) or not (
+            isinstance(temperature, (int, float)) and temperature > 0
+        ):
             raise ValueError(
-                "The ensemble has no members yet: call `fit_modes` first."
+                "`temperature` must be a number > 0; received "
+                f"temperature={temperature!r}."
             )
-        temperature = self.temperature if temperature is None else temperature
         return build_inference_model(
             self.modes,
             self.feature_index,
@@ -540,7 +570,7 @@ class BridgeEnsemble:
         (360, 10)
         """
         batch_size = inputs.positive_int(batch_size, "batch_size")
-        x = inputs.check_x(x, self.input_shape)
+        x = inputs.check_x(x, self.input_shape, dtype=self._dtype)
         names = tuple(m.name for m in self.members(members))
         key = (names, self.temperature)
         if key not in self._predictors:

@@ -29,7 +29,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_bridge.files import atomic_write
+from keras_bridge.files import atomic_write, check_target
 from keras_bridge.version import __version__
 
 FORMATS = ("tf_saved_model", "onnx")
@@ -137,7 +137,7 @@ def export_saved_model(
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[spec])
     archive.add_endpoint(MEMBERS_SIGNATURE, per_member, input_signature=[spec])
-    with atomic_write(path, overwrite=overwrite) as staging:
+    with atomic_write(path, overwrite=overwrite, folder=True) as staging:
         archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
@@ -218,10 +218,11 @@ def export(
     >>> export(model, "serving/digits/1", info)
     >>> export(model, "digits.onnx", info, format="onnx")
     """
+    if format not in FORMATS:
+        raise ValueError(
+            f"`format` must be one of {FORMATS}; received format={format!r}."
+        )
+    check_target(path, format == "tf_saved_model", overwrite)
     if format == "tf_saved_model":
         return export_saved_model(model, path, info, overwrite, verbose)
-    if format == "onnx":
-        return export_onnx(model, path, info, overwrite, verbose=verbose)
-    raise ValueError(
-        f"`format` must be one of {FORMATS}; received format={format!r}."
-    )
+    return export_onnx(model, path, info, overwrite, verbose=verbose)

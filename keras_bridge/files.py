@@ -55,7 +55,8 @@ def leftovers(path) -> list:
         if not name.startswith(prefix):
             continue
         ours = _PARTIAL in name
-        old = re.search(r"\.tmp(\.keras)?$|\.old$", name) is not None
+        # keras-bridge 0.1's staging names, which carry no live owner.
+        old = not ours and re.search(r"\.tmp(\.keras)?$", name) is not None
         if (ours and not _owner_alive(name)) or old:
             found.append(os.path.join(parent, name))
     return found
@@ -69,25 +70,65 @@ def clean_leftovers(path) -> list:
     removed or restored, and warns naming them.
     """
     path = os.path.abspath(os.fspath(path))
-    found = leftovers(path)
+    found, restored = leftovers(path), None
     for leftover in found:
         if leftover.endswith(".old") and not os.path.exists(path):
             os.rename(leftover, path)
+            restored = os.path.basename(leftover)
         elif os.path.isdir(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             os.remove(leftover)
-    if found:
+    removed = [os.path.basename(p) for p in found]
+    if restored:
+        removed.remove(restored)
+        warnings.warn(
+            f"An interrupted earlier write of {path!r} had moved the "
+            f"previous version aside; it was put back from {restored!r}.",
+            stacklevel=3,
+        )
+    if removed:
         warnings.warn(
             f"Removed what an interrupted earlier write of {path!r} left "
-            f"behind: {[os.path.basename(p) for p in found]}.",
+            f"behind: {removed}.",
             stacklevel=3,
         )
     return found
 
 
+def check_target(path, folder: bool, overwrite, argument: str = "path"):
+    """Checks that ``path`` may be written: a file (``folder=False``) or a
+    folder, replacing an existing one of the same kind only with
+    ``overwrite=True``. Returns the absolute path.
+
+    Example:
+
+    >>> check_target("serving/digits/1", folder=True, overwrite=False)
+    """
+    if not isinstance(overwrite, bool):
+        raise ValueError(
+            f"`overwrite` must be True or False; received {overwrite!r}."
+        )
+    path = os.path.abspath(os.fspath(path))
+    kind = "folder" if folder else "file"
+    if os.path.exists(path):
+        if os.path.isdir(path) != folder:
+            found = "folder" if os.path.isdir(path) else "file"
+            raise ValueError(
+                f"`{argument}` {path!r} is a {found}; this writes a {kind}, "
+                f"which never replaces a {found}. Choose another path."
+            )
+        if not overwrite:
+            raise FileExistsError(
+                f"{path!r} exists; pass `overwrite=True` to replace it."
+            )
+    return path
+
+
 @contextlib.contextmanager
-def atomic_write(path, overwrite: bool = False, suffix: str = ""):
+def atomic_write(
+    path, overwrite: bool = False, suffix: str = "", folder: bool = False
+):
     """Yields a staging path; on success it is renamed to ``path``.
 
     The staging path is beside ``path`` (same file system) and ends in
@@ -101,19 +142,16 @@ def atomic_write(path, overwrite: bool = False, suffix: str = ""):
         overwrite: replace an existing ``path``; otherwise
             `FileExistsError`.
         suffix: ending of the staging name.
+        folder: whether a folder (rather than a file) is written.
 
     Example:
 
     >>> with atomic_write("model.keras", suffix=".keras") as staging:
     ...     keras.saving.save_model(model, staging)
     """
-    path = os.path.abspath(os.fspath(path))
+    path = check_target(path, folder, overwrite)
     parent, base = os.path.split(path)
     clean_leftovers(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"{path!r} exists; pass `overwrite=True` to replace it."
-        )
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, _staging_name(base, suffix))
     try:

@@ -12,11 +12,15 @@ or ``(batch, 1)``, or one-hot rows of shape ``(batch, num_classes)``; they
 are turned into integer ids.
 """
 
+import math
+
+import keras
 import numpy as np
 import tensorflow as tf
 
 #: Batch size for NumPy data, as in `keras.Model.fit`.
 DEFAULT_BATCH_SIZE = 32
+_FRACTIONAL = "keras-bridge: fractional label"
 
 
 def positive_int(value, argument: str, minimum: int = 1) -> int:
@@ -49,8 +53,9 @@ def _compatible(shape, input_shape) -> bool:
     )
 
 
-def check_x(x, input_shape, argument: str = "x") -> np.ndarray:
-    """Validates a batch of inputs for prediction; returns an array.
+def check_x(x, input_shape, argument="x", dtype="float32") -> np.ndarray:
+    """Validates a batch of inputs for prediction; returns an array of
+    ``dtype``.
 
     Example:
 
@@ -80,7 +85,7 @@ def check_x(x, input_shape, argument: str = "x") -> np.ndarray:
             f"`{argument}` must hold at least one input; received an empty "
             f"batch of shape {x.shape}."
         )
-    return x
+    return x.astype(dtype, copy=False)
 
 
 def _from_arrays(data, argument, needs_labels):
@@ -116,9 +121,11 @@ def dataset(
     input_shape,
     num_classes: int,
     needs_labels: bool = True,
+    dtype="float32",
 ) -> tf.data.Dataset:
     """Checks ``data``'s structure and returns it as ``(x, y)`` batches
-    with integer labels (or ``x`` batches when it has no labels).
+    with inputs of ``dtype`` and integer labels (or ``x`` batches when it
+    has no labels).
 
     Checks the element structure, batching, input shape, label format and
     that the dataset is finite. Values (finite inputs, label range,
@@ -176,11 +183,14 @@ def dataset(
     if cardinality == 0:
         raise ValueError(f"`{argument}` is empty: it holds no batches.")
     if not has_labels:
-        return data
-    return data.map(_label_converter(spec[1], argument, num_classes))
+        return data.map(lambda x: tf.cast(x, dtype))
+    convert = _label_converter(spec[1], argument, num_classes)
+    return data.map(lambda x, y: convert(tf.cast(x, dtype), y))
 
 
 def _label_converter(y_spec, argument, num_classes):
+    """Turns labels into integer ids; float labels are checked by `scan`
+    first, since their values decide whether they are ids."""
     shape = tuple(y_spec.shape)
     one_hot = len(shape) == 2 and shape[-1] not in (1, None)
     if len(shape) not in (1, 2) or (one_hot and shape[-1] != num_classes):
@@ -207,19 +217,40 @@ def _label_converter(y_spec, argument, num_classes):
                 lambda: tf.argmax(y, axis=-1, output_type=tf.int32),
                 lambda: tf.cast(tf.reshape(y, [-1]), tf.int32),
             )
-        return x, tf.cast(tf.reshape(y, [-1]), tf.int32)
+        y = tf.reshape(y, [-1])
+        if y.dtype.is_floating:
+            tf.debugging.assert_equal(tf.math.floor(y), y, message=_FRACTIONAL)
+        return x, tf.cast(y, tf.int32)
 
     return convert
 
 
-def scan(data, argument: str, num_classes: int, stage: str) -> int:
+def scan(data, argument, input_shape, num_classes, stage) -> int:
     """One pass over a dataset from `dataset`: checks that it is not empty,
-    that inputs are finite and labels in ``[0, num_classes)``. Returns the
-    number of batches."""
-    count = 0
-    for count, batch in enumerate(data, start=1):
+    that every batch has the input shape, that inputs are finite and labels
+    in ``[0, num_classes)``. Returns the number of batches."""
+    count, batches = 0, iter(data)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except tf.errors.InvalidArgumentError as error:
+            if _FRACTIONAL not in str(error):
+                raise
+            raise ValueError(
+                f"`{argument}` must have integer class ids or one-hot "
+                f"labels; batch {count + 1} holds a fractional label."
+            ) from None
+        count += 1
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         x = np.asarray(x)
+        if not _compatible(x.shape, input_shape):
+            raise ValueError(
+                f"`{argument}` must yield inputs of shape "
+                f"{_shape_text(input_shape)}; batch {count} has shape "
+                f"{x.shape}."
+            )
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise FloatingPointError(
                 f"{stage}: `{argument}` holds non-finite inputs (NaN or inf) "
@@ -239,17 +270,58 @@ def scan(data, argument: str, num_classes: int, stage: str) -> int:
     return count
 
 
-def checked(data, argument, input_shape, num_classes, stage, needs_labels=True):
+def checked(
+    data,
+    argument,
+    input_shape,
+    num_classes,
+    stage,
+    needs_labels=True,
+    dtype="float32",
+):
     """`dataset` then `scan`: ``(dataset, number of batches)``."""
-    data = dataset(data, argument, input_shape, num_classes, needs_labels)
-    return data, scan(data, argument, num_classes, stage)
+    data = dataset(
+        data, argument, input_shape, num_classes, needs_labels, dtype
+    )
+    return data, scan(data, argument, input_shape, num_classes, stage)
 
 
-def arrays(data, argument, input_shape, num_classes, stage) -> tuple:
+def arrays(data, argument, input_shape, num_classes, stage, dtype="float32"):
     """A labelled dataset (or arrays), checked, as ``(x, y)`` arrays."""
-    data, _ = checked(data, argument, input_shape, num_classes, stage)
+    data, _ = checked(
+        data, argument, input_shape, num_classes, stage, True, dtype
+    )
     xs, ys = [], []
     for x, y in data:
         xs.append(np.asarray(x))
         ys.append(np.asarray(y))
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def training_options(options: dict) -> None:
+    """Checks the common training arguments of a stage."""
+    rate = options.get("learning_rate")
+    if isinstance(rate, bool) or not (
+        isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0
+    ):
+        raise ValueError(
+            "`learning_rate` must be a finite number > 0; received "
+            f"learning_rate={rate!r}."
+        )
+    alpha = options.get("mixup_alpha", 0.0)
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0
+    ):
+        raise ValueError(
+            "`mixup_alpha` must be a finite number >= 0 (0 turns mixup "
+            f"off); received mixup_alpha={alpha!r}."
+        )
+    callbacks = options.get("callbacks")
+    if callbacks is not None and not (
+        isinstance(callbacks, (list, tuple))
+        and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
+    ):
+        raise ValueError(
+            "`callbacks` must be a list of `keras.callbacks.Callback`; "
+            f"received {callbacks!r}."
+        )

@@ -19,6 +19,8 @@ import dataclasses
 import itertools
 import re
 
+import numpy as np
+
 #: The curve point a bridge imitates, and where an r-conditioned bridge is
 #: evaluated, unless told otherwise.
 DEFAULT_POINT = 0.5
@@ -27,8 +29,9 @@ ANY_POINT = "any"
 KINDS = ("type1", "type2")
 
 _MODE = re.compile(r"mode_(\d+)")
+_NUMBER = r"\d+(?:\.\d+)?(?:e-?\d+)?"
 _BRIDGE = re.compile(
-    r"(type1|type2)_(\d+)-(\d+)_r(any|[0-9.]+(?:e-?\d+)?)(?:@([0-9.]+))?"
+    rf"(type1|type2)_(\d+)-(\d+)_r(any|{_NUMBER})(?:@({_NUMBER}))?"
 )
 
 
@@ -113,8 +116,8 @@ class BridgeMember:
 def check_point(r, argument: str = "points") -> float:
     """Validates one curve point r in [0, 1] (not a bool)."""
     if (
-        isinstance(r, bool)
-        or not isinstance(r, (int, float))
+        isinstance(r, (bool, np.bool_))
+        or not isinstance(r, (int, float, np.integer, np.floating))
         or not 0.0 <= float(r) <= 1.0
     ):
         raise ValueError(
@@ -174,7 +177,14 @@ def resolve_pairs(
         return list(itertools.combinations(range(num_modes), 2))
     resolved = []
     for pair in pairs if isinstance(pairs, (list, tuple)) else [None]:
-        valid = isinstance(pair, (list, tuple)) and len(pair) == 2
+        valid = (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                for i in pair
+            )
+        )
         i, j = pair if valid else (-1, -1)
         if not (valid and 0 <= i < num_modes and 0 <= j < num_modes and i != j):
             raise ValueError(
@@ -184,6 +194,10 @@ def resolve_pairs(
         resolved.append((int(i), int(j)))
     if not resolved:
         raise ValueError(f"`{argument}` must hold at least one pair.")
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(
+            f"`{argument}` must not repeat a pair; received {pairs!r}."
+        )
     return resolved
 
 
@@ -203,6 +217,10 @@ def resolve(names, num_modes: int, bridges) -> list:
             f"list. Known: {known}."
         )
     found = [parse(name) for name in names]
+    if len(set(found)) != len(found):
+        raise ValueError(
+            f"`members` must not repeat a member; received {list(names)}."
+        )
     for member in found:
         exists = (
             member.index < num_modes

@@ -12,7 +12,7 @@ import zipfile
 import keras
 
 from keras_bridge import curves as curves_lib
-from keras_bridge.files import atomic_write
+from keras_bridge.files import atomic_write, check_target
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import BridgeMember, ModeMember
 
@@ -154,8 +154,8 @@ def _state(archive) -> dict:
             for (pair, t), model in zip(meta["points"], archive.points)
         },
         "temperature": meta["temperature"],
-        "mode_epochs": meta["mode_epochs"],
-        "anchor": meta["anchor"],
+        "mode_epochs": meta.get("mode_epochs"),
+        "anchor": meta.get("anchor", 0),
     }
 
 
@@ -181,6 +181,7 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
             "`filepath` must end in '.keras' (Keras' archive format); "
             f"received {filepath!r}."
         )
+    check_target(filepath, False, overwrite, "filepath")
     curve_pairs = sorted(state["curves"])
     point_keys = sorted(state["points"])
     metadata = {
@@ -230,6 +231,11 @@ def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
     >>> backbone, state = read("ensemble.keras")
     """
     filepath = os.fspath(filepath)
+    if os.path.isdir(filepath):
+        raise ValueError(
+            f"`filepath` {filepath!r} is a folder; pass the .keras file "
+            "that `BridgeEnsemble.save` wrote."
+        )
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"`filepath` {filepath!r} does not exist.")
     _check_archive(filepath)

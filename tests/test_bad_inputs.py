@@ -364,7 +364,9 @@ def test_bad_save_and_export_targets(modes_only, tmp_path):
         (["run", "--width=-1"], "--width: must be a number > 0"),
         (["run", "--colour=red"], "unrecognized arguments: --colour=red"),
         (["fly"], "invalid choice: 'fly'"),
-        (["run", "--depth=9", "--output={tmp}/r"], "`depth` must be 6 n + 2"),
+        (["run", "--depth=9"], "--depth: must be 6 n + 2"),
+        (["run", "--width=inf"], "--width: must be a number > 0"),
+        (["run", "--output={tmp}/file"], "is a file, not a folder"),
         (["run", "--output={tmp}/file/r"], "`--output`"),
     ],
 )
@@ -396,4 +398,95 @@ def test_the_command_line_never_prints_a_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "keras-bridge run: error: argument --batch-size: must be an integer "
         ">= 1; received 'x'"
+    )
+
+
+def test_training_arguments_are_checked(modes_only):
+    ens = modes_only
+    cases = [
+        ({"learning_rate": "a"}, "`learning_rate` must be a finite number"),
+        ({"learning_rate": float("nan")}, "received learning_rate=nan"),
+        ({"callbacks": "abc"}, "`callbacks` must be a list"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(ValueError, match=words):
+            ens.fit_curves(_ds(X, Y), **kwargs)
+    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
+    for alpha in (float("nan"), "a", -1):
+        with pytest.raises(ValueError, match="`mixup_alpha` must be"):
+            ens.fit_bridge(_ds(X), mixup_alpha=alpha)
+    with pytest.raises(ValueError, match="`points` must not repeat"):
+        ens.fit_bridge(_ds(X), points=(0.2, 0.2))
+    with pytest.raises(ValueError, match="`pairs` must hold pairs"):
+        ens.fit_curves(_ds(X, Y), pairs=[(0.5, 1)])
+    with pytest.raises(ValueError, match="`pairs` must hold pairs"):
+        ens.fit_curves(_ds(X, Y), pairs=[(True, False)])
+    with pytest.raises(ValueError, match="`temperature` must be a number"):
+        ens.inference_model(temperature="2")
+    assert ens.point_model((0, 1), np.float32(0.0)) is not None
+    assert ens.member_names() == ["mode_0", "mode_1"]
+
+
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        (["mode_0", "mode_0"], "must not repeat a member"),
+        (["type1_0-1_r0.5.5"], "received 'type1_0-1_r0.5.5'"),
+        (["type1_0-1_rany@0.3.3"], "received 'type1_0-1_rany@0.3.3'"),
+    ],
+)
+def test_member_names_are_parsed_strictly(modes_only, members, words):
+    with pytest.raises(ValueError) as info:
+        modes_only.predict(np.zeros((1, 8, 8, 1)), members=members)
+    assert words in str(info.value)
+
+
+def test_a_head_instance_must_fit_the_request(modes_only):
+    ens = modes_only
+    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`head` must output 10 classes"):
+        ens.fit_bridge(_ds(X), head=kb.layers.BridgeHead(7, width=8))
+    with pytest.raises(ValueError, match="conditioned=True"):
+        ens.fit_bridge(_ds(X), points="any", head=kb.layers.BridgeHead(10))
+    assert ens.member_names() == ["mode_0", "mode_1"]
+
+
+def test_set_modes_refuses_another_input_shape(empty):
+    other = kb.models.resnet((16, 16, 1), 10, depth=8, width=0.25)
+    with pytest.raises(ValueError, match="input and output shapes"):
+        empty.set_modes([other, other])
+    assert empty.modes == []
+
+
+def test_files_are_never_replaced_by_folders_or_back(modes_only, tmp_path):
+    folder = tmp_path / "e.keras"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep")
+    with pytest.raises(ValueError, match="is a folder; this writes a file"):
+        modes_only.save(folder)
+    served = tmp_path / "1"
+    served.mkdir()
+    with pytest.raises(ValueError, match="is a folder; this writes a file"):
+        modes_only.export(served, format="onnx", overwrite=True)
+    plain = tmp_path / "2"
+    plain.write_text("a file")
+    with pytest.raises(ValueError, match="is a file; this writes a folder"):
+        modes_only.export(plain, overwrite=True)
+    with pytest.raises(ValueError, match="`overwrite` must be True or False"):
+        modes_only.save(tmp_path / "x.keras", overwrite="no")
+    with pytest.raises(ValueError, match="is a folder; pass the .keras"):
+        kb.BridgeEnsemble.load(folder)
+    assert (folder / "precious.txt").read_text() == "keep"
+    assert sorted(os.listdir(tmp_path)) == ["1", "2", "e.keras"]
+
+
+def test_integer_images_are_accepted_everywhere(modes_only):
+    ens = modes_only
+    x = (X * 255).astype("uint8")
+    ens.fit_curves(_ds(x, Y), epochs=1, verbose=0)
+    ens.fit_bridge(_ds(x), epochs=1, verbose=0)
+    as_float = ens.predict(x.astype("float32"))["probabilities"]
+    np.testing.assert_allclose(ens.predict(x)["probabilities"], as_float)
+    np.testing.assert_allclose(
+        ens.predict(x.astype("float64"))["probabilities"], as_float, atol=1e-6
     )

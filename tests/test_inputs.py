@@ -49,7 +49,7 @@ def test_numpy_arrays_are_batched_like_fit():
     assert [len(batch) for batch in xs] == [size, size, 6]
     np.testing.assert_array_equal(np.concatenate(xs), x)
     np.testing.assert_array_equal(np.concatenate(ys), y)
-    assert inputs.scan(data, "data", 10, "Training") == 3
+    assert inputs.scan(data, "data", (3, 3, 1), 10, "Training") == 3
 
 
 def test_inputs_only():
@@ -58,7 +58,7 @@ def test_inputs_only():
     batches = [np.asarray(batch) for batch in data]
     assert [len(batch) for batch in batches] == [32, 8]
     np.testing.assert_array_equal(np.concatenate(batches), x)
-    assert inputs.scan(data, "x", 3, "Prediction") == 2
+    assert inputs.scan(data, "x", (4,), 3, "Prediction") == 2
     with pytest.raises(ValueError, match="needs labels"):
         inputs.dataset(x, "x", (4,), 3)
 
@@ -66,10 +66,14 @@ def test_inputs_only():
 def test_scan_counts_batches_and_checks_values():
     x, y = _x(10), np.arange(10) % 3
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    assert inputs.scan(data, "data", 3, "Training") == 3
+    assert inputs.scan(data, "data", (4,), 3, "Training") == 3
     with pytest.raises(ValueError, match=r"label 3 in batch 1"):
         inputs.scan(
-            inputs.dataset((x, y + 1), "data", (4,), 3), "data", 3, "Training"
+            inputs.dataset((x, y + 1), "data", (4,), 3),
+            "data",
+            (4,),
+            3,
+            "Training",
         )
     bad = x.copy()
     bad[5, 1] = np.nan
@@ -77,6 +81,7 @@ def test_scan_counts_batches_and_checks_values():
         inputs.scan(
             tf.data.Dataset.from_tensor_slices((bad, y)).batch(4),
             "data",
+            (4,),
             3,
             "Training",
         )
@@ -95,6 +100,28 @@ def test_dataset_refuses_bad_structure():
         inputs.dataset((x, y[:5]), "data", (4,), 3)
     with pytest.raises(ValueError, match=r"\(batch, 3\) \(one-hot\)"):
         inputs.dataset((x, np.zeros((8, 4))), "data", (4,), 3)
+
+
+def test_scan_checks_each_batch_shape_and_fractional_labels():
+    def batches():
+        yield np.zeros((2, 4), "float32"), np.zeros(2, "int32")
+        yield np.zeros((2, 5), "float32"), np.zeros(2, "int32")
+
+    data = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, None), "float32"),
+            tf.TensorSpec((None,), "int32"),
+        ),
+    )
+    with pytest.raises(ValueError, match=r"batch 2 has shape \(2, 5\)"):
+        inputs.checked(data, "data", (4,), 3, "Training")
+    fractional = (_x(4), np.array([0.0, 1.0, 1.7, 2.0]))
+    with pytest.raises(ValueError, match="batch 1 holds a fractional label"):
+        inputs.checked(fractional, "data", (4,), 3, "Training")
+    whole = (_x(4), np.array([0.0, 1.0, 2.0, 2.0]))
+    checked, _ = inputs.checked(whole, "data", (4,), 3, "Training")
+    np.testing.assert_array_equal(_collect(checked)[1][0], [0, 1, 2, 2])
 
 
 def test_check_x_returns_a_good_array_unchanged():

@@ -389,3 +389,17 @@ def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
     assert ens._pairs(None) == [(ens.anchor, j) for j in others]
     ens.save(tmp_path / "e.keras")
     assert kb.BridgeEnsemble.load(tmp_path / "e.keras").anchor == ens.anchor
+
+
+@pytest.mark.large
+def test_a_loaded_ensemble_with_bridges_trains_more(bridged_ensemble, digits):
+    ens = bridged_ensemble
+    with pytest.warns(UserWarning, match=r"replaces the bridges"):
+        ens.fit_bridge(digits.train, epochs=1, verbose=0)
+    ens.fit_bridge(digits.train, points=(0.3,), epochs=1, verbose=0)
+    names = ens.member_names()
+    assert names[-1] == "type1_0-1_r0.3" and len(names) == 6
+    outputs = ens.predict(np.zeros((2, 8, 8, 1), "float32"))
+    assert outputs["member_probabilities"].shape == (2, 6, 10)
+    heads = [head.name for head in ens.bridges.values()]
+    assert len(set(heads)) == len(heads)
