@@ -434,9 +434,11 @@ class BridgeEnsemble:
         """Trains bridges that imitate curve points from mode features.
 
         For each fitted curve in ``pairs`` and each point r, a head learns
-        to predict the curve network at r (its teacher, BatchNorm
-        recalibrated on ``data``) from the feature map of mode ``pair[0]``
-        (``kind="type1"``) or of both modes (``"type2"``). Loss:
+        to predict the curve network at r (its teacher) from the feature
+        map of mode ``pair[0]`` (``kind="type1"``) or of both modes
+        (``"type2"``). A teacher is BatchNorm-recalibrated on ``data``,
+        unless an earlier call already made that point (then it is reused,
+        so all bridges of one point share one teacher). Loss:
         KL(teacher || bridge) on mixup batches; labels are not used. The
         bridges of one call train together through `keras.Model.fit`, so
         callbacks work; logs are ``loss``, ``kl`` and ``agreement`` (with

@@ -1,0 +1,27 @@
+"""The README's example runs as written (with one epoch per stage)."""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.large
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    (code,) = re.findall(
+        r"## In one screen\n\n```python\n(.+?)\n```", text, re.S
+    )
+    short = re.sub(r"epochs=\d+", "epochs=1", code)
+    assert short.count("epochs=1") == 2
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(short, "README.md", "exec"), namespace)
+    outputs, ens = namespace["outputs"], namespace["ens"]
+    assert outputs["member_probabilities"].shape[1] == len(ens.member_names())
+    assert set(namespace["members"]) <= set(ens.member_names())
+    for path in ("serving/digits/1/saved_model.pb", "digits.onnx"):
+        assert (tmp_path / path).is_file()
+    assert (tmp_path / "ensemble.keras").is_file()
