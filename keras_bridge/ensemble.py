@@ -10,18 +10,15 @@ state, and it changes it only when a step has succeeded.
 import warnings
 
 import keras
-import numpy as np
 
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
-from keras_bridge import evaluation, export, inputs, saving, training
+from keras_bridge import inputs, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import (
     batchnorm_layers,
     check_same_architecture,
-    to_curve_model,
 )
-from keras_bridge.flops import flops
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import (
     ModeMember,
@@ -29,11 +26,12 @@ from keras_bridge.members import (
     resolve,
     resolve_pairs,
 )
-from keras_bridge.profile import CurveProfile
+from keras_bridge.persistence import PersistenceMixin
+from keras_bridge.reporting import ReportingMixin
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 
 
-class BridgeEnsemble:
+class BridgeEnsemble(ReportingMixin, PersistenceMixin):
     """A deep ensemble whose extra members are cheap bridge networks.
 
     Holds ``num_modes`` independently trained copies of a backbone (the
@@ -354,45 +352,6 @@ class BridgeEnsemble:
             self.curves[pair], t, self.backbone, bn_data
         )
 
-    def curve_profile(
-        self, data, pair=None, num_points: int = 11, bn_data=None
-    ) -> CurveProfile:
-        """Accuracy and NLL along the curve (or the straight line).
-
-        When no curve is fitted for ``pair``, the straight line between the
-        two modes is measured: the barrier that curve training removes.
-
-        Args:
-            data: labelled data to score on.
-            pair: the two mode indices; default the anchor and the first
-                other mode.
-            num_points: evenly spaced t values from 0 to 1 (at least 2).
-            bn_data: data for the BatchNorm statistics at each point;
-                default ``data``.
-
-        Returns:
-            A `CurveProfile` (printable; `.t`, `.accuracy`, `.nll`).
-        """
-        stage = "curve_profile"
-        pair = self._pairs([self._default_pair(pair)], "pair")[0]
-        inputs.positive_int(num_points, "num_points", minimum=2)
-        x, y = self._arrays(data, "data", stage)
-        bn = data if bn_data is None else bn_data
-        bn, _ = self._data(bn, "bn_data", stage, needs_labels=False)
-        curve_model, kind = self.curves.get(pair), "curve"
-        if curve_model is None:
-            ends = [self.modes[i] for i in pair]
-            curve_model = to_curve_model(*ends, curve=curves_lib.Bezier(1))
-            kind = "line"
-        return CurveProfile.measure(
-            kind,
-            pair,
-            num_points,
-            x,
-            y,
-            lambda t: training.curve_point(curve_model, t, self.backbone, bn),
-        )
-
     # Bridges -----------------------------------------------------------
 
     def member_names(self) -> list:
@@ -591,185 +550,3 @@ class BridgeEnsemble:
             outputs["probabilities"], y
         )
         return self.temperature
-
-    def evaluate(self, data, calibration_data=None, ood_data=None):
-        """Scores every configuration of the ensemble.
-
-        Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
-        bridges; DE-m + n Type II bridges; Single + k curve points at full
-        cost; r-conditioned bridges. See `keras_bridge.evaluation`.
-
-        Args:
-            data: labelled test data.
-            calibration_data: labelled validation data: the ``c*`` columns
-                are temperature-scaled on it, bridges that do not pay off
-                on it are flagged, and the ensemble's own `temperature`
-                is fitted on it.
-            ood_data: inputs from another distribution (labels, if any,
-                are ignored): adds OOD detection columns (AUROC and FPR at
-                95 % TPR of predictive entropy and mutual information).
-
-        Returns:
-            A `keras_bridge.evaluation.EnsembleReport`.
-
-        Example:
-
-        >>> report = ens.evaluate(data.test, calibration_data=data.validation)
-        >>> report.row("DE-2")["cnll"]
-        """
-        stage = "evaluate"
-        arrays = {"test": self._arrays(data, "data", stage), "ood": None}
-        arrays["calibration"] = (
-            None
-            if calibration_data is None
-            else self._arrays(calibration_data, "calibration_data", stage)
-        )
-        if ood_data is not None:
-            ood, _ = self._data(ood_data, "ood_data", stage, False)
-            arrays["ood"] = np.concatenate(
-                [np.asarray(b[0] if isinstance(b, tuple) else b) for b in ood]
-            )
-        members = self.members()
-        teachers = {
-            (m.pair, m.r): self.point_model(m.pair, m.r)
-            for m in evaluation.fidelity_members(members[len(self.modes) :])
-        }
-        report = evaluation.evaluate(
-            members,
-            lambda chosen: self.inference_model(chosen, temperature=1.0),
-            teachers,
-            flops(self.backbone),
-            arrays,
-            self.anchor,
-        )
-        calibration = arrays["calibration"]
-        if calibration is not None:
-            self.calibrate(calibration)
-        return report
-
-    def select_members(self, data, max_members=None) -> list:
-        """The members that pay off: greedy forward selection on the
-        calibrated NLL of labelled (validation) ``data``.
-
-        Starts from the best single member and adds the member that lowers
-        the temperature-scaled NLL most, while one does (ensemble
-        selection, `keras_bridge.metrics.select_members`). Use the result
-        as ``members=`` of `predict`, `export` or `calibrate`.
-
-        Args:
-            data: labelled data, not the test data.
-            max_members: stop at this many members; default no limit.
-
-        Returns:
-            Member names, in the order chosen.
-
-        Example:
-
-        >>> members = ens.select_members(data.validation)
-        >>> ens.export("serving/digits/2", members=members)
-        """
-        if max_members is not None:
-            inputs.positive_int(max_members, "max_members")
-        x, y = self._arrays(data, "data", "select_members")
-        model = self.inference_model(temperature=1.0)
-        probs = model.predict(x, verbose=0)["member_probabilities"]
-        names = self.member_names()
-        chosen = metrics_lib.select_members(probs, y, max_members)
-        return [names[i] for i in chosen]
-
-    # Deployment --------------------------------------------------------
-
-    def export(
-        self,
-        path,
-        format="tf_saved_model",
-        members=None,
-        overwrite=False,
-        verbose=True,
-    ) -> str:
-        """Exports the ensemble for serving, as one multi-output model.
-
-        ``format="tf_saved_model"`` writes a SavedModel for TF Serving to
-        a version folder, ``<base>/<model_name>/<version>``; its
-        ``serving_default`` signature takes ``inputs`` (any batch size)
-        and returns the outputs of `inference_model`, and its ``members``
-        signature each member's probabilities (see `keras_bridge.export`).
-        ``format="onnx"`` writes one ``.onnx`` file with the same input
-        and outputs (``pip install keras-bridge[onnx]``). Written
-        atomically; an existing ``path`` is replaced only with
-        ``overwrite=True``. Refused when a weight is not finite.
-
-        Returns:
-            The absolute path written.
-
-        Example:
-
-        >>> ens.export("serving/digits/1")
-        >>> ens.export("digits.onnx", format="onnx")
-        """
-        model = self.inference_model(members)
-        training.check_finite_weights(model, "export")
-        names = [m.name for m in self.members(members)]
-        info = export.metadata(model, names, self.temperature)
-        return export.export(model, path, info, format, overwrite, verbose)
-
-    def save(self, filepath, overwrite: bool = True) -> str:
-        """Saves the whole ensemble to one ``.keras`` file, atomically.
-
-        Modes, curves, bridges, cached curve points and the temperature
-        go into one Keras archive; `BridgeEnsemble.load` reads it back,
-        and `keras.saving.load_model` alone gives a model that returns
-        the serving outputs. Refused when a weight is not finite.
-
-        Example:
-
-        >>> ens.save("ensemble.keras")
-        >>> ens2 = BridgeEnsemble.load("ensemble.keras")
-        """
-        if not self.modes:
-            raise ValueError(
-                "Nothing to save: the ensemble has no modes yet. Call "
-                "`fit_modes` or `set_modes` first."
-            )
-        for model in [*self.modes, *self.bridges.values()]:
-            training.check_finite_weights(model, "save")
-        state = {
-            key: getattr(self, key)
-            for key in ("feature_layer", "seed", "curve", "modes", "curves")
-        }
-        state.update(
-            curve_checks=self.curve_checks,
-            bridges=self.bridges,
-            points=self._points,
-            temperature=self.temperature,
-            mode_epochs=self.mode_epochs,
-            anchor=self.anchor,
-        )
-        return saving.write(filepath, self.backbone, state, overwrite)
-
-    @classmethod
-    def load(cls, filepath, safe_mode=True, custom_objects=None):
-        """Loads an ensemble written by `save`.
-
-        Args:
-            filepath: the ``.keras`` file.
-            safe_mode: Keras' ``safe_mode`` (no arbitrary code is run).
-            custom_objects: classes of a custom backbone's layers that are
-                not registered, by name.
-
-        Returns:
-            A `BridgeEnsemble` whose predictions equal the saved one's.
-        """
-        backbone, state = saving.read(filepath, safe_mode, custom_objects)
-        ens = cls(
-            backbone,
-            feature_layer=state.pop("feature_layer"),
-            num_modes=max(1, len(state["modes"])),
-            seed=state.pop("seed"),
-            curve=state.pop("curve"),
-        )
-        ens.num_modes = len(state["modes"])
-        ens._points = state.pop("points")
-        for key, value in state.items():
-            setattr(ens, key, value)
-        return ens

@@ -1,0 +1,106 @@
+"""How `BridgeEnsemble` leaves the process: export, save and load.
+
+Part of the `BridgeEnsemble` facade; `export` and `save` read its state,
+`load` builds a new ensemble.
+"""
+
+from keras_bridge import export, saving, training
+
+
+class PersistenceMixin:
+    """`export`, `save` and `load` of `BridgeEnsemble`."""
+
+    def export(
+        self,
+        path,
+        format="tf_saved_model",
+        members=None,
+        overwrite=False,
+        verbose=True,
+    ) -> str:
+        """Exports the ensemble for serving, as one multi-output model.
+
+        ``format="tf_saved_model"`` writes a SavedModel for TF Serving to
+        a version folder, ``<base>/<model_name>/<version>``; its
+        ``serving_default`` signature takes ``inputs`` (any batch size)
+        and returns the outputs of `inference_model`, and its ``members``
+        signature each member's probabilities (see `keras_bridge.export`).
+        ``format="onnx"`` writes one ``.onnx`` file with the same input
+        and outputs (``pip install keras-bridge[onnx]``). Written
+        atomically; an existing ``path`` is replaced only with
+        ``overwrite=True``. Refused when a weight is not finite.
+
+        Returns:
+            The absolute path written.
+
+        Example:
+
+        >>> ens.export("serving/digits/1")
+        >>> ens.export("digits.onnx", format="onnx")
+        """
+        model = self.inference_model(members)
+        training.check_finite_weights(model, "export")
+        names = [m.name for m in self.members(members)]
+        info = export.metadata(model, names, self.temperature)
+        return export.export(model, path, info, format, overwrite, verbose)
+
+    def save(self, filepath, overwrite: bool = True) -> str:
+        """Saves the whole ensemble to one ``.keras`` file, atomically.
+
+        Modes, curves, bridges, cached curve points and the temperature
+        go into one Keras archive; `BridgeEnsemble.load` reads it back,
+        and `keras.saving.load_model` alone gives a model that returns
+        the serving outputs. Refused when a weight is not finite.
+
+        Example:
+
+        >>> ens.save("ensemble.keras")
+        >>> ens2 = BridgeEnsemble.load("ensemble.keras")
+        """
+        if not self.modes:
+            raise ValueError(
+                "Nothing to save: the ensemble has no modes yet. Call "
+                "`fit_modes` or `set_modes` first."
+            )
+        for model in [*self.modes, *self.bridges.values()]:
+            training.check_finite_weights(model, "save")
+        state = {
+            key: getattr(self, key)
+            for key in ("feature_layer", "seed", "curve", "modes", "curves")
+        }
+        state.update(
+            curve_checks=self.curve_checks,
+            bridges=self.bridges,
+            points=self._points,
+            temperature=self.temperature,
+            mode_epochs=self.mode_epochs,
+            anchor=self.anchor,
+        )
+        return saving.write(filepath, self.backbone, state, overwrite)
+
+    @classmethod
+    def load(cls, filepath, safe_mode=True, custom_objects=None):
+        """Loads an ensemble written by `save`.
+
+        Args:
+            filepath: the ``.keras`` file.
+            safe_mode: Keras' ``safe_mode`` (no arbitrary code is run).
+            custom_objects: classes of a custom backbone's layers that are
+                not registered, by name.
+
+        Returns:
+            A `BridgeEnsemble` whose predictions equal the saved one's.
+        """
+        backbone, state = saving.read(filepath, safe_mode, custom_objects)
+        ens = cls(
+            backbone,
+            feature_layer=state.pop("feature_layer"),
+            num_modes=max(1, len(state["modes"])),
+            seed=state.pop("seed"),
+            curve=state.pop("curve"),
+        )
+        ens.num_modes = len(state["modes"])
+        ens._points = state.pop("points")
+        for key, value in state.items():
+            setattr(ens, key, value)
+        return ens

@@ -1,0 +1,145 @@
+"""What `BridgeEnsemble` reports: curve profiles, the evaluation report,
+and member selection.
+
+Part of the `BridgeEnsemble` facade (as `keras.Model` takes its training
+methods from `Trainer`); it reads the ensemble's state and changes nothing
+but the fitted `temperature` in `evaluate`.
+"""
+
+import numpy as np
+
+from keras_bridge import curves as curves_lib
+from keras_bridge import evaluation, inputs, training
+from keras_bridge import metrics as metrics_lib
+from keras_bridge.curve_model import to_curve_model
+from keras_bridge.flops import flops
+from keras_bridge.profile import CurveProfile
+
+
+class ReportingMixin:
+    """`curve_profile`, `evaluate` and `select_members` of
+    `BridgeEnsemble`."""
+
+    def curve_profile(
+        self, data, pair=None, num_points: int = 11, bn_data=None
+    ) -> CurveProfile:
+        """Accuracy and NLL along the curve (or the straight line).
+
+        When no curve is fitted for ``pair``, the straight line between the
+        two modes is measured: the barrier that curve training removes.
+
+        Args:
+            data: labelled data to score on.
+            pair: the two mode indices; default the anchor and the first
+                other mode.
+            num_points: evenly spaced t values from 0 to 1 (at least 2).
+            bn_data: data for the BatchNorm statistics at each point;
+                default ``data``.
+
+        Returns:
+            A `CurveProfile` (printable; `.t`, `.accuracy`, `.nll`).
+        """
+        stage = "curve_profile"
+        pair = self._pairs([self._default_pair(pair)], "pair")[0]
+        inputs.positive_int(num_points, "num_points", minimum=2)
+        x, y = self._arrays(data, "data", stage)
+        bn = data if bn_data is None else bn_data
+        bn, _ = self._data(bn, "bn_data", stage, needs_labels=False)
+        curve_model, kind = self.curves.get(pair), "curve"
+        if curve_model is None:
+            ends = [self.modes[i] for i in pair]
+            curve_model = to_curve_model(*ends, curve=curves_lib.Bezier(1))
+            kind = "line"
+        return CurveProfile.measure(
+            kind,
+            pair,
+            num_points,
+            x,
+            y,
+            lambda t: training.curve_point(curve_model, t, self.backbone, bn),
+        )
+
+    def evaluate(self, data, calibration_data=None, ood_data=None):
+        """Scores every configuration of the ensemble.
+
+        Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
+        bridges; DE-m + n Type II bridges; Single + k curve points at full
+        cost; r-conditioned bridges. See `keras_bridge.evaluation`.
+
+        Args:
+            data: labelled test data.
+            calibration_data: labelled validation data: the ``c*`` columns
+                are temperature-scaled on it, bridges that do not pay off
+                on it are flagged, and the ensemble's own `temperature`
+                is fitted on it.
+            ood_data: inputs from another distribution (labels, if any,
+                are ignored): adds OOD detection columns (AUROC and FPR at
+                95 % TPR of predictive entropy and mutual information).
+
+        Returns:
+            A `keras_bridge.evaluation.EnsembleReport`.
+
+        Example:
+
+        >>> report = ens.evaluate(data.test, calibration_data=data.validation)
+        >>> report.row("DE-2")["cnll"]
+        """
+        stage = "evaluate"
+        arrays = {"test": self._arrays(data, "data", stage), "ood": None}
+        arrays["calibration"] = (
+            None
+            if calibration_data is None
+            else self._arrays(calibration_data, "calibration_data", stage)
+        )
+        if ood_data is not None:
+            ood, _ = self._data(ood_data, "ood_data", stage, False)
+            arrays["ood"] = np.concatenate(
+                [np.asarray(b[0] if isinstance(b, tuple) else b) for b in ood]
+            )
+        members = self.members()
+        teachers = {
+            (m.pair, m.r): self.point_model(m.pair, m.r)
+            for m in evaluation.fidelity_members(members[len(self.modes) :])
+        }
+        report = evaluation.evaluate(
+            members,
+            lambda chosen: self.inference_model(chosen, temperature=1.0),
+            teachers,
+            flops(self.backbone),
+            arrays,
+            self.anchor,
+        )
+        calibration = arrays["calibration"]
+        if calibration is not None:
+            self.calibrate(calibration)
+        return report
+
+    def select_members(self, data, max_members=None) -> list:
+        """The members that pay off: greedy forward selection on the
+        calibrated NLL of labelled (validation) ``data``.
+
+        Starts from the best single member and adds the member that lowers
+        the temperature-scaled NLL most, while one does (ensemble
+        selection, `keras_bridge.metrics.select_members`). Use the result
+        as ``members=`` of `predict`, `export` or `calibrate`.
+
+        Args:
+            data: labelled data, not the test data.
+            max_members: stop at this many members; default no limit.
+
+        Returns:
+            Member names, in the order chosen.
+
+        Example:
+
+        >>> members = ens.select_members(data.validation)
+        >>> ens.export("serving/digits/2", members=members)
+        """
+        if max_members is not None:
+            inputs.positive_int(max_members, "max_members")
+        x, y = self._arrays(data, "data", "select_members")
+        model = self.inference_model(temperature=1.0)
+        probs = model.predict(x, verbose=0)["member_probabilities"]
+        names = self.member_names()
+        chosen = metrics_lib.select_members(probs, y, max_members)
+        return [names[i] for i in chosen]
