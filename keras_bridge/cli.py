@@ -150,8 +150,8 @@ def run(args) -> dict:
     ens.fit_modes(
         data.train, epochs=args.epochs, validation_data=data.validation
     )
-    print("Straight line between modes 0 and 1 (before curve training):")
-    line = ens.curve_profile(data.test, pair=(0, 1), bn_data=data.train)
+    print("Straight line from the anchor (before curve training):")
+    line = ens.curve_profile(data.test, bn_data=data.train)
     print(line)
     ens.fit_curves(data.train, validation_data=data.validation)
     report = {"line": line.to_dict(), "curves": []}
@@ -165,10 +165,10 @@ def run(args) -> dict:
         epochs=args.bridge_epochs,
         validation_data=data.validation,
     )
-    ens.fit_bridge(
+    ens.fit_bridge(  # on the anchor's first curve
         data.train,
         kind="type2",
-        pairs=[(0, 1)],
+        pairs=[next(iter(ens.curves))],
         epochs=args.bridge_epochs,
         validation_data=data.validation,
     )
