@@ -30,6 +30,14 @@ class PersistenceMixin:
         atomically; an existing ``path`` is replaced only with
         ``overwrite=True``. Refused when a weight is not finite.
 
+        Args:
+            path: the SavedModel's version folder or the ``.onnx`` file.
+            format: ``"tf_saved_model"`` or ``"onnx"``.
+            members: member names to serve (e.g. from `select_members`);
+                default all, in the order of `member_names`.
+            overwrite: replace an existing ``path`` of the same kind.
+            verbose: print where the model was written.
+
         Returns:
             The absolute path written.
 
@@ -51,6 +59,13 @@ class PersistenceMixin:
         go into one Keras archive; `BridgeEnsemble.load` reads it back,
         and `keras.saving.load_model` alone gives a model that returns
         the serving outputs. Refused when a weight is not finite.
+
+        Args:
+            filepath: a path ending in ``.keras``.
+            overwrite: replace an existing file.
+
+        Returns:
+            The absolute path written.
 
         Example:
 
