@@ -46,8 +46,9 @@ class EnsembleReport:
             agreement, KL, the bridge's and the teacher's accuracy, and
             FLOPs relative to one backbone; with calibration data also
             ``val_agreement``, ``val_cnll_change`` (validation cNLL of the
-            modes it reads, with it minus without it) and ``flag`` (why it
-            does not pay off, or None).
+            modes it reads, with it minus without it), its standard error
+            ``val_cnll_change_se``, and ``flag`` (why it does not pay off,
+            or None).
 
     With OOD data, rows also hold ``auroc_entropy``, ``auroc_mi``,
     ``fpr95_entropy`` and ``fpr95_mi``: detection of OOD inputs among test
@@ -321,7 +322,9 @@ MIN_AGREEMENT = 0.95
 def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
     """Flags each bridge that agrees with its teacher on less than
     `MIN_AGREEMENT` of the validation inputs, or whose addition to the
-    modes it reads worsens their validation cNLL."""
+    modes it reads worsens their validation cNLL by more than twice its
+    standard error (the per-input NLL differences' standard error, so that
+    a small validation set does not flag noise)."""
     x_val, y_val = calibration
     predicted = {}
     for row in bridge_rows:
@@ -337,21 +340,34 @@ def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
         sources = [index[ModeMember(i)] for i in member.sources]
         before = val_probs[:, sources].mean(axis=1)
         after = val_probs[:, sources + [index[member]]].mean(axis=1)
-        row["val_cnll_change"] = metrics_lib.calibrated_nll(
-            after, y_val, after, y_val
-        ) - metrics_lib.calibrated_nll(before, y_val, before, y_val)
+        change = _calibrated_nlls(after, y_val) - _calibrated_nlls(
+            before, y_val
+        )
+        row["val_cnll_change"] = float(change.mean())
+        row["val_cnll_change_se"] = float(
+            change.std(ddof=1) / np.sqrt(len(change))
+        )
         flags = []
         if row["val_agreement"] < MIN_AGREEMENT:
             flags.append(
                 f"agrees with its teacher on {row['val_agreement']:.1%} of "
                 f"validation inputs (< {MIN_AGREEMENT:.0%})"
             )
-        if row["val_cnll_change"] > 0:
+        if row["val_cnll_change"] > 2 * row["val_cnll_change_se"]:
             flags.append(
                 "worsens the validation cNLL of the modes it reads by "
-                f"{row['val_cnll_change']:.4f}"
+                f"{row['val_cnll_change']:.4f} (standard error "
+                f"{row['val_cnll_change_se']:.4f})"
             )
         row["flag"] = "; ".join(flags) or None
+
+
+def _calibrated_nlls(probs, labels) -> np.ndarray:
+    """Per-input NLL after temperature scaling fitted on the same data."""
+    t = metrics_lib.fit_temperature(probs, labels)
+    scaled = metrics_lib.temperature_scale(probs, t)
+    picked = scaled[np.arange(len(labels)), np.asarray(labels)]
+    return -np.log(np.clip(picked, metrics_lib.EPSILON, 1.0))
 
 
 def _score(test_p, y, val_p, calibration) -> dict:

@@ -75,6 +75,7 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
     model = ens.inference_model(["mode_0", "mode_1"], temperature=1.0)
     test = model.predict(x, verbose=0)
     ood = model.predict(flipped, verbose=0)
+
     def mutual_information(outputs):
         members = outputs["member_probabilities"]
         mean_entropy = kb.metrics.entropy(members).mean(axis=1)
@@ -109,7 +110,18 @@ def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
         with_bridge, y, with_bridge, y
     ) - kb.metrics.calibrated_nll(members[:, 0], y, members[:, 0], y)
     assert bridge["val_cnll_change"] == pytest.approx(change, abs=1e-6)
+
+    # Its standard error: of the per-input differences of calibrated NLL.
+    def per_input(p):
+        t = kb.metrics.fit_temperature(p, y)
+        scaled = kb.metrics.temperature_scale(p, t)
+        return -np.log(scaled[np.arange(len(y)), y])
+
+    diff = per_input(with_bridge) - per_input(members[:, 0])
+    se = diff.std(ddof=1) / np.sqrt(len(y))
+    assert bridge["val_cnll_change_se"] == pytest.approx(se, rel=1e-4)
     low = bridge["val_agreement"] < 0.95
+    worse = change > 2 * se
     assert ("(< 95%)" in (bridge["flag"] or "")) == low
-    assert ("worsens" in (bridge["flag"] or "")) == (change > 0)
-    assert report.flagged == ([bridge] if low or change > 0 else [])
+    assert ("worsens" in (bridge["flag"] or "")) == worse
+    assert report.flagged == ([bridge] if low or worse else [])
