@@ -225,10 +225,11 @@ def _label_converter(y_spec, argument, num_classes):
     return convert
 
 
-def scan(data, argument, input_shape, num_classes, stage) -> int:
+def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
     """One pass over a dataset from `dataset`: checks that it is not empty,
     that every batch has the input shape, that inputs are finite and labels
-    in ``[0, num_classes)``. Returns the number of batches."""
+    in ``[0, num_classes)``. Returns the number of batches; with a list as
+    ``keep``, appends each batch to it as NumPy arrays."""
     count, batches = 0, iter(data)
     while True:
         try:
@@ -245,6 +246,8 @@ def scan(data, argument, input_shape, num_classes, stage) -> int:
         count += 1
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         x = np.asarray(x)
+        if keep is not None:
+            keep.append((x, None if y is None else np.asarray(y)))
         if not _compatible(x.shape, input_shape):
             raise ValueError(
                 f"`{argument}` must yield inputs of shape "
@@ -287,14 +290,12 @@ def checked(
 
 
 def arrays(data, argument, input_shape, num_classes, stage, dtype="float32"):
-    """A labelled dataset (or arrays), checked, as ``(x, y)`` arrays."""
-    data, _ = checked(
-        data, argument, input_shape, num_classes, stage, True, dtype
-    )
-    xs, ys = [], []
-    for x, y in data:
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
+    """A labelled dataset (or arrays), checked, as ``(x, y)`` arrays, in
+    one pass."""
+    data = dataset(data, argument, input_shape, num_classes, True, dtype)
+    batches = []
+    scan(data, argument, input_shape, num_classes, stage, keep=batches)
+    xs, ys = zip(*batches)
     return np.concatenate(xs), np.concatenate(ys)
 
 
