@@ -62,7 +62,7 @@ def check_points(points) -> tuple | str:
 def check_request(kind, pairs, points, curves, num_modes, max_flops):
     """Checks a `BridgeEnsemble.fit_bridge` request against the fitted
     ``curves``: returns ``(pairs, points)``."""
-    _check_budget(max_flops, 1)
+    check_budget(max_flops, 1)
     if kind not in KINDS:
         raise ValueError(
             f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
@@ -89,12 +89,23 @@ def check_request(kind, pairs, points, curves, num_modes, max_flops):
     return (sorted(curves) if pairs is None else pairs), points
 
 
+def head_name(member) -> str:
+    """The layer name of the head of the `BridgeMember` ``member``.
+
+    Example:
+
+    >>> head_name(BridgeMember("type1", (0, 1), 0.5))
+    'head_type1_0_1_r0_5'
+    """
+    return "head_" + re.sub(r"[^0-9A-Za-z_]", "_", member.name)
+
+
 def teacher_points(point) -> tuple:
     """The curve points a bridge of ``point`` learns from."""
     return CONDITIONED_GRID if point == ANY_POINT else (point,)
 
 
-def _residual_widths(channels: int) -> list:
+def residual_widths(channels: int) -> list:
     widths, width = [], max(8, channels)
     while width >= 8:
         widths.append(width)
@@ -141,7 +152,7 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
         yield tail(slim, False)
         yield tail(slim, True)
     if "slim" not in options:
-        for width in _residual_widths(channels):
+        for width in residual_widths(channels):
             for depth in (2, 1):
                 yield residual(width, depth)
 
@@ -157,7 +168,7 @@ def head_flops(head, feature_shape, num_sources, conditioned) -> int:
     return flops(keras.Model(maps, outputs))
 
 
-def _check_budget(max_flops, num_sources) -> float:
+def check_budget(max_flops, num_sources) -> float:
     if max_flops is None:
         return DEFAULT_MAX_FLOPS * num_sources
     if isinstance(max_flops, bool) or not (
@@ -215,7 +226,7 @@ def size_head(
     >>> cost <= 0.12
     True
     """
-    max_flops = _check_budget(max_flops, num_sources)
+    max_flops = check_budget(max_flops, num_sources)
     feature_shape = tuple(backbone.get_layer(feature_layer).output.shape[1:])
     base = flops(backbone)
     in_channels = feature_shape[-1] * num_sources + int(conditioned)
@@ -293,7 +304,7 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
     for pair in pairs:
         for point in (points,) if points == ANY_POINT else points:
             member = BridgeMember(kind, pair, point)
-            name = "head_" + re.sub(r"[^0-9A-Za-z_]", "_", member.name)
+            name = head_name(member)
             if sized is None:
                 sized = size_head(
                     backbone,

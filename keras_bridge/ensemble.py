@@ -473,7 +473,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         self._predictors = {}
         return history
 
-    def _check_new_bridges(self, new) -> None:
+    def _check_new_bridges(self, new, stage="fit_bridge") -> None:
         taken = {h.name: b for b, h in self.bridges.items() if b not in new}
         for head in new.values():
             if head.name in taken:
@@ -484,10 +484,95 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         replaced = [b.name for b in new if b in self.bridges]
         if replaced:
             warnings.warn(
-                f"`fit_bridge` replaces the bridges {replaced} that were "
+                f"`{stage}` replaces the bridges {replaced} that were "
                 "already fitted.",
                 stacklevel=3,
             )
+
+    def tune_bridge(
+        self,
+        data,
+        validation_data,
+        kind: str = "type1",
+        pair=None,
+        tuner: str = "hyperband",
+        max_trials: int = 10,
+        epochs: int = 20,
+        max_flops=None,
+        directory=None,
+        overwrite: bool = False,
+        verbose="auto",
+    ):
+        """Searches the head of one bridge with KerasTuner; installs the best.
+
+        The bridge of ``pair`` at r = 0.5 is trained as in `fit_bridge`
+        once per trial, with the head, learning rate and mixup strength of
+        `keras_bridge.tuning.BridgeHyperModel`; the objective is
+        ``val_kl`` (minimised). Only heads within ``max_flops`` are
+        searched. The best completed trial's head becomes the ensemble's
+        bridge (replacing one fitted before); if the search fails, the
+        ensemble is unchanged.
+
+        Args:
+            data: training data, ``x`` only or ``(x, y)``.
+            validation_data: data the objective is measured on.
+            kind: ``"type1"`` or ``"type2"``.
+            pair: a fitted curve; default the anchor mode's first curve.
+            tuner: ``"hyperband"``, ``"random"`` or ``"bayesian"``.
+            max_trials: the most trials to run.
+            epochs: epochs of a trial (Hyperband: of its longest trials).
+            max_flops: the most the head may cost, as a fraction of one
+                backbone pass; default 0.12 per feature map it reads.
+            directory: where KerasTuner keeps its trials; ``None`` for a
+                temporary folder removed afterwards. With a folder and
+                ``overwrite=False``, an earlier search there is resumed.
+            overwrite: start the search in ``directory`` afresh.
+            verbose: KerasTuner's and `fit`'s verbosity.
+
+        Returns:
+            A `keras_bridge.tuning.TuningResult`: ``.trials``, ``.pareto``,
+            ``.best`` and ``.fit_kwargs`` (to train other bridges alike).
+
+        Example:
+
+        >>> result = ens.tune_bridge(data.train, data.validation,
+        ...     tuner="random", max_trials=2, epochs=1, verbose=0)
+        >>> result.best["flops"] <= 0.12
+        True
+        """
+        from keras_bridge import tuning
+
+        tuning.check_search(tuner, max_trials, epochs, directory, overwrite)
+        if validation_data is None:
+            raise ValueError(
+                "`validation_data` is required: the search minimises the "
+                "bridge's KL to its teacher on it."
+            )
+        validation_data, _ = self._data(
+            validation_data, "validation_data", "tune_bridge", False
+        )
+        hypermodel = tuning.BridgeHyperModel(
+            self, data, kind=kind, pair=pair, max_flops=max_flops
+        )
+        data, _ = self._data(data, "data", "tune_bridge", False)
+        seed = self.seed
+        result, model = tuning.search(
+            hypermodel, data, validation_data,
+            {"tuner": tuner, "max_trials": max_trials, "epochs": epochs,
+             "directory": directory, "overwrite": overwrite,
+             "seed": None if seed is None
+             else seed + training.TUNING_SEED_OFFSET,
+             "verbose": verbose},
+        )  # fmt: skip
+        hypermodel.install(model)
+        return result
+
+    def _install_bridge(self, member, head, teacher) -> None:
+        """Makes ``head`` the bridge ``member``, imitating ``teacher``."""
+        self._check_new_bridges({member: head}, "tune_bridge")
+        self._points[(member.pair, member.point)] = teacher
+        self.bridges[member] = head
+        self._predictors = {}
 
     # Inference ---------------------------------------------------------
 

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from keras_bridge import metrics as metrics_lib
+from keras_bridge import plots
 from keras_bridge.distillation import teacher_fidelity
 from keras_bridge.flops import flops
 from keras_bridge.members import DEFAULT_POINT, BridgeMember, ModeMember
@@ -54,11 +55,72 @@ class EnsembleReport:
     ``fpr95_entropy`` and ``fpr95_mi``: detection of OOD inputs among test
     inputs by the predictive entropy and the mutual information of the
     configuration's (uncalibrated) mean (`keras_bridge.metrics.ood_detection`).
+
+    Each row also keeps ``reliability``, the data of its reliability
+    diagram (not a table column): `keras_bridge.metrics.reliability_bins`
+    of the test predictions in `RELIABILITY_BINS` bins, plus
+    ``calibrated``: True when they are of the temperature-scaled mean
+    (with calibration data), False when of the raw mean.
+
+    Example:
+
+    >>> report = EnsembleReport(
+    ...     [{"name": "DE-1", "members": 1, "flops": 1.0, "accuracy": 0.9},
+    ...      {"name": "DE-2", "members": 2, "flops": 2.0, "accuracy": 0.93}],
+    ...     bridges=[])
+    >>> report.row("DE-2")["accuracy"]
+    0.93
+    >>> print(report.to_markdown())
+    | configuration | members | FLOPs | acc |
+    |---|---|---|---|
+    | DE-1 | 1 | 1.00x | 0.9000 |
+    | DE-2 | 2 | 2.00x | 0.9300 |
     """
 
     def __init__(self, rows, bridges):
         self.rows = rows
         self.bridges = bridges
+
+    def plot(self, kind: str = "flops", path=None, **kwargs):
+        """Draws the report (needs matplotlib).
+
+        Args:
+            kind: ``"flops"``: each metric against relative FLOPs, a line
+                per family of configurations
+                (`keras_bridge.plots.flops_tradeoff`); ``"reliability"``:
+                the reliability diagram of chosen rows
+                (`keras_bridge.plots.reliability`).
+            path: where to save the figure as a PNG; default not saved.
+            **kwargs: passed on to the plot function (``metrics``,
+                ``names``, ``ax``).
+
+        Returns:
+            The `matplotlib.figure.Figure`.
+
+        Example:
+
+        >>> report = EnsembleReport(
+        ...     [{"name": "DE-1", "members": 1, "flops": 1.0,
+        ...       "accuracy": 0.90, "nll": 0.35},
+        ...      {"name": "DE-2", "members": 2, "flops": 2.0,
+        ...       "accuracy": 0.93, "nll": 0.25},
+        ...      {"name": "Single + 1 Type I", "members": 2, "flops": 1.1,
+        ...       "accuracy": 0.91, "nll": 0.30}],
+        ...     bridges=[])
+        >>> figure = report.plot("flops", metrics=("accuracy", "cnll"))
+        >>> [axes.get_ylabel() for axes in figure.axes]
+        ['accuracy', 'NLL']
+        """
+        kinds = {
+            "flops": plots.flops_tradeoff,
+            "reliability": plots.reliability,
+        }
+        if kind not in kinds:
+            raise ValueError(
+                f"`kind` must be one of {sorted(kinds)}; received {kind!r}"
+                " (to save the figure, pass `path=`)."
+            )
+        return kinds[kind](self, path=path, **kwargs)
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "bridges": self.bridges}
@@ -154,6 +216,10 @@ def _fmt(value):
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+
+#: Equal-width confidence bins of each row's ``reliability`` entry (those
+#: of the ECE columns).
+RELIABILITY_BINS = 15
 
 #: Points at which an r-conditioned bridge's fidelity is reported (on
 #: `keras_bridge.bridges.CONDITIONED_GRID`, so the teachers exist).
@@ -374,18 +440,25 @@ def _score(test_p, y, val_p, calibration) -> dict:
     row = {
         "accuracy": metrics_lib.accuracy(test_p, y),
         "nll": metrics_lib.nll(test_p, y),
-        "ece": metrics_lib.ece(test_p, y),
+        "ece": metrics_lib.ece(test_p, y, RELIABILITY_BINS),
         "brier": metrics_lib.brier(test_p, y),
     }
+    shown = test_p
     if val_p is not None:
         t = metrics_lib.fit_temperature(val_p, calibration[1])
-        scaled = metrics_lib.temperature_scale(test_p, t)
+        shown = metrics_lib.temperature_scale(test_p, t)
         row.update(
             temperature=t,
-            cnll=metrics_lib.nll(scaled, y),
-            cece=metrics_lib.ece(scaled, y),
-            cbrier=metrics_lib.brier(scaled, y),
+            cnll=metrics_lib.nll(shown, y),
+            cece=metrics_lib.ece(shown, y, RELIABILITY_BINS),
+            cbrier=metrics_lib.brier(shown, y),
         )
+    # The diagram shows what a user would serve: the calibrated mean
+    # when a temperature could be fitted.
+    row["reliability"] = {
+        "calibrated": val_p is not None,
+        **metrics_lib.reliability_bins(shown, y, RELIABILITY_BINS),
+    }
     return row
 
 

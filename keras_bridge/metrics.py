@@ -1,8 +1,11 @@
 """Ensemble metrics on predicted probabilities (NumPy in, floats out).
 
 All functions take ``probabilities`` of shape ``(n, num_classes)`` and
-integer ``labels`` of shape ``(n,)``.
+integer ``labels`` of shape ``(n,)``, except `pareto_front`, which picks
+the trials of a bridge search that trade cost for fidelity best.
 """
+
+import math
 
 import numpy as np
 
@@ -60,6 +63,28 @@ def brier(probabilities, labels) -> float:
     return float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
 
 
+def _calibration_bins(probabilities, labels, num_bins):
+    """Per equal-width bin of the top-class confidence: the count, the
+    number of correct predictions and the sum of confidences. A bin holds
+    confidences in ``(lo, hi]``. Shared by `ece` and `reliability_bins`
+    so that the two always agree."""
+    probabilities, labels = _check(probabilities, labels)
+    confidence = probabilities.max(axis=1)
+    correct = np.argmax(probabilities, axis=1) == labels
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        bins.append(
+            (
+                int(in_bin.sum()),
+                float(correct[in_bin].sum()),
+                float(confidence[in_bin].sum()),
+            )
+        )
+    return edges, bins, len(labels)
+
+
 def ece(probabilities, labels, num_bins: int = 15) -> float:
     """Expected calibration error with equal-width confidence bins.
 
@@ -68,20 +93,50 @@ def ece(probabilities, labels, num_bins: int = 15) -> float:
 
     Example:
 
+    One right answer at confidence 0.8 and one wrong at 0.6, in two
+    bins: ``(0.2 + 0.6) / 2``.
+
     >>> round(ece([[0.8, 0.2], [0.6, 0.4]], [0, 1], num_bins=15), 4)
-    0.5
+    0.4
     """
-    probabilities, labels = _check(probabilities, labels)
-    confidence = probabilities.max(axis=1)
-    correct = np.argmax(probabilities, axis=1) == labels
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    _, bins, n = _calibration_bins(probabilities, labels, num_bins)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (confidence > lo) & (confidence <= hi)
-        if in_bin.any():
-            gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
-            total += in_bin.mean() * gap
+    for count, correct, confidence in bins:
+        if count:
+            total += count / n * abs(correct / count - confidence / count)
     return float(total)
+
+
+def reliability_bins(probabilities, labels, num_bins: int = 15) -> dict:
+    """The data of a reliability diagram: accuracy per confidence bin.
+
+    The bins are those of `ece` (equal width, ``(lo, hi]``), so
+    ``sum_b count_b / n * |accuracy_b - confidence_b|`` is the ECE.
+
+    Args:
+        probabilities: ``(n, num_classes)`` predicted probabilities.
+        labels: ``(n,)`` integer labels.
+        num_bins: number of equal-width bins over ``[0, 1]``.
+
+    Returns:
+        A JSON-ready dict of lists: ``edges`` (``num_bins + 1`` floats),
+        and per bin ``confidence`` (mean top-class confidence),
+        ``accuracy`` (fraction correct; both None for an empty bin) and
+        ``count`` (inputs in the bin).
+
+    Example:
+
+    >>> bins = reliability_bins([[0.8, 0.2], [0.6, 0.4]], [0, 1], 2)
+    >>> bins["count"], bins["accuracy"], bins["confidence"]
+    ([0, 2], [None, 0.5], [None, 0.7])
+    """
+    edges, bins, _ = _calibration_bins(probabilities, labels, num_bins)
+    return {
+        "edges": edges.tolist(),
+        "confidence": [s / c if c else None for c, _, s in bins],
+        "accuracy": [k / c if c else None for c, k, _ in bins],
+        "count": [c for c, _, _ in bins],
+    }
 
 
 def temperature_scale(probabilities, temperature: float) -> np.ndarray:
@@ -101,7 +156,11 @@ def fit_temperature(probabilities, labels) -> float:
 
     Example:
 
-    >>> temperature = fit_temperature(val_probabilities, val_labels)
+    Three right answers in four at confidence 0.9 call for confidence
+    0.75: ``log(0.9 / 0.1) / T = log(0.75 / 0.25)`` gives ``T = 2``.
+
+    >>> round(fit_temperature([[0.9, 0.1]] * 4, [0, 0, 0, 1]), 3)
+    2.0
     """
     from scipy.optimize import minimize_scalar
 
@@ -213,8 +272,16 @@ def select_members(member_probs, labels, max_members=None) -> list:
 
     Example:
 
-    >>> select_members(val_member_probs, val_labels)
-    [0, 3, 5]
+    Member 2 is wrong on three of the four inputs and is left out:
+
+    >>> member_probs = [
+    ...     [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],
+    ...     [[0.4, 0.6], [0.3, 0.7], [0.6, 0.4]],
+    ...     [[0.7, 0.3], [0.8, 0.2], [0.3, 0.7]],
+    ...     [[0.2, 0.8], [0.45, 0.55], [0.9, 0.1]],
+    ... ]
+    >>> select_members(member_probs, [0, 1, 0, 1])
+    [0, 1]
     """
     member_probs = np.asarray(member_probs, dtype="float64")
     count = member_probs.shape[1]
@@ -233,3 +300,68 @@ def select_members(member_probs, labels, max_members=None) -> list:
         best = min(scores)
         chosen.append(candidates[int(np.argmin(scores))])
     return chosen
+
+
+def pareto_front(trials) -> list:
+    """The completed trials that no other beats on both cost and fidelity.
+
+    A search over bridge architectures trades FLOPs for fidelity (the
+    validation KL to the teacher); the trials worth keeping are those
+    that no other completed trial matches or beats on both while beating
+    it on one. Trials that are not ``"COMPLETED"``, or lack a finite
+    ``flops`` or ``val_kl``, take no part. Needs no matplotlib, so that
+    tuning code can use it; `keras_bridge.plots.pareto` draws it.
+
+    Args:
+        trials: dicts with keys ``"flops"`` (relative to one backbone),
+            ``"val_kl"``, ``"status"`` and ``"trial_id"``.
+
+    Returns:
+        The trials (the same dicts) on the front, by increasing FLOPs
+        (hence decreasing ``val_kl``). Exact duplicates are all kept.
+
+    Example:
+
+    >>> def trial(trial_id, flops, val_kl, status="COMPLETED"):
+    ...     return {"trial_id": trial_id, "flops": flops, "val_kl": val_kl,
+    ...             "status": status}
+    >>> trials = [trial("a", 0.1, 0.30), trial("b", 0.2, 0.35),
+    ...           trial("c", 0.3, 0.10), trial("d", 0.05, None, "FAILED")]
+    >>> [trial["trial_id"] for trial in pareto_front(trials)]
+    ['a', 'c']
+    """
+    done = [trial for trial in _checked_trials(trials) if _placed(trial)]
+
+    def beats(a, b):
+        no_worse = a["flops"] <= b["flops"] and a["val_kl"] <= b["val_kl"]
+        return no_worse and (a["flops"], a["val_kl"]) != (
+            b["flops"],
+            b["val_kl"],
+        )
+
+    front = [t for t in done if not any(beats(o, t) for o in done)]
+    return sorted(front, key=lambda t: (t["flops"], t["val_kl"]))
+
+
+def _checked_trials(trials) -> list:
+    trials = list(trials)
+    for trial in trials:
+        if not isinstance(trial, dict) or "status" not in trial:
+            raise ValueError(
+                "`trials` must be dicts with keys 'flops', 'val_kl', "
+                f"'status' and 'trial_id'; received {trial!r}."
+            )
+    return trials
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _placed(trial) -> bool:
+    """A completed trial with both coordinates, so it can be compared."""
+    return (
+        trial["status"] == "COMPLETED"
+        and _finite(trial.get("flops"))
+        and _finite(trial.get("val_kl"))
+    )

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_bridge import metrics as metrics_lib
+from keras_bridge import plots
 from keras_bridge.training import softmax
 
 
@@ -49,6 +50,36 @@ class CurveProfile:
     def barrier(self) -> float:
         """Largest NLL along the path minus the mean NLL of its ends."""
         return float(self.nll.max() - (self.nll[0] + self.nll[-1]) / 2)
+
+    def plot(self, path=None, metric: str = "nll", ax=None, others=()):
+        """Draws the profile against t (needs matplotlib).
+
+        Args:
+            path: where to save the figure as a PNG; default not saved.
+            metric: ``"nll"`` or ``"accuracy"``.
+            ax: a `matplotlib.axes.Axes` to draw into; default a new
+                figure.
+            others: more `CurveProfile`s for the same axes, e.g. the
+                straight line and the fitted curve between two modes.
+
+        Returns:
+            The `matplotlib.figure.Figure`
+            (`keras_bridge.plots.curve_profile`).
+
+        Example:
+
+        >>> t = np.linspace(0.0, 1.0, 5)
+        >>> line = CurveProfile("line", (0, 1), t,
+        ...     [0.9, 0.6, 0.3, 0.6, 0.9], [0.3, 1.1, 2.2, 1.0, 0.3])
+        >>> curve = CurveProfile("curve", (0, 1), t,
+        ...     [0.9, 0.9, 0.88, 0.9, 0.9], [0.3, 0.32, 0.35, 0.31, 0.3])
+        >>> figure = line.plot(others=[curve])
+        >>> [l.get_label() for l in figure.axes[0].get_lines()]
+        ['line 0 -> 1', 'curve 0 -> 1']
+        """
+        return plots.curve_profile(
+            [self, *others], path=path, metric=metric, ax=ax
+        )
 
     def to_dict(self) -> dict:
         return {

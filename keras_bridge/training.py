@@ -19,6 +19,7 @@ from keras_bridge.curve_model import point_model, to_curve_model
 MODE_SEED_OFFSET = 0
 CURVE_SEED_OFFSET = 1000
 BRIDGE_SEED_OFFSET = 2000
+TUNING_SEED_OFFSET = 3000
 #: A curve whose midpoint's validation accuracy is this much below its
 #: endpoints' mean is reported as poor.
 MIDPOINT_TOLERANCE = 0.02
@@ -156,7 +157,11 @@ def with_random_t(dataset, seed=None) -> tf.data.Dataset:
 
     Example:
 
-    >>> curve_ds = with_random_t(train_ds, seed=0)
+    >>> data = keras_bridge.data.load_digits()
+    >>> curve_ds = with_random_t(data.train, seed=0)
+    >>> (x, t), y = next(iter(curve_ds))
+    >>> tuple(t.shape), bool(keras.ops.all(t == t[0]))  # one t per batch
+    ((64, 1), True)
     """
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 

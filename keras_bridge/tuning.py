@@ -1,0 +1,506 @@
+"""Tuning a bridge head with KerasTuner.
+
+`BridgeHyperModel` is a `keras_tuner.HyperModel` over one bridge: its
+head (the backbone's tail at a reduced width, or a residual conv head),
+the learning rate and the mixup strength. `BridgeEnsemble.tune_bridge`
+runs a search with it and installs the best head; users who want full
+control run any KerasTuner tuner on it themselves.
+
+Cost: only heads within the FLOPs budget enter the default search space
+(each candidate is sized before the search, so no trial is spent on a
+head that cannot be used). A head over budget from a hyperparameter
+space of the user's own is refused with
+`keras_tuner.errors.FailedTrialError` before any training (a failed
+trial, which costs no training but counts towards ``max_trials``).
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_bridge import bridges as bridges_lib
+from keras_bridge import distillation, training
+from keras_bridge import metrics as metrics_lib
+from keras_bridge.graph import feature_model
+from keras_bridge.members import DEFAULT_POINT, BridgeMember, check_point
+
+#: The tuners `BridgeEnsemble.tune_bridge` accepts.
+TUNERS = ("random", "bayesian", "hyperband")
+#: What a search minimises: KL(teacher || bridge) on validation data.
+OBJECTIVE = "val_kl"
+#: Mixup strengths (Beta parameter) the search draws from.
+MIXUP_ALPHAS = (0.0, 0.2, 0.4, 1.0)
+#: Residual head depths the search draws from.
+HEAD_DEPTHS = (1, 2)
+
+
+def _head_config(values: dict) -> dict:
+    """The `fit_bridge` ``head`` argument of a set of hyperparameters."""
+    if values.get("head") == "residual":
+        return {
+            "width": int(values["head_width"]),
+            "depth": int(values.get("head_depth") or 1),
+        }
+    return {"slim": values["tail_slim"]}
+
+
+def default_pair(ensemble) -> tuple:
+    """The curve a tuned bridge reads by default: the anchor mode's first
+    fitted curve, else the first fitted curve."""
+    own = [p for p in sorted(ensemble.curves) if p[0] == ensemble.anchor]
+    return (own or sorted(ensemble.curves))[0]
+
+
+class BridgeHyperModel(keras_tuner.HyperModel):
+    """A KerasTuner hypermodel over one bridge of a `BridgeEnsemble`.
+
+    Each model it builds is a `keras_bridge.distillation.BridgeDistiller`
+    training one fresh head against the bridge's teacher (the curve
+    network at ``point``); its logs are ``kl``, ``agreement`` and their
+    ``val_`` twins, so the objective is
+    ``keras_tuner.Objective("val_kl", "min")``.
+
+    Hyperparameters (named for what they change):
+
+    - ``head``: ``"tail"`` (the backbone's layers after the feature layer,
+      rebuilt at 1/``tail_slim`` width) or ``"residual"`` (a residual
+      conv head of ``head_width`` channels and ``head_depth`` blocks,
+      offered for the widths where two blocks fit the budget);
+    - ``learning_rate``: Adam's initial learning rate (cosine decay to 0
+      over the trial's epochs);
+    - ``mixup_alpha``: Beta parameter of input mixup, 0 for none.
+
+    The default choices of ``tail_slim`` and ``head_width`` hold only
+    heads that fit ``max_flops``; a head over budget (from a space of your
+    own) raises `keras_tuner.errors.FailedTrialError` in `fit`, before
+    training.
+    The ensemble is not changed until `install` is called.
+
+    Args:
+        ensemble: a `BridgeEnsemble` with fitted curves.
+        data: training data (``x`` or ``(x, y)``); recalibrates the
+            teacher's BatchNorm statistics (unless `fit_bridge` already
+            made that curve point) and sets the steps of the learning-rate
+            schedule.
+        kind: ``"type1"`` or ``"type2"``.
+        pair: the fitted curve; default the anchor mode's first curve.
+        point: the curve point r the bridge imitates.
+        max_flops: the most the head may cost, as a fraction of one
+            backbone pass; default 0.12 per feature map it reads.
+
+    Example:
+
+    >>> import keras_tuner, tempfile
+    >>> hypermodel = kb.tuning.BridgeHyperModel(ens, data.train)
+    >>> tuner = keras_tuner.RandomSearch(hypermodel,
+    ...     objective=keras_tuner.Objective("val_kl", "min"), max_trials=2,
+    ...     directory=tempfile.mkdtemp())
+    >>> tuner.search(data.train, validation_data=data.validation,
+    ...     epochs=1, verbose=0)
+    >>> hypermodel.install(tuner.get_best_models(1)[0])
+    >>> hypermodel.member in ens.bridges
+    True
+    """
+
+    def __init__(
+        self,
+        ensemble,
+        data,
+        kind: str = "type1",
+        pair=None,
+        point: float = DEFAULT_POINT,
+        max_flops=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        point = check_point(point)
+        pairs = None if pair is None else [pair]
+        pairs, _ = bridges_lib.check_request(
+            kind, pairs, (point,), ensemble.curves, len(ensemble.modes),
+            max_flops,
+        )  # fmt: skip
+        pair = default_pair(ensemble) if pair is None else pairs[0]
+        data, self.steps_per_epoch = ensemble._data(
+            data, "data", "tune_bridge", needs_labels=False
+        )
+        self.ensemble = ensemble
+        self.member = BridgeMember(kind, pair, point)
+        self.max_flops = bridges_lib.check_budget(
+            max_flops, len(self.member.sources)
+        )
+        self.teacher = ensemble._points.get((pair, point))
+        if self.teacher is None:
+            self.teacher = training.curve_point(
+                ensemble.curves[pair], point, ensemble.backbone, data
+            )
+        self._trunks = {
+            i: feature_model(
+                ensemble.modes[i], ensemble.feature_index, name=f"trunk_{i}"
+            )
+            for i in self.member.sources
+        }
+        self._sample = next(iter(data.take(1)))
+        self._sample = (
+            self._sample[0] if isinstance(self._sample, tuple) else self._sample
+        )[:1]
+        self._costs = {}
+        self.slims, self.widths, self.deep_widths = self._space()
+
+    def cost(self, head: dict) -> float:
+        """FLOPs of the head ``head`` (a `fit_bridge` ``head`` dict),
+        relative to one backbone pass; ``inf`` if it cannot be built."""
+        key = tuple(sorted(head.items()))
+        if key not in self._costs:
+            try:
+                *_, cost, _ = bridges_lib.size_head(
+                    self.ensemble.backbone,
+                    self.ensemble.feature_layer,
+                    len(self.member.sources),
+                    self.member.conditioned,
+                    head,
+                    float("inf"),
+                )
+            except ValueError:
+                cost = float("inf")
+            self._costs[key] = cost
+        return self._costs[key]
+
+    def _space(self):
+        """The tail slims and residual widths (at depth 1, and at depth 2)
+        that fit the budget."""
+        slims = [
+            slim
+            for slim in bridges_lib.TAIL_SLIMS
+            if self.cost({"slim": slim}) <= self.max_flops
+        ]
+        channels = int(
+            self.ensemble.backbone.get_layer(self.ensemble.feature_layer)
+            .output.shape[-1]
+        )  # fmt: skip
+        widths = [
+            width
+            for width in bridges_lib.residual_widths(channels)
+            if self.cost({"width": width, "depth": 1}) <= self.max_flops
+        ]
+        deep_widths = [
+            width
+            for width in widths
+            if self.cost({"width": width, "depth": 2}) <= self.max_flops
+        ]
+        if not slims and not widths:
+            raise ValueError(
+                f"No bridge head fits `max_flops`={self.max_flops:g} (a "
+                "fraction of one backbone pass). Raise `max_flops`, or "
+                "choose an earlier `feature_layer`."
+            )
+        return slims, widths, deep_widths
+
+    def declare(self, hp) -> dict:
+        """Declares the hyperparameters on ``hp``; returns their values."""
+        families = (["tail"] if self.slims else []) + (
+            ["residual"] if self.widths else []
+        )
+        hp.Choice("head", families)
+        if self.slims:
+            with hp.conditional_scope("head", "tail"):
+                hp.Choice("tail_slim", self.slims)
+        if self.widths:
+            with hp.conditional_scope("head", "residual"):
+                hp.Choice("head_width", self.widths)
+                if self.deep_widths:
+                    with hp.conditional_scope("head_width", self.deep_widths):
+                        hp.Choice("head_depth", HEAD_DEPTHS)
+        hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=2e-3)
+        hp.Choice("mixup_alpha", MIXUP_ALPHAS, default=0.4)
+        return hp.values
+
+    def build(self, hp) -> keras.Model:
+        """A `BridgeDistiller` with a fresh head chosen by ``hp``; its
+        ``head_cost`` is the head's FLOPs relative to one backbone."""
+        values = self.declare(hp)
+        head = _head_config(values)
+        first, *_ = bridges_lib.size_head(
+            self.ensemble.backbone,
+            self.ensemble.feature_layer,
+            len(self.member.sources),
+            self.member.conditioned,
+            head,
+            float("inf"),
+            name=bridges_lib.head_name(self.member),
+        )
+        distiller = distillation.BridgeDistiller(
+            self._trunks,
+            [
+                {
+                    "head": first,
+                    "sources": self.member.sources,
+                    "teachers": [self.teacher],
+                    "points": [self.member.point],
+                }
+            ],
+            mixup_alpha=values["mixup_alpha"],
+        )
+        distiller(self._sample)  # builds the head before weights load
+        distiller.head_cost = self.cost(head)
+        return distiller
+
+    def fit(self, hp, model, *args, **kwargs):
+        """Compiles ``model`` for the trial's epochs and trains it; a head
+        over budget is refused first (`FailedTrialError`)."""
+        cost = getattr(model, "head_cost", 0.0)
+        if cost > self.max_flops:
+            raise keras_tuner.errors.FailedTrialError(
+                f"The head {_head_config(hp.values)} costs {cost:.3f}x of "
+                f"one backbone pass, over `max_flops`={self.max_flops:g}."
+            )
+        epochs = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
+        model.compile(
+            optimizer=training.make_optimizer(
+                None, max(epochs, 1), self.steps_per_epoch,
+                hp.get("learning_rate"),
+            ),
+            jit_compile=False,
+        )  # fmt: skip
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        callbacks.append(training.StopOnNonFinite("tune_bridge"))
+        kwargs["shuffle"] = False  # datasets come shuffled
+        return model.fit(*args, callbacks=callbacks, **kwargs)
+
+    def install(self, model) -> None:
+        """Makes the head of ``model`` (built by this hypermodel, e.g.
+        ``tuner.get_best_models(1)[0]``) the ensemble's bridge."""
+        heads = getattr(model, "heads", None)
+        if not heads or heads[0].name != bridges_lib.head_name(self.member):
+            raise ValueError(
+                "`model` must be a model built by this hypermodel (a "
+                "BridgeDistiller of the bridge "
+                f"{self.member.name!r}); received {model!r}."
+            )
+        training.check_finite_weights(heads[0], "tune_bridge")
+        self.ensemble._install_bridge(self.member, heads[0], self.teacher)
+
+
+@dataclasses.dataclass
+class TuningResult:
+    """What `BridgeEnsemble.tune_bridge` found.
+
+    Attributes:
+        member: the name of the tuned bridge.
+        trials: one dict per trial: ``trial_id``, ``status``
+            (``"COMPLETED"``, ``"FAILED"``, ...), ``hyperparameters``,
+            ``flops`` (the head's cost relative to one backbone pass),
+            ``epochs``, ``val_kl`` (best epoch) and ``val_agreement`` (at
+            that epoch).
+        pareto: the completed trials no other completed trial beats on
+            both FLOPs and val KL, by increasing FLOPs.
+        best: the trial whose head was installed.
+        fit_kwargs: the best hyperparameters as `fit_bridge` keyword
+            arguments (``head``, ``learning_rate``, ``mixup_alpha``,
+            ``max_flops``), to train other bridges the same way.
+        seconds: wall time of the search.
+
+    Example:
+
+    >>> result = TuningResult("type1_0-1@0.5", [], [], {}, {}, 0.0)
+    >>> result.completed
+    []
+    """
+
+    member: str
+    trials: list
+    pareto: list
+    best: dict
+    fit_kwargs: dict
+    seconds: float
+
+    @property
+    def completed(self) -> list:
+        """The trials that trained to the end."""
+        return [t for t in self.trials if t["status"] == "COMPLETED"]
+
+    def plot(self, path=None, ax=None):
+        """The Pareto front of FLOPs vs val KL (`keras_bridge.plots.pareto`);
+        saved as a PNG when ``path`` is given."""
+        from keras_bridge import plots
+
+        return plots.pareto(self.trials, self.pareto, path=path, ax=ax)
+
+    def __str__(self) -> str:
+        lines = [
+            f"Tuning of {self.member}: {len(self.completed)} of "
+            f"{len(self.trials)} trials completed in {self.seconds:.0f} s",
+            f"{'trial':>6} {'status':>10} {'FLOPs':>6} {'val KL':>8} "
+            f"{'agree':>6}  hyperparameters",
+        ]
+        for trial in self.trials:
+            mark = "*" if trial is self.best else " "
+            lines.append(
+                f"{trial['trial_id']:>5}{mark} {trial['status']:>10} "
+                f"{_fmt(trial['flops'], '{:.3f}')} "
+                f"{_fmt(trial['val_kl'], '{:8.4f}')} "
+                f"{_fmt(trial['val_agreement'], '{:6.4f}')}  "
+                f"{trial['hyperparameters']}"
+            )
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _fmt(value, spec) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def _trial_row(trial, hypermodel, epochs) -> dict:
+    values = dict(trial.hyperparameters.values)
+    epochs = values.pop("tuner/epochs", epochs)
+    for key in [k for k in values if k.startswith("tuner/")]:
+        values.pop(key)
+    row = {
+        "trial_id": trial.trial_id,
+        "status": str(trial.status),
+        "hyperparameters": values,
+        "flops": None,
+        "epochs": epochs,
+        "val_kl": None,
+        "val_agreement": None,
+    }
+    if "head" in values:
+        cost = hypermodel.cost(_head_config(values))
+        row["flops"] = None if np.isinf(cost) else float(cost)
+    if trial.status == "COMPLETED" and trial.metrics.exists(OBJECTIVE):
+        step = trial.metrics.get_best_step(OBJECTIVE)
+        row["val_kl"] = float(trial.metrics.get_best_value(OBJECTIVE))
+        if trial.metrics.exists("val_agreement"):
+            for observation in trial.metrics.get_history("val_agreement"):
+                if observation.step == step:
+                    row["val_agreement"] = float(observation.mean())
+    if trial.message and row["status"] != "COMPLETED":
+        row["message"] = trial.message.strip().splitlines()[-1]
+    return row
+
+
+def _tuner(name, hypermodel, max_trials, epochs, directory, options):
+    common = {
+        "objective": keras_tuner.Objective(OBJECTIVE, "min"),
+        "directory": directory,
+        "project_name": hypermodel.member.name.replace("@", "_at_"),
+        "max_consecutive_failed_trials": max_trials,
+        **options,
+    }
+    if name == "hyperband":
+        tuner = keras_tuner.Hyperband(
+            hypermodel, max_epochs=epochs, factor=3, **common
+        )
+        tuner.oracle.max_trials = max_trials
+        return tuner
+    search = {
+        "random": keras_tuner.RandomSearch,
+        "bayesian": keras_tuner.BayesianOptimization,
+    }[name]
+    return search(hypermodel, max_trials=max_trials, **common)
+
+
+def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:
+    """Validates the search arguments of `BridgeEnsemble.tune_bridge`."""
+    if tuner not in TUNERS:
+        raise ValueError(
+            f"`tuner` must be one of {TUNERS}; received tuner={tuner!r}."
+        )
+    for value, name in ((max_trials, "max_trials"), (epochs, "epochs")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(
+                f"`{name}` must be an integer >= 1; received {name}={value!r}."
+            )
+        if value < 1:
+            raise ValueError(
+                f"`{name}` must be an integer >= 1; received {name}={value!r}."
+            )
+    if directory is not None and os.path.isfile(directory):
+        raise ValueError(
+            f"`directory` must be a folder; {directory!r} is a file."
+        )
+    if not isinstance(overwrite, bool):
+        raise ValueError(
+            f"`overwrite` must be True or False; received {overwrite!r}."
+        )
+
+
+def search(hypermodel, data, validation_data, options):
+    """Runs a KerasTuner search over ``hypermodel``'s bridge.
+
+    Args:
+        hypermodel: a `BridgeHyperModel`.
+        data, validation_data: checked, batched datasets.
+        options: ``tuner``, ``max_trials``, ``epochs``, ``directory``,
+            ``overwrite``, ``seed`` and ``verbose`` of
+            `BridgeEnsemble.tune_bridge`.
+
+    Returns:
+        ``(result, model)``: the `TuningResult` and the best trial's
+        trained distiller (its head is the best head), not yet installed.
+
+    Raises:
+        RuntimeError: when no trial completed.
+    """
+    directory = options["directory"]
+    temporary = directory is None
+    if temporary:
+        directory = tempfile.mkdtemp(prefix="tune_bridge-")
+    verbose = options["verbose"]
+    epochs = options["epochs"]
+    try:
+        if options["seed"] is not None:
+            keras.utils.set_random_seed(options["seed"])
+        started = time.perf_counter()
+        found = _tuner(
+            options["tuner"], hypermodel, options["max_trials"], epochs,
+            directory, {"overwrite": options["overwrite"],
+                        "seed": options["seed"]},
+        )  # fmt: skip
+        found.search(
+            data, validation_data=validation_data, epochs=epochs,
+            verbose=1 if verbose == "auto" else int(verbose),
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        trials = [
+            _trial_row(trial, hypermodel, epochs)
+            for trial in sorted(
+                found.oracle.trials.values(), key=lambda t: int(t.trial_id)
+            )
+        ]
+        best_trials = found.oracle.get_best_trials(1)
+        if not best_trials:
+            reasons = {t.get("message") for t in trials} - {None}
+            raise RuntimeError(
+                f"No trial of the search completed ({len(trials)} tried): "
+                f"{'; '.join(sorted(reasons)) or 'no trial ran'}."
+            )
+        model = found.load_model(best_trials[0])
+    finally:
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+    best = next(t for t in trials if t["trial_id"] == best_trials[0].trial_id)
+    return _result(hypermodel, trials, best, seconds), model
+
+
+def _result(hypermodel, trials, best, seconds) -> TuningResult:
+    values = best["hyperparameters"]
+    return TuningResult(
+        member=hypermodel.member.name,
+        trials=trials,
+        pareto=metrics_lib.pareto_front(trials),
+        best=best,
+        fit_kwargs={
+            "head": _head_config(values),
+            "learning_rate": float(values["learning_rate"]),
+            "mixup_alpha": float(values["mixup_alpha"]),
+            "max_flops": hypermodel.max_flops,
+        },
+        seconds=seconds,
+    )

@@ -1,0 +1,157 @@
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import keras_bridge as kb
+from keras_bridge import bridges, tuning
+from keras_bridge.distillation import kl_divergence
+from keras_bridge.graph import feature_model
+
+
+def _val_kl(ens, member, data):
+    """KL(teacher || bridge) as Keras' ``val_kl`` averages it: the mean
+    over validation batches of each batch's mean."""
+    teacher = ens._points[(member.pair, member.point)]
+    trunk = feature_model(ens.modes[member.sources[0]], ens.feature_index)
+    head = ens.bridges[member]
+    kls = []
+    for x, _ in data:
+        kls.append(
+            float(kl_divergence(teacher(x), head(trunk(x), training=False)))
+        )
+    return float(np.mean(kls))
+
+
+@pytest.mark.large
+def test_search_installs_the_best_completed_head(
+    trained_ensemble, digits, tmp_path
+):
+    ens, _ = trained_ensemble
+    result = ens.tune_bridge(
+        digits.train,
+        digits.validation,
+        tuner="random",
+        max_trials=3,
+        epochs=2,
+        directory=str(tmp_path),
+        verbose=0,
+    )
+    completed = result.completed
+    assert len(result.trials) == 3 and len(completed) >= 2
+    assert all(t["flops"] <= bridges.DEFAULT_MAX_FLOPS for t in completed)
+    assert result.best["val_kl"] == min(t["val_kl"] for t in completed)
+    member = kb.members.BridgeMember("type1", (0, 1), 0.5)
+    assert result.member == member.name and member in ens.bridges
+    # The installed head is the best trial's best epoch.
+    measured = _val_kl(ens, member, digits.validation)
+    assert measured == pytest.approx(result.best["val_kl"], rel=1e-4)
+    # The front holds exactly the completed trials no other one beats.
+    front = [t["trial_id"] for t in result.pareto]
+    for trial in completed:
+        beaten = any(
+            o["flops"] <= trial["flops"]
+            and o["val_kl"] <= trial["val_kl"]
+            and (o["flops"], o["val_kl"]) != (trial["flops"], trial["val_kl"])
+            for o in completed
+        )
+        assert (trial["trial_id"] in front) == (not beaten)
+    # Other bridges train the same way from the best hyperparameters.
+    kwargs = result.fit_kwargs
+    assert set(kwargs) == {"head", "learning_rate", "mixup_alpha", "max_flops"}
+    # A second call with the same directory resumes: no trial reruns.
+    again = ens.tune_bridge(
+        digits.train, digits.validation, tuner="random", max_trials=3,
+        epochs=2, directory=str(tmp_path), verbose=0,
+    )  # fmt: skip
+    assert sorted(t["trial_id"] for t in again.trials) == sorted(
+        t["trial_id"] for t in result.trials
+    )
+    assert again.best["val_kl"] == result.best["val_kl"]
+
+
+def test_search_space_holds_exactly_the_heads_within_budget(
+    trained_ensemble, digits
+):
+    ens, _ = trained_ensemble
+    budget = 0.05
+    hypermodel = tuning.BridgeHyperModel(ens, digits.train, max_flops=budget)
+    for slim in bridges.TAIL_SLIMS:
+        fits = hypermodel.cost({"slim": slim}) <= budget
+        assert (slim in hypermodel.slims) == fits
+    assert hypermodel.slims  # the tail at some width fits 5 %
+    for width in hypermodel.widths:
+        assert hypermodel.cost({"width": width, "depth": 1}) <= budget
+    for width in hypermodel.deep_widths:
+        assert hypermodel.cost({"width": width, "depth": 2}) <= budget
+
+
+def test_a_head_over_budget_fails_its_trial_before_training(
+    trained_ensemble, digits
+):
+    ens, _ = trained_ensemble
+    hypermodel = tuning.BridgeHyperModel(ens, digits.train, max_flops=0.05)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("head", "residual")
+    hp.Fixed("head_width", 64)
+    hp.Fixed("head_depth", 2)
+    model = hypermodel.build(hp)
+    cost = hypermodel.cost({"width": 64, "depth": 2})
+    assert cost > 0.05 and model.head_cost == cost
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="max_flops"):
+        hypermodel.fit(hp, model, digits.train, epochs=1, verbose=0)
+    after = [w.numpy() for w in model.trainable_weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert f"{cost:.3f}x" in str(
+        pytest.raises(
+            keras_tuner.errors.FailedTrialError,
+            hypermodel.fit, hp, model, digits.train, epochs=1, verbose=0,
+        ).value
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"tuner": "grid"}, "tuner"),
+        ({"max_trials": 0}, "max_trials"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"max_flops": -1}, "max_flops"),
+        ({"max_flops": 1e-6}, "max_flops"),
+        ({"kind": "type3"}, "kind"),
+        ({"pair": (0, 5)}, "pair"),
+    ],
+)
+def test_bad_search_arguments_leave_the_ensemble_as_it_was(
+    bridged_ensemble, digits, kwargs, argument
+):
+    ens = bridged_ensemble
+    before = dict(ens.bridges)
+    with pytest.raises(ValueError, match=argument):
+        ens.tune_bridge(digits.train, digits.validation, verbose=0, **kwargs)
+    assert ens.bridges == before
+
+
+def test_validation_data_is_required(bridged_ensemble, digits):
+    with pytest.raises(ValueError, match="validation_data"):
+        bridged_ensemble.tune_bridge(digits.train, None)
+
+
+def test_installing_a_foreign_model_is_refused(trained_ensemble, digits):
+    ens, _ = trained_ensemble
+    hypermodel = tuning.BridgeHyperModel(ens, digits.train)
+    foreign = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="built by this hypermodel"):
+        hypermodel.install(foreign)
+    assert not ens.bridges
+
+
+def test_default_pair_is_the_anchors_first_curve():
+    class Fake:
+        curves = {(0, 1): None, (2, 0): None, (2, 1): None}
+        anchor = 2
+
+    assert tuning.default_pair(Fake) == (2, 0)
+    Fake.anchor = 1
+    assert tuning.default_pair(Fake) == (0, 1)
