@@ -1,7 +1,16 @@
 """keras-bridge: cheap deep ensembles through mode-connecting bridges."""
 
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0]) == "keras-bridge":
+    # The command's own lines should not drown in TensorFlow's C++ logs;
+    # this must be set before TensorFlow loads. A user's setting wins.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_bridge import (
     bridges,
+    config,
     curves,
     data,
     evaluation,
@@ -13,8 +22,10 @@ from keras_bridge import (
     members,
     metrics,
     models,
+    plots,
     saving,
     splitting,
+    tuning,
 )
 from keras_bridge.curve_model import (
     point_model,
@@ -31,6 +42,7 @@ __all__ = [
     "CurveProfile",
     "__version__",
     "bridges",
+    "config",
     "curves",
     "data",
     "evaluation",
@@ -43,9 +55,11 @@ __all__ = [
     "members",
     "metrics",
     "models",
+    "plots",
     "point_model",
     "recalibrate_batchnorm",
     "saving",
     "splitting",
     "to_curve_model",
+    "tuning",
 ]

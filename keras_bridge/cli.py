@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -31,81 +30,121 @@ def _count(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(
-            f"must be a number > 0; received {text!r}"
-        )
-    return value
-
-
-def _depth(text: str) -> int:
-    value = _count(8)(text)
-    if (value - 2) % 6:
-        raise argparse.ArgumentTypeError(
-            f"must be 6 n + 2 (8, 14, 20, 32, ...); received {text!r}"
-        )
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="keras-bridge",
-        description="Cheap deep ensembles: modes, curves and bridges.",
+        description=(
+            "Cheap deep ensembles for Keras: train modes, fit curves "
+            "between them, distil bridges, report, export."
+        ),
     )
     parser.add_argument(
         "--version", action="version", version=f"keras-bridge {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run",
-        help="train and evaluate an ensemble end to end on a dataset",
+    quiet = _Parser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="print errors only")
+    commands.add_parser(
+        "demo",
+        parents=[quiet],
+        help="the whole pipeline on the bundled digits in ~3 minutes",
         description=(
-            "Trains the modes, fits curves between them, trains Type I and "
-            "Type II bridges, prints the curve profiles and the ensemble "
-            "report, saves the ensemble and exports it for TF Serving and "
-            "ONNX, on the bundled digits data by default."
+            "Runs the whole pipeline on the bundled digits with a quick "
+            "preset (3 modes) and prints the report; writes runs/demo "
+            "(or runs/demo-2, ...)."
         ),
     )
-    run.add_argument(
-        "--dataset",
-        default="digits",
-        help="'digits' (bundled, default) or a prepared TFDS name",
+    for name, what in (
+        ("run", "train, evaluate and export an ensemble from a config"),
+        ("tune", "as run, with the Type I head tuned by KerasTuner first"),
+    ):
+        command = commands.add_parser(
+            name,
+            parents=[quiet],
+            help=what,
+            description=(
+                f"{what[0].upper()}{what[1:]}. Without CONFIG, the defaults"
+                " (bundled digits); see --print-config. Writes a new run "
+                "folder: config.yaml, report.md, report.json, plots, "
+                "ensemble.keras and the exports."
+            ),
+        )
+        command.add_argument(
+            "config", nargs="?", help="YAML config (keys: --print-config)"
+        )
+        command.add_argument(
+            "--output", help="run folder; overrides the config's `output`"
+        )
+        command.add_argument(
+            "--print-config",
+            action="store_true",
+            help="print the config that would run (defaults filled) and exit",
+        )
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[quiet],
+        help="report of a saved ensemble on a dataset",
+        description=(
+            "Scores a saved ensemble on the test split of a dataset, "
+            "calibrated on its validation split, and writes report.md, "
+            "report.json and plots to a new run folder."
+        ),
     )
-    run.add_argument("--data-dir", default=None, help="TFDS data_dir")
-    run.add_argument(
-        "--num-modes", type=_count(2), default=3, help="modes to train (>= 2)"
-    )
-    run.add_argument(
-        "--depth", type=_depth, default=8, help="ResNet depth, 6n + 2"
-    )
-    run.add_argument(
-        "--width", type=_positive_float, default=0.5, help="ResNet width"
-    )
-    run.add_argument(
-        "--epochs", type=_count(1), default=20, help="epochs per mode/curve"
-    )
-    run.add_argument(
-        "--bridge-epochs", type=_count(1), default=60, help="bridge epochs"
-    )
-    run.add_argument("--batch-size", type=_count(1), default=64)
-    run.add_argument("--seed", type=_count(0), default=0)
-    run.add_argument(
+    evaluate.add_argument("ensemble", help="an ensemble.keras file")
+    _data_arguments(evaluate)
+    evaluate.add_argument(
         "--output",
-        default="runs/digits",
-        help=(
-            "folder for the report (report.json, report.md), the saved "
-            "ensemble (ensemble.keras), the SavedModel "
-            "(serving/<dataset>/<version>) and ONNX model (model.onnx); "
-            "when it holds an earlier run, a new folder <output>-2, -3, ... "
-            "is used instead"
+        default=None,
+        help="run folder (default runs/<dataset>-eval)",
+    )
+    export = commands.add_parser(
+        "export",
+        parents=[quiet],
+        help="export a saved ensemble for serving",
+        description=(
+            "Exports a saved ensemble as one multi-output model: a TF "
+            "Serving SavedModel version folder, or an .onnx file."
         ),
+    )
+    export.add_argument("ensemble", help="an ensemble.keras file")
+    export.add_argument(
+        "path", help="SavedModel version folder (e.g. serving/m/1) or file"
+    )
+    export.add_argument(
+        "--format",
+        choices=export_formats(),
+        default="tf_saved_model",
+        help="export format (default tf_saved_model)",
+    )
+    export.add_argument(
+        "--members",
+        default=None,
+        help="comma-separated member names to serve (default all)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing path"
     )
     return parser
+
+
+def export_formats() -> tuple:
+    from keras_bridge.export import FORMATS
+
+    return FORMATS
+
+
+def _data_arguments(parser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (bundled), fashion_mnist, or a prepared TFDS name",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="fashion_mnist / TFDS data folder"
+    )
+    parser.add_argument(
+        "--batch-size", type=_count(1), default=64, help="batch size"
+    )
 
 
 def run_folder(output: str) -> str:
@@ -132,96 +171,121 @@ def run_folder(output: str) -> str:
     return candidate
 
 
-def run(args) -> dict:
-    import keras_bridge as kb
+def _verbosity(args) -> int:
+    """0 with --quiet; progress bars on a terminal; else a line per epoch
+    (no escape codes in log files)."""
+    if getattr(args, "quiet", False):
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
-    if args.dataset == "digits":
-        data = kb.data.load_digits(batch_size=args.batch_size, seed=args.seed)
+
+def _config(args):
+    from keras_bridge import config as config_lib
+
+    if args.command == "demo":
+        config = config_lib.parse(config_lib.DEMO)
+    elif args.config is None:
+        config = config_lib.parse({})
     else:
-        data = kb.data.load_tfds(
-            args.dataset, batch_size=args.batch_size, data_dir=args.data_dir
-        )
-    args.output = run_folder(args.output)
-    print(f"Writing this run to {args.output}")
-    backbone = kb.models.resnet(
-        data.input_shape, data.num_classes, depth=args.depth, width=args.width
+        config = config_lib.load(args.config)
+    changes = {}
+    if getattr(args, "output", None):
+        changes["output"] = args.output
+    if args.command == "tune":
+        changes["tuning"] = config.tuning.model_copy(update={"enabled": True})
+    return config.model_copy(update=changes)
+
+
+def run(args) -> dict:
+    """``demo``, ``run`` and ``tune``: the pipeline into a new run folder."""
+    from keras_bridge import config as config_lib
+    from keras_bridge import pipeline
+
+    config = _config(args)
+    if getattr(args, "print_config", False):
+        print(config_lib.dump(config), end="")
+        return {}
+    folder = run_folder(config.output_folder)
+    verbose = _verbosity(args)
+    if verbose:
+        print(f"Writing this run to {folder}")
+    return pipeline.run(config, folder, verbose)
+
+
+def evaluate(args) -> dict:
+    """``evaluate``: a saved ensemble's report into a new run folder."""
+    from keras_bridge import config as config_lib
+    from keras_bridge import pipeline
+    from keras_bridge.ensemble import BridgeEnsemble
+
+    data_config = config_lib.DataConfig(
+        name=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size
     )
-    ens = kb.BridgeEnsemble(backbone, num_modes=args.num_modes, seed=args.seed)
-    ens.fit_modes(
-        data.train, epochs=args.epochs, validation_data=data.validation
-    )
-    print("Straight line from the anchor (before curve training):")
-    line = ens.curve_profile(data.test, bn_data=data.train)
-    print(line)
-    ens.fit_curves(data.train, validation_data=data.validation)
-    report = {"line": line.to_dict(), "curves": []}
-    for pair in sorted(ens.curves):
-        profile = ens.curve_profile(data.test, pair=pair, bn_data=data.train)
-        print(profile)
-        report["curves"].append(profile.to_dict())
-    ens.fit_bridge(
-        data.train,
-        kind="type1",
-        epochs=args.bridge_epochs,
-        validation_data=data.validation,
-    )
-    ens.fit_bridge(  # on the anchor's first curve
-        data.train,
-        kind="type2",
-        pairs=[next(iter(ens.curves))],
-        epochs=args.bridge_epochs,
-        validation_data=data.validation,
-    )
-    evaluation = ens.evaluate(data.test, calibration_data=data.validation)
-    print(evaluation)
-    report["evaluation"] = evaluation.to_dict()
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, "report.json")
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2, default=_jsonable)
-    with open(os.path.join(args.output, "report.md"), "w") as handle:
-        handle.write(evaluation.to_markdown() + "\n")
-    print(f"Report written to {path} and report.md")
-    ens.save(os.path.join(args.output, "ensemble.keras"))
-    base = os.path.join(args.output, "serving", args.dataset)
-    ens.export(os.path.join(base, str(_next_version(base))))
-    try:
-        ens.export(
-            os.path.join(args.output, "model.onnx"),
-            format="onnx",
-            overwrite=True,
-        )
-    except ImportError as error:
-        print(f"ONNX export skipped: {error}")
+    ens = BridgeEnsemble.load(_existing(args.ensemble, "ENSEMBLE"))
+    data = pipeline.load_data(data_config, seed=0)
+    name = args.dataset.replace("/", "_")
+    folder = run_folder(args.output or f"runs/{name}-eval")
+    verbose = _verbosity(args)
+    if verbose:
+        print(f"Writing this evaluation to {folder}")
+    report = pipeline.evaluate(ens, data, folder, verbose=verbose)
+    report["ensemble"] = os.path.abspath(args.ensemble)
+    with open(os.path.join(folder, "report.json"), "w") as handle:
+        json.dump(report, handle, indent=2, default=pipeline._jsonable)
     return report
 
 
-def _next_version(base: str) -> int:
-    """The version folder after the highest one in ``base`` (TF Serving
-    serves the highest), so earlier exports are kept."""
-    if not os.path.isdir(base):
-        return 1
-    versions = [int(name) for name in os.listdir(base) if name.isdigit()]
-    return max(versions, default=0) + 1
+def export(args) -> str:
+    """``export``: a saved ensemble as a SavedModel or ONNX file."""
+    from keras_bridge.ensemble import BridgeEnsemble
+
+    ens = BridgeEnsemble.load(_existing(args.ensemble, "ENSEMBLE"))
+    members = None
+    if args.members:
+        members = [m.strip() for m in args.members.split(",") if m.strip()]
+    return ens.export(
+        args.path,
+        format=args.format,
+        members=members,
+        overwrite=args.overwrite,
+        verbose=not args.quiet,
+    )
 
 
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return list(value)
-    return float(value)
+def _existing(path: str, argument: str) -> str:
+    if not os.path.isfile(path):
+        raise ValueError(f"`{argument}` {path!r} is not a file.")
+    return path
+
+
+COMMANDS = {
+    "demo": run,
+    "run": run,
+    "tune": run,
+    "evaluate": evaluate,
+    "export": export,
+}
 
 
 def main(argv=None) -> int:
-    """Runs the command; a bad argument or input gives one line on stderr
-    and exit status 2, never a traceback."""
+    """Runs the command; a bad argument, config or input gives one line on
+    stderr and exit status 2, never a traceback."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            run(args)
-    except (ValueError, OSError, FloatingPointError) as error:
+        COMMANDS[args.command](args)
+    except (
+        ValueError,
+        OSError,
+        FloatingPointError,
+        ImportError,
+        RuntimeError,
+    ) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"keras-bridge: error: {first}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("keras-bridge: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

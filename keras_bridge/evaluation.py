@@ -81,16 +81,16 @@ class EnsembleReport:
         self.rows = rows
         self.bridges = bridges
 
-    def plot(self, kind: str = "flops", path=None, **kwargs):
+    def plot(self, path=None, kind: str = "flops", **kwargs):
         """Draws the report (needs matplotlib).
 
         Args:
+            path: where to save the figure as a PNG; default not saved.
             kind: ``"flops"``: each metric against relative FLOPs, a line
                 per family of configurations
                 (`keras_bridge.plots.flops_tradeoff`); ``"reliability"``:
                 the reliability diagram of chosen rows
                 (`keras_bridge.plots.reliability`).
-            path: where to save the figure as a PNG; default not saved.
             **kwargs: passed on to the plot function (``metrics``,
                 ``names``, ``ax``).
 
@@ -107,7 +107,7 @@ class EnsembleReport:
         ...      {"name": "Single + 1 Type I", "members": 2, "flops": 1.1,
         ...       "accuracy": 0.91, "nll": 0.30}],
         ...     bridges=[])
-        >>> figure = report.plot("flops", metrics=("accuracy", "cnll"))
+        >>> figure = report.plot(kind="flops", metrics=("accuracy", "cnll"))
         >>> [axes.get_ylabel() for axes in figure.axes]
         ['accuracy', 'NLL']
         """
@@ -117,8 +117,8 @@ class EnsembleReport:
         }
         if kind not in kinds:
             raise ValueError(
-                f"`kind` must be one of {sorted(kinds)}; received {kind!r}"
-                " (to save the figure, pass `path=`)."
+                f"`kind` must be one of {sorted(kinds)}; received "
+                f"kind={kind!r}."
             )
         return kinds[kind](self, path=path, **kwargs)
 

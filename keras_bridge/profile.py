@@ -33,12 +33,16 @@ class CurveProfile:
         self.nll = np.asarray(nll, dtype="float64")
 
     @classmethod
-    def measure(cls, kind, pair, num_points, x, y, point_at) -> "CurveProfile":
+    def measure(
+        cls, kind, pair, num_points, x, y, point_at, verbose=1
+    ) -> "CurveProfile":
         """Scores ``point_at(t)`` (a model giving logits) on ``(x, y)`` at
         ``num_points`` evenly spaced t, with a progress bar."""
         ts = np.linspace(0.0, 1.0, num_points)
         accuracy, nll = [], []
-        progress = keras.utils.Progbar(num_points, unit_name="point")
+        progress = keras.utils.Progbar(
+            num_points, unit_name="point", verbose=verbose
+        )
         for t in ts:
             probabilities = softmax(point_at(float(t)).predict(x, verbose=0))
             accuracy.append(metrics_lib.accuracy(probabilities, y))

@@ -21,8 +21,9 @@ class ReportingMixin:
     `BridgeEnsemble`."""
 
     def curve_profile(
-        self, data, pair=None, num_points: int = 11, bn_data=None
-    ) -> CurveProfile:
+        self, data, pair=None, num_points: int = 11, bn_data=None,
+        verbose="auto",
+    ) -> CurveProfile:  # fmt: skip
         """Accuracy and NLL along the curve (or the straight line).
 
         When no curve is fitted for ``pair``, the straight line between the
@@ -35,6 +36,8 @@ class ReportingMixin:
             num_points: evenly spaced t values from 0 to 1 (at least 2).
             bn_data: data for the BatchNorm statistics at each point;
                 default ``data``.
+            verbose: 0 (silent), 1 or ``"auto"`` (a progress bar) or 2
+                (one line when done).
 
         Returns:
             A `CurveProfile` (printable; `.t`, `.accuracy`, `.nll`).
@@ -57,6 +60,7 @@ class ReportingMixin:
             x,
             y,
             lambda t: training.curve_point(curve_model, t, self.backbone, bn),
+            verbose=1 if verbose == "auto" else verbose,
         )
 
     def evaluate(self, data, calibration_data=None, ood_data=None):
@@ -82,7 +86,8 @@ class ReportingMixin:
         Example:
 
         >>> report = ens.evaluate(data.test, calibration_data=data.validation)
-        >>> report.row("DE-2")["cnll"]
+        >>> report.row("DE-2")["members"], round(report.row("DE-2")["flops"])
+        (2, 2)
         """
         stage = "evaluate"
         arrays = {"test": self._arrays(data, "data", stage), "ood": None}
@@ -133,7 +138,9 @@ class ReportingMixin:
         Example:
 
         >>> members = ens.select_members(data.validation)
-        >>> ens.export("serving/digits/2", members=members)
+        >>> outputs = ens.predict(x_test, members=members)
+        >>> outputs["member_probabilities"].shape[1] == len(members)
+        True
         """
         if max_members is not None:
             inputs.positive_int(max_members, "max_members")

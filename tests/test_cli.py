@@ -1,40 +1,150 @@
 import json
-import os
 
 import pytest
+import yaml
 
 from keras_bridge import cli
+from keras_bridge import config as config_lib
+
+TINY = {
+    "modes": {"num_modes": 2, "epochs": 1},
+    "curves": {"epochs": 1},
+    "bridges": {"epochs": 1, "patience": None},
+    "backbone": {"width": 0.25},
+    "tuning": {"tuner": "random", "max_trials": 2, "epochs": 1},
+}
 
 
 @pytest.mark.large
-def test_run_goes_end_to_end_on_the_bundled_data(tmp_path, capsys):
-    argv = [
-        "run",
-        "--num-modes=2",
-        "--width=0.25",
-        "--epochs=1",
-        "--bridge-epochs=1",
-        f"--output={tmp_path}",
-    ]
-    assert cli.main(argv) == 0
-    with open(tmp_path / "report.json") as handle:
-        report = json.load(handle)
+def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "r")}))
+    assert cli.main(["tune", str(config)]) == 0
+    run = tmp_path / "r"
+    used = config_lib.load(str(run / "config.yaml"))
+    assert used.tuning.enabled and used.modes.num_modes == 2
+    report = json.loads((run / "report.json").read_text())
     names = [row["name"] for row in report["evaluation"]["rows"]]
     assert "Single + 1 Type I" in names and "DE-2 + 1 Type II" in names
     assert report["line"]["kind"] == "line"
-    assert (tmp_path / "report.md").read_text().startswith("| configuration")
-    assert (tmp_path / "ensemble.keras").is_file()
-    assert (tmp_path / "model.onnx").is_file()
-    serving = tmp_path / "serving" / "digits"
-    assert (serving / "1" / "saved_model.pb").is_file()
-    assert "NLL barrier" in capsys.readouterr().out
+    assert len(report["tuning"]["trials"]) == 2
+    assert set(report["seconds"]) >= {"modes", "curves", "tuning", "bridges"}
+    assert (run / "report.md").read_text().startswith("| configuration")
+    for name in ("flops", "reliability", "curves", "pareto"):
+        assert (run / f"{name}.png").stat().st_size > 1000
+    assert (run / "ensemble.keras").is_file()
+    assert (run / "model.onnx").is_file()
+    assert (run / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+    out = capsys.readouterr().out
+    assert "NLL barrier" in out and "== Tuning" in out
+    assert "\x1b" not in out  # not a terminal: plain lines, no escapes
+
+    # The saved ensemble evaluates and exports from the command line.
+    evaluation = tmp_path / "eval"
+    argv = ["evaluate", str(run / "ensemble.keras"), f"--output={evaluation}"]
+    assert cli.main([*argv, "--quiet"]) == 0
+    again = json.loads((evaluation / "report.json").read_text())
+    assert again["evaluation"]["rows"][0]["name"] == "mode 0"
+    assert (evaluation / "flops.png").is_file()
+    assert cli.main([*argv, "--quiet"]) == 0  # a new folder, not overwritten
+    assert (tmp_path / "eval-2" / "report.md").is_file()
+    onnx = tmp_path / "m.onnx"
+    export = ["export", str(run / "ensemble.keras"), str(onnx)]
+    assert cli.main([*export, "--format=onnx", "--quiet"]) == 0
+    assert onnx.stat().st_size > 1000
+    assert cli.main([*export, "--format=onnx", "--quiet"]) == 2
+    assert "overwrite" in capsys.readouterr().err
 
 
-def test_exports_go_to_a_new_version_folder(tmp_path):
-    assert cli._next_version(str(tmp_path / "missing")) == 1
-    for name in ("1", "3", ".3.tmp", "notes"):
-        os.makedirs(tmp_path / name)
-    assert cli._next_version(str(tmp_path)) == 4
+def test_print_config_is_the_default_and_parses_back(capsys):
+    assert cli.main(["run", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert config_lib.parse(printed) == config_lib.parse({})
+    assert cli.main(["tune", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["tuning"]["enabled"]
+
+
+def test_a_config_file_overrides_the_defaults(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("modes:\n  num_modes: 4\nbridges:\n  type2: false\n")
+    assert cli.main(["run", str(path), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["modes"]["num_modes"] == 4
+    assert printed["bridges"]["type2"] is False
+    assert printed["modes"]["epochs"] == 20  # untouched keys: defaults
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("modes:\n  epochz: 3\n", "modes.epochz"),
+        ("modes:\n  epochs: three\n", "modes.epochs"),
+        ("modes:\n  num_modes: 1\n", "modes.num_modes"),
+        ("backbone:\n  depth: 9\n", "backbone.depth"),
+        ("backbone:\n  family: vgg\n", "backbone.family"),
+        ("tuning:\n  tuner: grid\n", "tuning.tuner"),
+        ("bridges:\n  max_flops: -0.1\n", "bridges.max_flops"),
+        ("bridges:\n  type2: maybe\n", "bridges.type2"),
+        ("colour: red\n", "colour"),
+        ("data: digits\n", "data"),
+    ],
+)
+def test_a_bad_config_gives_one_line_naming_the_key(
+    tmp_path, capsys, text, key
+):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"`{key}`" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("- a\n- b\n", "mapping"),
+        ("modes: [1\n", "not valid YAML"),
+    ],
+)
+def test_a_config_that_is_not_a_mapping_is_refused(
+    tmp_path, capsys, text, words
+):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "missing.yaml"], "missing.yaml"),
+        (["export", "missing.keras", "out"], "ENSEMBLE"),
+        (["evaluate", "missing.keras"], "ENSEMBLE"),
+        (["export", "a.keras", "out", "--format=zip"], "--format"),
+        (["evaluate", "a.keras", "--batch-size=0"], "--batch-size"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(capsys, argv, words):
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_info:  # argparse's own refusals
+        status = exit_info.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert err.strip().count("\n") <= 1  # usage line at most, then error
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("keras-bridge 0.")
 
 
 def test_a_rerun_gets_a_new_run_folder(tmp_path):

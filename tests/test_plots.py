@@ -132,7 +132,7 @@ def _labels(axes):
 def test_flops_tradeoff_draws_a_line_per_family(tmp_path):
     report = _report()
     path = tmp_path / "flops.png"
-    figure = report.plot("flops", path=path)
+    figure = report.plot(path, kind="flops")
     _check_png(path, figure)
     panels = figure.axes
     assert [a.get_ylabel() for a in panels] == ["accuracy", "calibrated NLL"]
@@ -191,7 +191,7 @@ def test_curve_profile_draws_line_and_curve(tmp_path):
 def test_reliability_draws_the_chosen_rows(tmp_path):
     report = _report()
     path = tmp_path / "reliability.png"
-    figure = report.plot("reliability", path=path)
+    figure = report.plot(path=path, kind="reliability")
     _check_png(path, figure)
     (axes,) = figure.axes
     # The diagonal, then the single model and the largest rows of the
@@ -308,8 +308,7 @@ def test_pareto_draws_trials_and_front(tmp_path):
 @pytest.mark.parametrize(
     "call, argument, accepted",
     [
-        (lambda: _report().plot("bar"), "`kind`", "'flops', 'reliability'"),
-        (lambda: _report().plot("report.png"), "`kind`", "`path="),
+        (lambda: _report().plot(kind="bar"), "`kind`", "'reliability'"),
         (lambda: _profiles()[0].plot(metric="loss"), "`metric`", "'nll'"),
         (
             lambda: plots.flops_tradeoff(_report(), metrics=("loss",)),
@@ -349,7 +348,7 @@ def test_without_matplotlib_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
-        _report().plot("flops")
+        _report().plot(kind="flops")
     # The front needs no matplotlib: tuning code uses it.
     assert len(metrics.pareto_front(TRIALS)) == 4
 
