@@ -16,7 +16,7 @@ Goals (issue #8): Single + 4 Type I: DEE (cNLL) >= 2.0 at <= 1.5x FLOPs and
 <= 1.6x latency, every bridge >= 95 % agreement; DE-2 + Type II reaches
 DE-3's cNLL at <= 2.4x FLOPs.
 
-Usage: python benchmarks/fashion_mnist.py --backbone resnet|cnn
+Usage: python benchmarks/fashion_mnist.py --backbone resnet|cnn|mobilenet
 """
 
 import argparse
@@ -34,6 +34,9 @@ import keras_bridge as kb  # noqa: E402
 BACKBONES = {
     "resnet": lambda shape: kb.models.resnet(shape, 10, depth=8, width=0.5),
     "cnn": lambda shape: kb.models.plain_cnn(shape, 10, width=0.25),
+    "mobilenet": lambda shape: kb.models.mobilenet_v3_style(
+        shape, 10, width=0.5
+    ),
 }
 
 

@@ -159,3 +159,107 @@ def plain_cnn(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"plain_cnn_x{width:g}")
+
+
+def _squeeze_excite(x, prefix: str):
+    channels = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_se_pool")(
+        x
+    )
+    s = layers.Conv2D(
+        max(8, channels // 4), 1, activation="relu", name=f"{prefix}_se_reduce"
+    )(s)
+    s = layers.Conv2D(channels, 1, name=f"{prefix}_se_expand")(s)
+    s = layers.Activation("hard_sigmoid", name=f"{prefix}_se_gate")(s)
+    return layers.Multiply(name=f"{prefix}_se_scale")([x, s])
+
+
+def _inverted_residual(x, expand, filters, strides, use_se, prefix):
+    """MobileNetV3's block: 1x1 expansion, 3x3 depthwise, optional
+    squeeze-and-excite, 1x1 linear projection, identity shortcut."""
+    y = layers.Conv2D(expand, 1, use_bias=False, name=f"{prefix}_expand")(x)
+    y = layers.BatchNormalization(name=f"{prefix}_expand_bn")(y)
+    y = layers.Activation("hard_swish", name=f"{prefix}_expand_act")(y)
+    y = layers.DepthwiseConv2D(
+        3, strides=strides, padding="same", use_bias=False,
+        name=f"{prefix}_depthwise",
+    )(y)  # fmt: skip
+    y = layers.BatchNormalization(name=f"{prefix}_depthwise_bn")(y)
+    y = layers.Activation("hard_swish", name=f"{prefix}_depthwise_act")(y)
+    if use_se:
+        y = _squeeze_excite(y, prefix)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_project")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_project_bn")(y)
+    if strides == 1 and x.shape[-1] == filters:
+        y = layers.Add(name=f"{prefix}_add")([x, y])
+    return y
+
+
+#: (expansion, output channels, stride, squeeze-and-excite) of each block
+#: of `mobilenet_v3_style`, in three stages.
+MOBILENET_STAGES = (
+    ((64, 24, 2, False), (72, 24, 1, False)),
+    ((96, 40, 2, True), (120, 40, 1, True)),
+    ((240, 80, 2, True), (200, 80, 1, True)),
+)
+
+
+def mobilenet_v3_style(
+    input_shape,
+    num_classes: int,
+    width: float = 1.0,
+    name: str | None = None,
+) -> keras.Model:
+    """A small MobileNetV3-style network for small images.
+
+    A 3x3 stem (16 channels, stride 1), then three stages of two inverted
+    residual blocks (`MOBILENET_STAGES`: depthwise 3x3 convolutions,
+    hard-swish, squeeze-and-excite in stages 2 and 3), a 1x1 convolution
+    to ``256 * width`` channels, global average pooling and a dense layer
+    that outputs logits. Stage outputs are named ``"stage1"`` ..
+    ``"stage3"``. It exercises the architecture features bridges must
+    handle on real mobile networks: depthwise convolutions, `Multiply`
+    gates, identity `Add`s.
+
+    Args:
+        input_shape: shape of one input, channels last.
+        num_classes: number of classes.
+        width: channel multiplier of every layer.
+        name: model name; defaults to ``"mobilenet_v3_style_x{width}"``.
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Example:
+
+    >>> model = mobilenet_v3_style((28, 28, 1), num_classes=10)
+    >>> model.get_layer("stage2").output.shape
+    (None, 7, 7, 40)
+    """
+    if width <= 0:
+        raise ValueError(f"`width` must be positive; received width={width}.")
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = layers.Conv2D(
+        _channels(16, width), 3, padding="same", use_bias=False, name="stem"
+    )(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("hard_swish", name="stem_act")(x)
+    for stage, blocks in enumerate(MOBILENET_STAGES, start=1):
+        for index, (expand, filters, strides, use_se) in enumerate(blocks):
+            last = index == len(blocks) - 1
+            x = _inverted_residual(
+                x, _channels(expand, width), _channels(filters, width),
+                strides, use_se, f"stage{stage}_block{index + 1}",
+            )  # fmt: skip
+            if last:
+                x = layers.Identity(name=f"stage{stage}")(x)
+    x = layers.Conv2D(
+        _channels(256, width), 1, use_bias=False, name="top_conv"
+    )(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.Activation("hard_swish", name="top_act")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(
+        inputs, outputs, name=name or f"mobilenet_v3_style_x{width:g}"
+    )

@@ -85,8 +85,10 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
     With ``feature_layer=None`` the default is the end of the stage before
     the last: among layers with a feature-map output through which every
     path from input to output runs, the last one at the second-smallest
-    spatial size (the smallest when there is only one size). For
-    `keras_bridge.models.resnet` this is ``"stage2"``.
+    spatial size among such layers (the smallest when there is only one
+    size; side branches such as squeeze-and-excite gates do not count). For
+    `keras_bridge.models.resnet` and `keras_bridge.models.plain_cnn` this
+    is ``"stage2"``.
 
     Args:
         model: the functional backbone.
@@ -114,11 +116,20 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
                 f"(last 20): {shown}.{inside}"
             )
         return feature_layer
-    sizes = [spatial_size(layer) for layer in candidates]
-    for target in sorted(set(sizes))[1:2] + sorted(set(sizes))[:1]:
-        for layer, size in reversed(list(zip(candidates, sizes))):
+    # The last cut at each size, smallest sizes first; a size with no cut
+    # (a side branch, e.g. a squeeze-and-excite gate pooled to 1x1) is not
+    # a resolution of the network.
+    sized = list(zip(candidates, [spatial_size(c) for c in candidates]))
+    ends = []
+    for target in sorted({size for _, size in sized}):
+        for layer, size in reversed(sized):
             if size == target and is_cut(model, layer):
-                return layer.name
+                ends.append(layer.name)
+                break
+        if len(ends) == 2:
+            return ends[1]
+    if ends:
+        return ends[0]
     nested = nested_models(model)
     advice = (
         "Pass `feature_layer=` the name of the layer the bridges should read."

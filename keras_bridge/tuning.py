@@ -15,6 +15,7 @@ trial, which costs no training but counts towards ``max_trials``).
 """
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -394,10 +395,18 @@ def _tuner(name, hypermodel, max_trials, epochs, directory, options):
         **options,
     }
     if name == "hyperband":
+        # One halving step per bracket (factor > sqrt(epochs)): short
+        # trials of ~epochs / factor, the best continued to `epochs`, then
+        # full-length trials. A factor of 3 would spend a 10-trial budget
+        # on 2-epoch trials alone.
         tuner = keras_tuner.Hyperband(
-            hypermodel, max_epochs=epochs, factor=3, **common
+            hypermodel,
+            max_epochs=epochs,
+            factor=max(2, math.isqrt(epochs) + 1),
+            hyperband_iterations=None,
+            **common,
         )
-        tuner.oracle.max_trials = max_trials
+        tuner.oracle.max_trials = max_trials  # Hyperband takes no cap
         return tuner
     search = {
         "random": keras_tuner.RandomSearch,

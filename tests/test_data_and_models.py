@@ -102,3 +102,20 @@ def test_fashion_mnist_loader_explains_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="`validation_size`"):
         _fake_fashion_mnist(tmp_path)
         kb.data.load_fashion_mnist(tmp_path, validation_size=0)
+
+
+def test_mobilenet_v3_style_has_its_building_blocks():
+    model = kb.models.mobilenet_v3_style((28, 28, 1), 10, width=0.5)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"DepthwiseConv2D", "Multiply", "Add"} <= kinds
+    assert model.output.shape == (None, 10)
+    for stage, size in (("stage1", 14), ("stage2", 7), ("stage3", 4)):
+        assert model.get_layer(stage).output.shape[1] == size
+    # Its default Type I head fits the default budget.
+    ens = kb.BridgeEnsemble(model)
+    _, _, cost, _ = kb.bridges.size_head(
+        ens.backbone, ens.feature_layer, 1, False, None, None
+    )
+    assert cost <= kb.bridges.DEFAULT_MAX_FLOPS
+    with pytest.raises(ValueError, match="`width` must be positive"):
+        kb.models.mobilenet_v3_style((28, 28, 1), 10, width=0)

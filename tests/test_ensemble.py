@@ -22,6 +22,12 @@ def test_default_feature_layer_is_the_stage_before_the_last():
     # 32x32 input: the last layer at 2x2 before the stride-2 block that
     # leads to the 1x1 stage, and every path runs through it.
     assert ens.feature_layer == "block_13_expand_relu"
+    # Squeeze-and-excite gates are pooled to 1x1 on a side branch: they are
+    # not a stage, so the split stays at the second resolution (7x7 of
+    # 28x28 -> 14 -> 7 -> 4), not at the last layer before pooling.
+    ens = kb.BridgeEnsemble(kb.models.mobilenet_v3_style((28, 28, 1), 10))
+    feature = ens.backbone.get_layer(ens.feature_layer).output
+    assert tuple(feature.shape[1:3]) == (7, 7)
 
 
 def test_unknown_feature_layer_lists_the_candidates():

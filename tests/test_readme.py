@@ -16,7 +16,9 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     )
     short = re.sub(r"epochs=\d+", "epochs=1", code)
     short = short.replace("num_modes=3", "num_modes=2")
-    assert short.count("epochs=1") == 2 and "num_modes=2" in short
+    short = short.replace("max_trials=10", "max_trials=2")
+    assert short.count("epochs=1") == 3 and "num_modes=2" in short
+    assert "max_trials=2" in short
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(short, "README.md", "exec"), namespace)
@@ -26,3 +28,5 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     for path in ("serving/digits/1/saved_model.pb", "digits.onnx"):
         assert (tmp_path / path).is_file()
     assert (tmp_path / "ensemble.keras").is_file()
+    assert (tmp_path / "report.png").stat().st_size > 1000
+    assert len(namespace["result"].trials) == 2
