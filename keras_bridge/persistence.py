@@ -17,6 +17,7 @@ class PersistenceMixin:
         members=None,
         overwrite=False,
         verbose=True,
+        quantization=None,
     ) -> str:
         """Exports the ensemble for serving, as one multi-output model.
 
@@ -26,31 +27,50 @@ class PersistenceMixin:
         and returns the outputs of `inference_model`, and its ``members``
         signature each member's probabilities (see `keras_bridge.export`).
         ``format="onnx"`` writes one ``.onnx`` file with the same input
-        and outputs (``pip install keras-bridge[onnx]``). Written
-        atomically; an existing ``path`` is replaced only with
-        ``overwrite=True``. Refused when a weight is not finite.
+        and outputs (``pip install keras-bridge[onnx]``).
+        ``format="tflite"`` writes one ``.tflite`` file for LiteRT
+        (on-device) whose ``serving_default`` signature has the same
+        input and outputs, optionally quantised; the member order and
+        temperature are embedded in it
+        (`keras_bridge.export.read_tflite_metadata`). Written atomically;
+        an existing ``path`` is replaced only with ``overwrite=True``.
+        Refused when a weight is not finite.
 
         Args:
-            path: the SavedModel's version folder or the ``.onnx`` file.
-            format: ``"tf_saved_model"`` or ``"onnx"``.
+            path: the SavedModel's version folder, or the ``.onnx`` or
+                ``.tflite`` file.
+            format: ``"tf_saved_model"``, ``"onnx"`` or ``"tflite"``.
             members: member names to serve (e.g. from `select_members`);
                 default all, in the order of `member_names`.
             overwrite: replace an existing ``path`` of the same kind.
             verbose: print where the model was written.
+            quantization: TFLite only: None (float32),
+                ``"dynamic_range"`` (int8 weights) or ``"float16"``
+                (float16 weights); see `keras_bridge.export.export_tflite`.
 
         Returns:
             The absolute path written.
 
         Example:
 
-        >>> ens.export("serving/digits/1")
-        >>> ens.export("digits.onnx", format="onnx")
+        >>> path = ens.export("serving/digits/1", verbose=False)
+        >>> path = ens.export("digits.onnx", format="onnx", verbose=False)
+        >>> path = ens.export("digits.tflite", format="tflite",
+        ...     quantization="dynamic_range", verbose=False)
+        >>> import tensorflow as tf
+        >>> interpreter = tf.lite.Interpreter(model_path=path)
+        >>> runner = interpreter.get_signature_runner("serving_default")
+        >>> runner(inputs=x_test[:3])["class_ids"].shape
+        (3,)
         """
+        export.check_arguments(format, quantization)
         model = self.inference_model(members)
         training.check_finite_weights(model, "export")
         names = [m.name for m in self.members(members)]
         info = export.metadata(model, names, self.temperature)
-        return export.export(model, path, info, format, overwrite, verbose)
+        return export.export(
+            model, path, info, format, overwrite, verbose, quantization
+        )
 
     def save(self, filepath, overwrite: bool = True) -> str:
         """Saves the whole ensemble to one ``.keras`` file, atomically.
@@ -69,8 +89,10 @@ class PersistenceMixin:
 
         Example:
 
-        >>> ens.save("ensemble.keras")
-        >>> ens2 = BridgeEnsemble.load("ensemble.keras")
+        >>> path = ens.save("ensemble.keras")
+        >>> ens2 = keras_bridge.BridgeEnsemble.load("ensemble.keras")
+        >>> ens2.member_names() == ens.member_names()
+        True
         """
         if not self.modes:
             raise ValueError(

@@ -156,7 +156,7 @@ def test_export_never_leaves_a_partial_version(
 @pytest.mark.large
 def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
     with pytest.raises(ValueError, match="`format` must be one of"):
-        bridged_ensemble.export(tmp_path / "m", format="tflite")
+        bridged_ensemble.export(tmp_path / "m", format="coreml")
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     untrained = kb.BridgeEnsemble(backbone)
     with pytest.raises(ValueError, match="no members yet.*fit_modes"):

@@ -1,0 +1,201 @@
+"""TFLite (LiteRT) export: outputs, quantisation, safe writes.
+
+The interpreter is `tf.lite.Interpreter`, which TF 2.21 still ships (it
+warns that LiteRT's `ai_edge_litert` replaces it; both read the same
+file). Every call runs at batch 1, as on a device.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_bridge as kb
+
+SERVING_OUTPUTS = [
+    "class_ids",
+    "member_probabilities",
+    "mutual_information",
+    "predictive_entropy",
+    "probabilities",
+]
+
+#: Largest change of any probability (ensemble or member) that a
+#: quantisation may cause, against the float32 file, in units of its
+#: relative rounding step s: float16 keeps 11 significant bits (s =
+#: 2**-11); dynamic range stores int8 weights per channel and feeds each
+#: matrix product 8-bit activations (s = 1/254 of the largest value). If
+#: the 8 weight layers on a member's path all erred by s the same way,
+#: its logits (which span about 8 units on trained digits) would move by
+#: about 8 * 8 * s, and a probability moves by at most half as much:
+#: 32 s. The bound is 40 s (float16 0.02, dynamic range 0.15). Errors do not all
+#: add up: on digits ensembles of three seeds the largest was 5 s to 7 s
+#: (float16 <= 0.0024, dynamic range <= 0.026), so the bounds hold for
+#: any seed and still catch a broken conversion (outputs off by O(1)).
+TOLERANCE = {"float16": 0.02, "dynamic_range": 0.15}
+
+
+def _runner(path):
+    with warnings.catch_warnings():
+        # The message starts with blanks: match anywhere.
+        warnings.filterwarnings("ignore", r"(?s).*tf.lite.Interpreter is")
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
+    return interpreter, interpreter.get_signature_runner("serving_default")
+
+
+def _run_one_by_one(runner, x) -> dict:
+    outputs = [runner(inputs=x[i : i + 1]) for i in range(len(x))]
+    return {
+        name: np.concatenate([output[name] for output in outputs])
+        for name in SERVING_OUTPUTS
+    }
+
+
+@pytest.fixture(scope="module")
+def x_test(digits):
+    return kb.data.to_numpy(digits.test)[0]
+
+
+@pytest.mark.large
+def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
+    ens = bridged_ensemble
+    path = ens.export(tmp_path / "digits.tflite", format="tflite")
+    interpreter, runner = _runner(path)
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["inputs"], "outputs": SERVING_OUTPUTS}
+    }
+    x = x_test[:8]
+    outputs = _run_one_by_one(runner, x)
+    expected = ens.predict(x)
+    assert sorted(outputs) == sorted(expected) == SERVING_OUTPUTS
+    for name in ("probabilities", "member_probabilities"):
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5)
+    for name in ("predictive_entropy", "mutual_information"):
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5)
+    assert outputs["class_ids"].dtype == np.int32
+    np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"])
+    # Any batch size: the signature runner resizes the input.
+    batch = runner(inputs=x_test[:17])
+    np.testing.assert_allclose(
+        batch["probabilities"],
+        ens.predict(x_test[:17])["probabilities"],
+        atol=1e-5,
+    )
+    info = kb.export.read_tflite_metadata(path)
+    assert info["members"] == ens.member_names()
+    assert info["serving_names"] == [
+        kb.export.serving_name(m) for m in ens.member_names()
+    ]
+    assert info["temperature"] == ens.temperature
+
+
+@pytest.mark.large
+def test_quantized_files_are_smaller_and_close(
+    bridged_ensemble, x_test, tmp_path
+):
+    ens = bridged_ensemble
+    exported = {
+        kind: ens.export(
+            tmp_path / f"{kind}.tflite",
+            format="tflite",
+            quantization=None if kind == "float32" else kind,
+            verbose=False,
+        )
+        for kind in ("float32", "dynamic_range", "float16")
+    }
+    size = {kind: os.path.getsize(path) for kind, path in exported.items()}
+    # Sizes depend on the architecture only, not on the weights' values.
+    assert size["dynamic_range"] < size["float16"] < size["float32"]
+    reference = _run_one_by_one(_runner(exported["float32"])[1], x_test)
+    probabilities = reference["probabilities"]
+    top2 = np.sort(probabilities, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    for kind, tolerance in TOLERANCE.items():
+        outputs = _run_one_by_one(_runner(exported[kind])[1], x_test)
+        assert kb.export.read_tflite_metadata(exported[kind]) == (
+            kb.export.read_tflite_metadata(exported["float32"])
+        )
+        for name in ("probabilities", "member_probabilities"):
+            error = np.abs(outputs[name] - reference[name]).max()
+            assert error <= tolerance, (kind, name, error)
+        # With every probability within `tolerance`, an image whose top
+        # two classes are more than 2 * tolerance apart keeps its class.
+        agreement = np.mean(outputs["class_ids"] == reference["class_ids"])
+        assert agreement >= np.mean(margin > 2 * tolerance), kind
+        assert agreement >= 0.95, kind
+
+
+@pytest.mark.large
+def test_tflite_refuses_to_replace_a_file_unless_asked(
+    bridged_ensemble, tmp_path
+):
+    ens = bridged_ensemble
+    path = tmp_path / "digits.tflite"
+    ens.export(path, format="tflite", members=["mode_0"], verbose=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.export(path, format="tflite", verbose=False)
+    assert kb.export.read_tflite_metadata(path)["members"] == ["mode_0"]
+    with pytest.raises(ValueError, match="is a file; this writes a folder"):
+        ens.export(path, members=["mode_0"], overwrite=True, verbose=False)
+    members = ["mode_1", "type1_0-1_r0.5"]
+    ens.export(path, format="tflite", members=members, overwrite=True)
+    assert kb.export.read_tflite_metadata(path)["members"] == members
+    assert os.listdir(tmp_path) == ["digits.tflite"]
+
+
+def test_bad_quantization_is_refused_before_any_work(tmp_path):
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone)  # no members: refused first anyway
+    with pytest.raises(ValueError, match="`quantization` must be None or"):
+        ens.export(tmp_path / "m.tflite", format="tflite", quantization="int8")
+    with pytest.raises(ValueError, match="`quantization` applies only to"):
+        ens.export(tmp_path / "m", quantization="float16")
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        ens.export(tmp_path / "m.tfl", format="lite")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.large
+def test_failed_tflite_export_leaves_no_file(
+    bridged_ensemble, tmp_path, monkeypatch
+):
+    ens = bridged_ensemble
+    path = tmp_path / "out" / "digits.tflite"
+    ens.export(path, format="tflite", members=["mode_0"], verbose=False)
+    before = path.read_bytes()
+    scratch = tmp_path / "scratch"  # where the SavedModel is staged
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", os.fspath(scratch))
+    from_saved_model = tf.lite.TFLiteConverter.from_saved_model
+
+    def failing_converter(*args, **kwargs):
+        converter = from_saved_model(*args, **kwargs)
+
+        def convert():
+            raise RuntimeError("conversion failed")
+
+        converter.convert = convert
+        return converter
+
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_saved_model", failing_converter
+    )
+    for target in (path, tmp_path / "out" / "new.tflite"):
+        with pytest.raises(RuntimeError, match="conversion failed"):
+            ens.export(
+                target, format="tflite", members=["mode_1"], overwrite=True
+            )
+    monkeypatch.undo()
+
+    # A crash while the converted file is moved into place.
+    def failing_move(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(kb.files, "_move_into_place", failing_move)
+    with pytest.raises(OSError, match="disk full"):
+        ens.export(path, format="tflite", members=["mode_1"], overwrite=True)
+    assert os.listdir(tmp_path / "out") == ["digits.tflite"]
+    assert path.read_bytes() == before
+    assert os.listdir(scratch) == []
