@@ -4,6 +4,7 @@ Functions here take plain values (the backbone, feature maps, teachers)
 and return new heads; modes and teachers are read, never changed.
 """
 
+import hashlib
 import re
 
 import keras
@@ -341,7 +342,9 @@ def distill(modes, feature_index, specs, data, steps, options):
         data: batched dataset; its labels, if any, are not used.
         steps: batches per epoch.
         options: ``epochs``, ``optimizer``, ``learning_rate``, ``mixup_alpha``,
-            ``callbacks``, ``validation_data``, ``verbose``.
+            ``callbacks``, ``validation_data``, ``verbose``, and
+            ``checkpoints`` (a `keras_bridge.checkpoints.Checkpoints` or
+            None) to resume a killed training.
 
     Returns:
         The `keras.callbacks.History`. The heads are trained in place.
@@ -367,14 +370,29 @@ def distill(modes, feature_index, specs, data, steps, options):
         jit_compile=False,
     )
     callbacks = [training.StopOnNonFinite("fit_bridge")]
+    callbacks += list(options["callbacks"] or [])
+    checkpoints = options.get("checkpoints")
+    unit = (
+        "bridges_"
+        + hashlib.sha1(
+            " ".join(spec["head"].name for spec in specs).encode()
+        ).hexdigest()[:12]
+    )
+    if checkpoints is not None and checkpoints.finished(unit):
+        checkpoints.restore(unit, distiller)
+        return keras.callbacks.History()
+    if checkpoints is not None:
+        callbacks += checkpoints.callbacks(unit)
     history = distiller.fit(
         data,
         epochs=options["epochs"],
         validation_data=options["validation_data"],
-        callbacks=callbacks + list(options["callbacks"] or []),
+        callbacks=callbacks,
         verbose=options["verbose"],
         shuffle=False,
     )
     for spec in specs:
         training.check_finite_weights(spec["head"], "fit_bridge")
+    if checkpoints is not None:
+        checkpoints.finish(unit, distiller)
     return history

@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         help="export a saved ensemble for serving",
         description=(
             "Exports a saved ensemble as one multi-output model: a TF "
-            "Serving SavedModel version folder, or an .onnx file."
+            "Serving SavedModel version folder, an .onnx or a .tflite "
+            "file."
         ),
     )
     export.add_argument("ensemble", help="an ensemble.keras file")
@@ -115,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=export_formats(),
         default="tf_saved_model",
         help="export format (default tf_saved_model)",
+    )
+    export.add_argument(
+        "--quantization",
+        choices=("dynamic_range", "float16"),
+        default=None,
+        help="tflite only: quantise the weights",
     )
     export.add_argument(
         "--members",
@@ -249,6 +256,7 @@ def export(args) -> str:
         members=members,
         overwrite=args.overwrite,
         verbose=not args.quiet,
+        quantization=args.quantization,
     )
 
 

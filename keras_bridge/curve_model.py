@@ -131,8 +131,14 @@ def point_model(curve_model, t: float, template, data=None) -> keras.Model:
 
     Example:
 
-    >>> point = point_model(curve_model, 0.5, a, data=train_ds)
-    >>> probabilities = keras.ops.softmax(point(x))
+    >>> data = keras_bridge.data.load_digits()
+    >>> a = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> b = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> curve_model = to_curve_model(a, b)
+    >>> point = point_model(curve_model, 0.5, a, data=data.train)
+    >>> x, _ = next(iter(data.test))
+    >>> tuple(keras.ops.softmax(point(x)).shape)
+    (64, 10)
     """
     if not 0.0 <= float(t) <= 1.0:
         raise ValueError(f"`t` must lie in [0, 1]; received t={t!r}.")
@@ -187,7 +193,12 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
 
     Example:
 
-    >>> model = recalibrate_batchnorm(model, train_ds)
+    >>> data = keras_bridge.data.load_digits()
+    >>> model = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> model = recalibrate_batchnorm(model, data.train)
+    >>> stem_bn = model.get_layer("stem_bn")
+    >>> bool(keras.ops.all(stem_bn.moving_mean == 0.0))  # no longer the init
+    False
     """
     layers = batchnorm_layers(model)
     if not layers:

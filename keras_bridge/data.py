@@ -84,8 +84,11 @@ def read_idx(path) -> np.ndarray:
 
     Example:
 
-    >>> read_idx("t10k-labels-idx1-ubyte.gz").shape
-    (10000,)
+    >>> header = bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big")
+    >>> with gzip.open("labels-idx1-ubyte.gz", "wb") as handle:
+    ...     _ = handle.write(header + bytes([7, 2, 1]))
+    >>> read_idx("labels-idx1-ubyte.gz")
+    array([7, 2, 1], dtype=uint8)
     """
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "rb") as handle:
@@ -207,6 +210,8 @@ def make_pipeline(x, y, batch_size: int, shuffle_seed=None) -> tf.data.Dataset:
     Example:
 
     >>> ds = make_pipeline(np.zeros((10, 8, 8, 1)), np.zeros(10), 4)
+    >>> [len(x) for x, y in ds]
+    [4, 4, 2]
     """
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
@@ -245,6 +250,7 @@ def load_tfds(
     Example:
 
     >>> data = load_tfds("cifar10", data_dir="~/tensorflow_datasets")
+    ... # doctest: +SKIP
     """
     import tensorflow_datasets as tfds
 

@@ -81,10 +81,17 @@ class BridgeDistiller(keras.Model):
 
     Example:
 
+    >>> data = keras_bridge.data.load_digits()
+    >>> mode = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> trunk = keras.Model(mode.inputs, mode.get_layer("stage2").output)
+    >>> teacher = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> head = keras_bridge.layers.BridgeHead(10, width=8, depth=1)
     >>> distiller = BridgeDistiller({0: trunk}, [{"head": head,
     ...     "sources": (0,), "teachers": [teacher], "points": [0.5]}])
     >>> distiller.compile(optimizer="adam")
-    >>> distiller.fit(train_ds, epochs=10)
+    >>> history = distiller.fit(data.train, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['agreement', 'kl', 'loss']
     """
 
     def __init__(self, trunks, bridges, mixup_alpha=0.4, **kw):

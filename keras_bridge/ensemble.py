@@ -15,6 +15,7 @@ from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
 from keras_bridge import inputs, training
 from keras_bridge import metrics as metrics_lib
+from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.curve_model import (
     batchnorm_layers,
     check_same_architecture,
@@ -29,9 +30,10 @@ from keras_bridge.members import (
 from keras_bridge.persistence import PersistenceMixin
 from keras_bridge.reporting import ReportingMixin
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
+from keras_bridge.workflow import WorkflowMixin
 
 
-class BridgeEnsemble(ReportingMixin, PersistenceMixin):
+class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     """A deep ensemble whose extra members are cheap bridge networks.
 
     Holds ``num_modes`` independently trained copies of a backbone (the
@@ -124,6 +126,10 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         ``(data, steps per epoch, options)``."""
         inputs.positive_int(options["epochs"], "epochs")
         inputs.training_options(options)
+        backup_dir = options.pop("backup_dir", None)
+        options["checkpoints"] = (
+            None if backup_dir is None else Checkpoints(backup_dir)
+        )
         data, steps = self._data(data, "data", stage, labels)
         if validation_data is not None:
             validation_data, _ = self._data(
@@ -142,6 +148,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         learning_rate: float = 2e-3,
         callbacks=None,
         verbose="auto",
+        backup_dir=None,
     ) -> list:
         """Trains ``num_modes`` independently initialised backbones.
 
@@ -163,6 +170,10 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
             learning_rate: peak learning rate of the default optimizer.
             callbacks: Keras callbacks, used for every mode.
             verbose: passed to `fit`.
+            backup_dir: a folder for checkpoints after every epoch (see
+                `keras_bridge.checkpoints`): the same call repeated after
+                a kill loads the modes that finished and resumes the
+                interrupted one from its last epoch.
 
         Returns:
             The list of `keras.callbacks.History`, one per mode.
@@ -170,7 +181,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         data, steps, options = self._prepare(
             "fit_modes", data, validation_data, True, epochs=epochs,
             optimizer=optimizer, learning_rate=learning_rate,
-            callbacks=callbacks, verbose=verbose,
+            callbacks=callbacks, verbose=verbose, backup_dir=backup_dir,
         )  # fmt: skip
         modes, histories = training.train_modes(
             self.backbone, self.num_modes, data, steps, self.seed, options
@@ -233,6 +244,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         callbacks=None,
         validation_data=None,
         verbose="auto",
+        backup_dir=None,
     ) -> dict:
         """Trains a curve between each pair of modes.
 
@@ -253,6 +265,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
             optimizer, callbacks, verbose: as in `fit_modes`.
             learning_rate: peak learning rate of the default optimizer.
             validation_data: labelled data for the midpoint check.
+            backup_dir: as in `fit_modes`, per curve.
 
         Returns:
             A dict from pair to `keras.callbacks.History`.
@@ -262,7 +275,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         data, steps, options = self._prepare(
             "fit_curves", data, None, True, epochs=epochs,
             optimizer=optimizer, learning_rate=learning_rate,
-            callbacks=callbacks, verbose=verbose,
+            callbacks=callbacks, verbose=verbose, backup_dir=backup_dir,
         )  # fmt: skip
         checks = validation_data is not None
         if checks:
@@ -389,6 +402,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
         head=None,
         max_flops=None,
         verbose="auto",
+        backup_dir=None,
     ) -> keras.callbacks.History:
         """Trains bridges that imitate curve points from mode features.
 
@@ -422,6 +436,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
                 backbone pass; default 0.12 per feature map it reads
                 (Single + 4 Type I <= 1.48x). The default head is sized to
                 fit; a head over budget is refused with its cost.
+            backup_dir: as in `fit_modes`, for this call's bridges.
 
         Returns:
             The `keras.callbacks.History` of the training.
@@ -440,6 +455,7 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
             "fit_bridge", data, validation_data, False, epochs=epochs,
             optimizer=optimizer, learning_rate=learning_rate,
             callbacks=callbacks, verbose=verbose, mixup_alpha=mixup_alpha,
+            backup_dir=backup_dir,
         )  # fmt: skip
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + training.BRIDGE_SEED_OFFSET)
@@ -519,7 +535,10 @@ class BridgeEnsemble(ReportingMixin, PersistenceMixin):
             kind: ``"type1"`` or ``"type2"``.
             pair: a fitted curve; default the anchor mode's first curve.
             tuner: ``"hyperband"``, ``"random"`` or ``"bayesian"``.
-            max_trials: the most trials to run.
+            max_trials: the most trials to run (``"random"``,
+                ``"bayesian"``). Hyperband runs many short trials and
+                continues the best: it stops when its trials have trained
+                as many epochs as ``max_trials`` full-length trials.
             epochs: epochs of a trial (Hyperband: of its longest trials).
             max_flops: the most the head may cost, as a fraction of one
                 backbone pass; default 0.12 per feature map it reads.

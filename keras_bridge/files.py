@@ -103,7 +103,14 @@ def check_target(path, folder: bool, overwrite, argument: str = "path"):
 
     Example:
 
+    >>> os.path.relpath(check_target("serving/digits/1", folder=True,
+    ...     overwrite=False))
+    'serving/digits/1'
+    >>> os.makedirs("serving/digits/1")
     >>> check_target("serving/digits/1", folder=True, overwrite=False)
+    Traceback (most recent call last):
+    ...
+    FileExistsError: '.../serving/digits/1' exists; pass `overwrite=True` ...
     """
     if not isinstance(overwrite, bool):
         raise ValueError(
@@ -146,8 +153,11 @@ def atomic_write(
 
     Example:
 
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> with atomic_write("model.keras", suffix=".keras") as staging:
     ...     keras.saving.save_model(model, staging)
+    >>> os.listdir(".")
+    ['model.keras']
     """
     path = check_target(path, folder, overwrite)
     parent, base = os.path.split(path)

@@ -31,7 +31,12 @@ def build_inference_model(
 
     Example:
 
-    >>> model = build_inference_model(modes, 4, [ModeMember(0)], {})
+    >>> mode = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> index = [layer.name for layer in mode.layers].index("stage2")
+    >>> model = build_inference_model([mode], index, [ModeMember(0)], {})
+    >>> sorted(model.output)
+    ['class_ids', 'member_probabilities', 'mutual_information',
+     'predictive_entropy', 'probabilities']
     """
     if not members:
         raise ValueError("`members` must hold at least one member.")

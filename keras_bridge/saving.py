@@ -50,9 +50,9 @@ class EnsembleArchive(keras.Model):
 
     Example:
 
-    >>> ens.save("ensemble.keras")
+    >>> path = ens.save("ensemble.keras")
     >>> archive = keras.saving.load_model("ensemble.keras")
-    >>> archive(x)["probabilities"].shape
+    >>> tuple(archive(x_test)["probabilities"].shape)
     (360, 10)
     """
 
@@ -173,7 +173,9 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
 
     Example:
 
-    >>> write("ensemble.keras", backbone, state)
+    >>> backbone, state = read("ensemble.keras")
+    >>> os.path.basename(write("copy.keras", backbone, state))
+    'copy.keras'
     """
     filepath = os.fspath(filepath)
     if not filepath.endswith(".keras"):
@@ -229,6 +231,8 @@ def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
     Example:
 
     >>> backbone, state = read("ensemble.keras")
+    >>> [bridge.name for bridge in state["bridges"]]
+    ['type1_0-1_r0.5', 'type2_0-1_r0.5', 'type1_0-1_rany']
     """
     filepath = os.fspath(filepath)
     if os.path.isdir(filepath):

@@ -34,8 +34,8 @@ def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
 
     Example:
 
-    >>> make_optimizer(None, 10, 17, 2e-3).name
-    'adam'
+    >>> type(make_optimizer(None, 10, 17, 2e-3)).__name__
+    'Adam'
     """
     if optimizer is None:
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -130,12 +130,35 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
             keras.utils.set_random_seed(seed + MODE_SEED_OFFSET + index)
         model = keras.models.clone_model(backbone)
         model.name = f"mode_{index}"
-        if options["verbose"]:
-            print(f"Mode {index + 1}/{num_modes}")
         stage = f"fit_modes (mode {index + 1}/{num_modes})"
-        histories.append(fit_classifier(model, data, steps, options, stage))
+        histories.append(
+            resumable_fit(model, data, steps, options, stage, model.name)
+        )
         modes.append(model)
     return modes, histories
+
+
+def resumable_fit(model, data, steps, options, stage, unit):
+    """`fit_classifier`, resumed from ``options["checkpoints"]`` (a
+    `keras_bridge.checkpoints.Checkpoints` or None) as ``unit``: a unit
+    that finished before is loaded, not trained again."""
+    checkpoints = options.get("checkpoints")
+    if options["verbose"]:
+        heading = stage.split("(")[-1].rstrip(")")  # "mode 1/3"
+        print(heading[0].upper() + heading[1:])
+    if checkpoints is None:
+        return fit_classifier(model, data, steps, options, stage)
+    if checkpoints.finished(unit):
+        checkpoints.restore(unit, model)
+        if options["verbose"]:
+            print(f"{unit}: finished before, loaded from the backup.")
+        return keras.callbacks.History()
+    callbacks = [*(options["callbacks"] or []), *checkpoints.callbacks(unit)]
+    history = fit_classifier(
+        model, data, steps, {**options, "callbacks": callbacks}, stage
+    )
+    checkpoints.finish(unit, model)
+    return history
 
 
 def best_mode(modes, validation_data) -> int:
@@ -180,14 +203,13 @@ def train_curve(ends, pair, curve, data, steps, seed, options):
     if seed is not None:
         keras.utils.set_random_seed(seed + CURVE_SEED_OFFSET + 31 * i + j)
     curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
-    if options["verbose"]:
-        print(f"Curve {i} -> {j}")
-    history = fit_classifier(
+    history = resumable_fit(
         curve_model,
         with_random_t(data, seed=seed),
         steps,
         {**options, "validation_data": None},
         f"fit_curves (curve {i} -> {j})",
+        curve_model.name,
     )
     return curve_model, history
 

@@ -15,7 +15,6 @@ trial, which costs no training but counts towards ``max_trials``).
 """
 
 import dataclasses
-import math
 import os
 import shutil
 import tempfile
@@ -395,24 +394,39 @@ def _tuner(name, hypermodel, max_trials, epochs, directory, options):
         **options,
     }
     if name == "hyperband":
-        # One halving step per bracket (factor > sqrt(epochs)): short
-        # trials of ~epochs / factor, the best continued to `epochs`, then
-        # full-length trials. A factor of 3 would spend a 10-trial budget
-        # on 2-epoch trials alone.
         tuner = keras_tuner.Hyperband(
-            hypermodel,
-            max_epochs=epochs,
-            factor=max(2, math.isqrt(epochs) + 1),
-            hyperband_iterations=None,
+            hypermodel, max_epochs=epochs, hyperband_iterations=None,
             **common,
+        )  # fmt: skip
+        # Hyperband takes no trial cap: its budget is the epochs of
+        # `max_trials` full-length trials.
+        tuner.oracle.max_trials = hyperband_trials(
+            tuner.oracle, max_trials * epochs
         )
-        tuner.oracle.max_trials = max_trials  # Hyperband takes no cap
         return tuner
     search = {
         "random": keras_tuner.RandomSearch,
         "bayesian": keras_tuner.BayesianOptimization,
     }[name]
     return search(hypermodel, max_trials=max_trials, **common)
+
+
+def hyperband_trials(oracle, budget: int) -> int:
+    """How many trials a Hyperband oracle runs, in its order (brackets
+    from the most aggressive, rounds of successive halving, a trial that
+    continues another training only its extra epochs), before its trials
+    have trained ``budget`` epochs in all; at least one."""
+    spent, trials = 0, 0
+    while True:
+        for bracket in reversed(range(oracle._get_num_brackets())):
+            start = 0
+            for step in range(oracle._get_num_rounds(bracket)):
+                epochs = oracle._get_epochs(bracket, step)
+                for _ in range(oracle._get_size(bracket, step)):
+                    if spent + epochs - start > budget:
+                        return max(trials, 1)
+                    spent, trials = spent + epochs - start, trials + 1
+                start = epochs
 
 
 def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:

@@ -119,7 +119,7 @@ class BridgeHead(BaseBridgeHead):
     Example:
 
     >>> head = BridgeHead(10, width=16, depth=1)
-    >>> head(keras.ops.ones((2, 4, 4, 8))).shape
+    >>> tuple(head(keras.ops.ones((2, 4, 4, 8))).shape)
     (2, 10)
     """
 
@@ -207,7 +207,7 @@ class TailHead(BaseBridgeHead):
 
     >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
     >>> tail = keras_bridge.splitting.slim_tail(backbone, "stage2", 32)
-    >>> TailHead(10, tail)(keras.ops.ones((2, 4, 4, 32))).shape
+    >>> tuple(TailHead(10, tail)(keras.ops.ones((2, 4, 4, 32))).shape)
     (2, 10)
     """
 

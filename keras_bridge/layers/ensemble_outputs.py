@@ -31,7 +31,7 @@ class EnsembleOutputs(keras.layers.Layer):
     Example:
 
     >>> outputs = EnsembleOutputs()([keras.ops.zeros((2, 3))] * 2)
-    >>> outputs["probabilities"].shape
+    >>> tuple(outputs["probabilities"].shape)
     (2, 3)
     """
 

@@ -1,0 +1,135 @@
+"""`BridgeEnsemble.fit`: every stage in one resumable call."""
+
+from keras_bridge.checkpoints import RunState
+from keras_bridge.curve_model import check_same_architecture
+
+#: The stages of `BridgeEnsemble.fit`, in order.
+STAGES = ("modes", "curves", "type1", "type2", "calibration")
+
+
+def _options(value, argument: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"`{argument}` must be a dict of keyword arguments; received "
+            f"{argument}={value!r}."
+        )
+    return dict(value)
+
+
+class WorkflowMixin:
+    """`fit` of `BridgeEnsemble`."""
+
+    def fit(
+        self,
+        data,
+        validation_data=None,
+        run_dir=None,
+        modes=None,
+        curves=None,
+        bridges=None,
+        callbacks=None,
+        verbose="auto",
+    ):
+        """Modes, curves, Type I bridges, a Type II bridge, calibration.
+
+        Runs `fit_modes`, `fit_curves` (the anchor to every other mode),
+        `fit_bridge` for Type I bridges on every curve and for a Type II
+        bridge on the anchor's first curve, then `calibrate` on
+        ``validation_data``. With ``run_dir``, the ensemble is saved there
+        after every stage and every training is backed up after every
+        epoch (`keras_bridge.checkpoints`): the same call, repeated after
+        the process was killed, skips the stages that finished and resumes
+        the interrupted one from its last epoch, so the planned epochs are
+        all completed. Start a new ensemble with a new ``run_dir``.
+
+        Args:
+            data: training data, as in `fit_modes`.
+            validation_data: labelled validation data (the anchor, the
+                midpoint check, ``val_`` logs, the temperature).
+            run_dir: folder of the run's checkpoints; None for none.
+            modes, curves, bridges: keyword arguments of `fit_modes`,
+                `fit_curves` and `fit_bridge` (e.g. ``{"epochs": 20}``);
+                ``bridges`` may also hold ``"type2": False``.
+            callbacks: Keras callbacks added to every stage's training.
+            verbose: as in `fit_modes`.
+
+        Returns:
+            The ensemble.
+
+        Example:
+
+        >>> import tempfile
+        >>> ens2 = kb.BridgeEnsemble(ens.backbone, num_modes=2, seed=0)
+        >>> _ = ens2.fit(data.train, data.validation, tempfile.mkdtemp(),
+        ...     modes={"epochs": 1}, curves={"epochs": 1},
+        ...     bridges={"epochs": 1, "type2": False}, verbose=0)
+        >>> ens2.member_names()
+        ['mode_0', 'mode_1', 'type1_0-1_r0.5']
+        """
+        options = {
+            "modes": _options(modes, "modes"),
+            "curves": _options(curves, "curves"),
+            "bridges": _options(bridges, "bridges"),
+        }
+        type2 = options["bridges"].pop("type2", True)
+        state = None if run_dir is None else RunState(run_dir)
+        finished = [] if state is None else state.resume(self)
+        common = {"callbacks": callbacks, "verbose": verbose}
+        for stage in STAGES:
+            if stage in finished:
+                continue
+            backup = None if state is None else state.backup_dir(stage)
+            self._fit_stage(
+                stage, data, validation_data, options, type2,
+                {**common, "backup_dir": backup},
+            )  # fmt: skip
+            if state is not None:
+                state.complete(stage, self)
+        return self
+
+    def _fit_stage(self, stage, data, validation_data, options, type2, common):
+        if stage == "modes":
+            self.fit_modes(
+                data, validation_data=validation_data,
+                **{**common, **options["modes"]},
+            )  # fmt: skip
+        elif stage == "curves":
+            self.fit_curves(
+                data, validation_data=validation_data,
+                **{**common, **options["curves"]},
+            )  # fmt: skip
+        elif stage == "type1":
+            self.fit_bridge(
+                data, kind="type1", validation_data=validation_data,
+                **{**common, **options["bridges"]},
+            )  # fmt: skip
+        elif stage == "type2" and type2 and len(self.modes) > 1:
+            first = sorted(p for p in self.curves if p[0] == self.anchor)
+            self.fit_bridge(
+                data, kind="type2", pairs=first[:1] or sorted(self.curves)[:1],
+                validation_data=validation_data,
+                **{**common, **options["bridges"]},
+            )  # fmt: skip
+        elif stage == "calibration" and validation_data is not None:
+            self.calibrate(validation_data)
+
+    def _adopt(self, other) -> None:
+        """Takes the state of ``other``, an ensemble of the same backbone
+        (e.g. loaded from a run's checkpoint)."""
+        check_same_architecture(
+            [self.backbone, other.backbone], "the run's saved backbone"
+        )
+        if other.feature_layer != self.feature_layer:
+            raise ValueError(
+                "The run's saved ensemble reads the feature layer "
+                f"{other.feature_layer!r}, this one {self.feature_layer!r}: "
+                "use a new `run_dir`."
+            )
+        for key in (
+            "modes", "num_modes", "curves", "curve_checks", "bridges",
+            "temperature", "mode_epochs", "anchor", "_points",
+        ):  # fmt: skip
+            setattr(self, key, getattr(other, key))
+        self._predictors = {}

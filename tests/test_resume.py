@@ -1,0 +1,158 @@
+"""A run killed with SIGKILL in the middle of an epoch resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+import keras_bridge as kb
+from keras_bridge import checkpoints
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+    import keras_bridge as kb
+
+    run_dir, stage, log = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+    def is_target(model):
+        if stage == "modes":
+            return model.name == "mode_1"
+        if stage == "curves":
+            return model.name.startswith("curve_")
+        heads = getattr(model, "heads", [])
+        return bool(heads) and heads[0].name.startswith(f"head_{stage}")
+
+
+    class KillMidEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            with open(log, "a") as handle:
+                handle.write(f"{os.getpid()} {self.model.name} {epoch}\\n")
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2 and is_target(self.model):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    data = kb.data.load_digits(batch_size=128)
+    backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens.fit(
+        data.train, data.validation, run_dir,
+        modes={"epochs": 3}, curves={"epochs": 3}, bridges={"epochs": 3},
+        callbacks=[KillMidEpoch()], verbose=0,
+    )
+    print("DONE", " ".join(ens.member_names()))
+    """
+)
+
+
+def _run(script, run_dir, stage, log):
+    return subprocess.run(
+        [sys.executable, str(script), str(run_dir), stage, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.large
+def test_a_run_killed_in_each_stage_resumes_and_completes(tmp_path):
+    script, log = tmp_path / "child.py", tmp_path / "epochs.log"
+    script.write_text(CHILD)
+    run_dir = tmp_path / "run"
+    state = checkpoints.RunState(run_dir)
+    stages = ["modes", "curves", "type1", "type2"]
+    for index, stage in enumerate(stages):
+        result = _run(script, run_dir, stage, log)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+        # Killed in this stage: the earlier ones are recorded, it is not.
+        assert state.finished() == stages[:index]
+    result = _run(script, run_dir, "none", log)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[1:] == [
+        "mode_0", "mode_1", "type1_0-1_r0.5", "type2_0-1_r0.5",
+    ]  # fmt: skip
+    assert state.finished() == [*stages, "calibration"]
+
+    # Every unit trained its planned 3 epochs, and a killed one resumed
+    # from its last finished epoch (1), not from the start.
+    for stage in stages:
+        progress = checkpoints.Checkpoints(state.backup_dir(stage)).progress()
+        assert progress and set(progress.values()) == {3}, (stage, progress)
+    runs = {}
+    for line in log.read_text().splitlines():
+        pid, name, epoch = line.split()
+        runs.setdefault((name, pid), []).append(int(epoch))
+    epochs_of = {}
+    for (name, _), epochs in runs.items():
+        epochs_of.setdefault(name, []).append(epochs)
+    assert epochs_of["mode_1"] == [[0, 1], [1, 2]]
+    assert epochs_of["mode_0"] == [[0, 1, 2]]  # loaded, not retrained
+    assert epochs_of["curve_0_1"] == [[0, 1], [1, 2]]
+
+    # The final ensemble is complete, evaluates, and nothing partial is
+    # left behind.
+    ens = kb.BridgeEnsemble.load(state.ensemble_path)
+    report = ens.evaluate(kb.data.load_digits().test)
+    assert report.row("DE-2 + 1 Type II")["members"] == 3
+    leftovers = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(run_dir)
+        for name in names
+        if ".partial" in name
+    ]
+    assert leftovers == []
+
+
+def test_backups_are_written_atomically_and_resume(tmp_path):
+    """One unit trained in two calls: the second resumes from the epoch
+    the first backed up (a stand-in for a kill between epochs)."""
+    store = checkpoints.Checkpoints(tmp_path)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = keras.ops.ones((8, 3))
+    y = keras.ops.zeros((8, 2))
+
+    class StopAfterOne(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            x, y, epochs=3, verbose=0,
+            callbacks=[*store.callbacks("unit"), StopAfterOne()],
+        )  # fmt: skip
+    assert store.progress() == {"unit": 1}
+    backup = tmp_path / "unit"
+    assert sorted(os.listdir(backup)) == [
+        "latest.weights.h5", "training_metadata.json",
+    ]  # fmt: skip
+    meta = json.loads((backup / "training_metadata.json").read_text())
+    assert meta["epoch"] == 1
+    history = model.fit(
+        x, y, epochs=3, verbose=0, callbacks=store.callbacks("unit")
+    )
+    assert len(history.epoch) == 2 and history.epoch[0] == 1
+    assert store.progress() == {"unit": 3}
+    assert not backup.exists()  # removed once the unit finished
+    store.finish("unit", model)
+    assert store.finished("unit") and not store.finished("other")
+
+
+def test_backup_dir_must_be_a_folder(tmp_path, tiny_ensemble, digits):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="`backup_dir` must be a folder"):
+        tiny_ensemble.fit_bridge(digits.train, epochs=1, backup_dir=path)
+    with pytest.raises(ValueError, match="`modes` must be a dict"):
+        tiny_ensemble.fit(digits.train, modes=3)
