@@ -1,47 +1,80 @@
 """Train a bridge ensemble on digits, save it, and export it for serving.
 
-Writes, under runs/deploy/: ensemble.keras (the whole ensemble),
-serving/digits/1/ (a SavedModel for TF Serving), digits.onnx, and
-request.json (a TF Serving REST request body for two test images). Then
-it answers the request with the exported SavedModel and with
-onnxruntime, and checks both against `ens.predict`.
+Writes, under ``--output`` (default ``runs/deploy``; a folder that holds
+an earlier run is kept and ``<output>-2``, ``-3``, ... is used instead):
+ensemble.keras (the whole ensemble), serving/digits/1/ (a SavedModel for
+TF Serving), digits.onnx, and request.json (a TF Serving REST request
+body for two test images). Then it answers the request with the exported
+SavedModel and with onnxruntime, and checks both against `ens.predict`.
+`examples/serve_tf_serving.py` serves and queries such an export.
 
-Run: python examples/deploy_digits.py
+Run (from the repository root):
+
+    python examples/deploy_digits.py            # the full run
+    python examples/deploy_digits.py --smoke    # tiny: only checks it runs
 """
 
+import argparse
 import json
 import os
 
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras_bridge as kb
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-OUTPUT = os.path.join("runs", "deploy")
+import keras_bridge as kb  # noqa: E402
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Train a digits bridge ensemble, save it, export it as a "
+            "SavedModel and ONNX, and check both exports."
+        )
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=15,
+        help="epochs per mode and curve (the bridge trains 40)",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.path.join("runs", "deploy"),
+        help="output folder; when it holds an earlier run, <output>-2, "
+        "-3, ... is used instead",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 epoch per stage: only checks the script runs",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    output = kb.files.run_folder(args.output)
+    print(f"Writing to {output}")
+    epochs, bridge_epochs = (1, 1) if args.smoke else (args.epochs, 40)
     data = kb.data.load_digits()
     backbone = kb.models.resnet(
         data.input_shape, data.num_classes, depth=8, width=0.5
     )
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-    ens.fit_modes(data.train, epochs=15, verbose=0)
+    ens.fit_modes(data.train, epochs=epochs, verbose=0)
     ens.fit_curves(data.train, validation_data=data.validation, verbose=0)
-    ens.fit_bridge(data.train, epochs=40, verbose=0)
+    ens.fit_bridge(data.train, epochs=bridge_epochs, verbose=0)
     ens.calibrate(data.validation)
 
-    ens.save(os.path.join(OUTPUT, "ensemble.keras"))
-    saved = ens.export(
-        os.path.join(OUTPUT, "serving", "digits", "1"), overwrite=True
-    )
-    onnx_path = ens.export(
-        os.path.join(OUTPUT, "digits.onnx"), format="onnx", overwrite=True
-    )
+    ens.save(os.path.join(output, "ensemble.keras"))
+    saved = ens.export(os.path.join(output, "serving", "digits", "1"))
+    onnx_path = ens.export(os.path.join(output, "digits.onnx"), format="onnx")
 
     x, y = kb.data.to_numpy(data.test)
     x = x[:2]
-    with open(os.path.join(OUTPUT, "request.json"), "w") as handle:
+    with open(os.path.join(output, "request.json"), "w") as handle:
         json.dump({"instances": x.tolist()}, handle)
 
     expected = ens.predict(x)

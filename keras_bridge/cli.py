@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from keras_bridge import files
 from keras_bridge.version import __version__
 
 
@@ -155,27 +156,8 @@ def _data_arguments(parser) -> None:
 
 
 def run_folder(output: str) -> str:
-    """``output``, or ``output-2``, ``-3``, ... when it holds an earlier
-    run; created, and checked to be writable, before any training."""
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"`--output` {output!r} is a file, not a folder.")
-    candidate, number = output, 1
-    while os.path.exists(candidate) and (
-        not os.path.isdir(candidate) or os.listdir(candidate)
-    ):
-        number += 1
-        candidate = f"{output}-{number}"
-    try:
-        os.makedirs(candidate, exist_ok=True)
-        probe = os.path.join(candidate, ".write-check")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(
-            f"`--output` {output!r} cannot be written: {error.strerror}."
-        ) from error
-    return candidate
+    """`keras_bridge.files.run_folder`, with errors naming ``--output``."""
+    return files.run_folder(output, argument="--output")
 
 
 def _verbosity(args) -> int:

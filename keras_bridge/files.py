@@ -189,3 +189,44 @@ def _move_into_place(source: str, target: str) -> None:
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def run_folder(path, argument: str = "path") -> str:
+    """A new folder for a run's outputs: ``path``, or ``path-2``, ``-3``,
+    ... when it already holds something, so no earlier output is lost.
+    Created, and checked to be writable, before anything runs.
+
+    Args:
+        path: the preferred folder.
+        argument: the name errors give ``path``.
+
+    Returns:
+        The folder created (or the empty one found).
+
+    Example:
+
+    >>> first = run_folder("runs/digits")
+    >>> open(os.path.join(first, "report.md"), "w").close()
+    >>> run_folder("runs/digits")
+    'runs/digits-2'
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{argument}` {path!r} is a file, not a folder.")
+    candidate, number = path, 1
+    while os.path.exists(candidate) and (
+        not os.path.isdir(candidate) or os.listdir(candidate)
+    ):
+        number += 1
+        candidate = f"{path}-{number}"
+    try:
+        os.makedirs(candidate, exist_ok=True)
+        probe = os.path.join(candidate, ".write-check")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"`{argument}` {path!r} cannot be written: {error.strerror}."
+        ) from error
+    return candidate

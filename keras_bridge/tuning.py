@@ -292,6 +292,8 @@ class TuningResult:
 
     Attributes:
         member: the name of the tuned bridge.
+        pair: its curve (train the other curves' bridges with
+            ``pairs=[p for p in ens.curves if p != result.pair]``).
         trials: one dict per trial: ``trial_id``, ``status``
             (``"COMPLETED"``, ``"FAILED"``, ...), ``hyperparameters``,
             ``flops`` (the head's cost relative to one backbone pass),
@@ -307,12 +309,13 @@ class TuningResult:
 
     Example:
 
-    >>> result = TuningResult("type1_0-1@0.5", [], [], {}, {}, 0.0)
+    >>> result = TuningResult("type1_0-1_r0.5", (0, 1), [], [], {}, {}, 0.0)
     >>> result.completed
     []
     """
 
     member: str
+    pair: tuple
     trials: list
     pareto: list
     best: dict
@@ -516,6 +519,7 @@ def _result(hypermodel, trials, best, seconds) -> TuningResult:
     values = best["hyperparameters"]
     return TuningResult(
         member=hypermodel.member.name,
+        pair=hypermodel.member.pair,
         trials=trials,
         pareto=metrics_lib.pareto_front(trials),
         best=best,

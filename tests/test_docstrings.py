@@ -37,16 +37,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 #: Examples that cannot run here, with why. Each is in a file whose
 #: owner fixes it; remove the entry when the example runs.
-BROKEN = {
-    "keras_bridge.ensemble.BridgeEnsemble": (
-        "trains for minutes (20 + 20 + 30 epochs) and prints progress bars, "
-        "histories and the report that the example does not show"
-    ),
-    "keras_bridge.ensemble.BridgeEnsemble.fit_bridge": (
-        "trains 30 epochs, prints progress and a History the example "
-        "does not show"
-    ),
-}
+BROKEN = {}
 
 #: Examples that need data this machine may not have.
 NEEDS = {

@@ -1,0 +1,184 @@
+"""The examples run: each one's ``--smoke`` settings, or its ``--help``.
+
+`custom_backbone.py`, `tune_bridge_width.py` and `serve_tf_serving.py`
+run as a user runs them, in a fresh process; `cifar10_tfds.py` runs in
+this process on TFDS' mock data (`tfds.testing.mock_data` patches TFDS in
+the process that loads the data), so nothing is downloaded.
+"""
+
+import ast
+import http.server
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pytestmark = pytest.mark.large
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
+
+
+def run_example(name, *args, cwd):
+    """Runs ``examples/<name>`` with ``args``; the finished process."""
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "no_proxy": "127.0.0.1,localhost",  # the stub server is local
+    }
+    return subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def check_ran(process):
+    assert process.returncode == 0, (
+        process.stdout[-3000:] + process.stderr[-3000:]
+    )
+    return process.stdout
+
+
+def import_example(name):
+    """Imports ``examples/<name>`` as a module (registered, so that
+    AutoGraph can read the source of its functions)."""
+    module_name = f"example_{os.path.splitext(name)[0]}"
+    spec = importlib.util.spec_from_file_location(
+        module_name, os.path.join(EXAMPLES, name)
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_custom_backbone_runs_and_keeps_earlier_outputs(tmp_path):
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "report.md").write_text("an earlier run\n")
+    args = ["--smoke", "--output", str(earlier)]
+    out = check_ran(run_example("custom_backbone.py", *args, cwd=tmp_path))
+    assert (earlier / "report.md").read_text() == "an earlier run\n"
+    folder = tmp_path / "run-2"
+    for name in ("report.md", "report.json", "report.png", "ensemble.keras"):
+        assert (folder / name).is_file(), name
+    assert "bridges read 'features'" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if "configuration" in line)
+    assert header.split()[:3] == ["configuration", "members", "FLOPs"]
+    assert any(line.strip().startswith("Single + 1 Type I") for line in lines)
+    assert "Members that pay off on validation data: [" in out
+    assert "member_probabilities shape (360," in out
+    markdown = (folder / "report.md").read_text()
+    assert markdown.startswith("| configuration | members | FLOPs |")
+
+
+def test_tune_bridge_width_runs(tmp_path):
+    folder = tmp_path / "tune"
+    args = ["--smoke", "--output", str(folder)]
+    out = check_ran(run_example("tune_bridge_width.py", *args, cwd=tmp_path))
+    assert "Tuning of type1_" in out and "2 of 2 trials completed" in out
+    assert "Pareto front (FLOPs vs validation KL):" in out
+    assert "Settings for the other bridges: {'head':" in out
+    assert "BayesianOptimization: best type2_" in out
+    assert (folder / "pareto.png").stat().st_size > 0
+    trials = json.loads((folder / "trials.json").read_text())
+    members = next(line for line in out.splitlines() if "Members:" in line)
+    names = ast.literal_eval(members.split(":", 1)[1].strip())
+    bridges = [name for name in names if not name.startswith("mode_")]
+    kinds = sorted(name.split("_")[0] for name in bridges)
+    assert kinds == ["type1", "type1", "type2"]
+    assert trials["member"] in bridges
+    assert len(trials["trials"]) == 2
+    assert trials["best"] in [t["trial_id"] for t in trials["trials"]]
+    assert trials["fit_kwargs"]["max_flops"] == 0.12
+    assert (folder / "ensemble.keras").is_file()
+
+
+def test_cifar10_recipe_runs_on_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    cifar = import_example("cifar10_tfds.py")
+    folder = tmp_path / "cifar"
+    with tfds.testing.mock_data(num_examples=64):
+        status = cifar.main(
+            ["--smoke", "--data-dir", str(tmp_path / "tfds")]
+            + ["--output", str(folder)]
+        )
+    assert status == 0
+    for name in ("report.md", "curve.png", "ensemble.keras", "model.onnx"):
+        assert (folder / name).is_file(), name
+    assert (folder / "serving" / "cifar10" / "1" / "saved_model.pb").is_file()
+    report = (folder / "report.md").read_text()
+    assert "| Single + 1 Type I |" in report
+    assert "| DE-2 + 1 Type II |" in report
+
+
+def test_cifar10_recipe_never_downloads_by_default(tmp_path, capsys):
+    cifar = import_example("cifar10_tfds.py")
+    status = cifar.main(
+        ["--data-dir", str(tmp_path / "tfds")]
+        + ["--output", str(tmp_path / "out")]
+    )
+    assert status == 2
+    assert "tfds build cifar10" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["cifar10_tfds.py", "serve_tf_serving.py"])
+def test_help(name, tmp_path):
+    out = check_ran(run_example(name, "--help", cwd=tmp_path))
+    assert "--smoke" in out and "--output" in out
+
+
+def stub_serving(requests: list):
+    """A handler that answers TF Serving's REST predict with a fixed
+    output per input, and records each request in ``requests``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            size = int(self.headers["Content-Length"])
+            body = json.loads(self.rfile.read(size))
+            requests.append((self.path, body))
+            answer = [{"class_ids": 7}] * len(body["instances"])
+            data = json.dumps({"predictions": answer}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def test_serve_tf_serving_sends_a_rest_request(tmp_path):
+    requests = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), stub_serving(requests))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    folder = tmp_path / "serve"
+    args = ["--smoke", "--output", str(folder)]
+    args += ["--host", f"127.0.0.1:{server.server_port}"]
+    try:
+        out = check_ran(run_example("serve_tf_serving.py", *args, cwd=tmp_path))
+    finally:
+        server.shutdown()
+    [(path, body)] = requests
+    assert path == "/v1/models/digits:predict"
+    assert body["signature_name"] == "serving_default"
+    image = body["instances"][0]
+    assert len(body["instances"]) == 2
+    assert (len(image), len(image[0]), len(image[0][0])) == (8, 8, 1)
+    assert "docker run" in out and "tensorflow/serving" in out
+    assert out.count("class_ids: 7") == 2
+    assert (folder / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+    assert json.loads((folder / "request.json").read_text()) == body
