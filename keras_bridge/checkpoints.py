@@ -180,12 +180,19 @@ class RunState:
     def ensemble_path(self) -> str:
         return os.path.join(self.run_dir, "ensemble.keras")
 
+    def _read(self) -> dict:
+        if not os.path.isfile(self._stages_path):
+            return {"finished": [], "records": {}}
+        with open(self._stages_path) as handle:
+            return json.load(handle)
+
     def finished(self) -> list:
         """The stages recorded as finished, in order."""
-        if not os.path.isfile(self._stages_path):
-            return []
-        with open(self._stages_path) as handle:
-            return json.load(handle)["finished"]
+        return self._read()["finished"]
+
+    def records(self) -> dict:
+        """What each finished stage recorded (`complete`'s ``record``)."""
+        return self._read().get("records", {})
 
     def backup_dir(self, stage: str) -> str:
         """The ``backup_dir`` of ``stage``'s training calls."""
@@ -201,12 +208,23 @@ class RunState:
             ensemble._adopt(BridgeEnsemble.load(self.ensemble_path))
         return finished
 
-    def complete(self, stage: str, ensemble) -> None:
-        """Saves ``ensemble`` and records ``stage`` as finished."""
+    def complete(self, stage: str, ensemble, record=None) -> None:
+        """Saves ``ensemble`` and records ``stage`` as finished, with
+        ``record`` (JSON-able: what the stage measured) beside it."""
         ensemble.save(self.ensemble_path, overwrite=True)
-        finished = [*self.finished(), stage]
+        state = self._read()
+        state["finished"] = [*state["finished"], stage]
+        state.setdefault("records", {})[stage] = record
         with atomic_write(
             self._stages_path, overwrite=True, suffix=".json"
         ) as staging:
             with open(staging, "w") as handle:
-                json.dump({"finished": finished}, handle)
+                json.dump(state, handle, default=_jsonable)
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
             "--output", help="run folder; overrides the config's `output`"
         )
         command.add_argument(
+            "--resume",
+            metavar="RUN_FOLDER",
+            help="finish a killed run in its folder, with its config.yaml",
+        )
+        command.add_argument(
             "--print-config",
             action="store_true",
             help="print the config that would run (defaults filled) and exit",
@@ -190,11 +195,24 @@ def run(args) -> dict:
     from keras_bridge import config as config_lib
     from keras_bridge import pipeline
 
+    resume = getattr(args, "resume", None)
+    if resume:
+        if getattr(args, "config", None) or getattr(args, "output", None):
+            raise ValueError(
+                "`--resume` takes the run's own config.yaml and folder: "
+                "give neither CONFIG nor --output."
+            )
+        args.config = os.path.join(resume, "config.yaml")
+        if not os.path.isfile(args.config):
+            raise ValueError(
+                f"`--resume` {resume!r} is not a run folder (it has no "
+                "config.yaml)."
+            )
     config = _config(args)
     if getattr(args, "print_config", False):
         print(config_lib.dump(config), end="")
         return {}
-    folder = run_folder(config.output_folder)
+    folder = resume or run_folder(config.output_folder)
     verbose = _verbosity(args)
     if verbose:
         print(f"Writing this run to {folder}")

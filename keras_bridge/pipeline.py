@@ -8,6 +8,7 @@ profiles -> (tuning) -> Type I and Type II bridges -> report -> plots ->
 ``serving/<dataset>/1`` and ``model.onnx``.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -16,7 +17,9 @@ import keras
 
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
-from keras_bridge import models
+from keras_bridge import models, plots
+from keras_bridge.checkpoints import RunState
+from keras_bridge.profile import CurveProfile
 
 
 def load_data(data: config_lib.DataConfig, seed: int) -> data_lib.DataSplits:
@@ -73,19 +76,69 @@ class _Log:
             print(text, flush=True)
 
 
-def _bridges(ens, data, config, log, report) -> None:
-    """Tuning (if on), Type I bridges on every curve, a Type II bridge."""
-    bridges, tuning = config.bridges, config.tuning
-    stop = (
-        [
-            keras.callbacks.EarlyStopping(
-                monitor="val_kl", mode="min", patience=bridges.patience,
-                restore_best_weights=True,
-            )
-        ]
-        if bridges.patience
-        else []
+def _stop(bridges) -> list:
+    if not bridges.patience:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_kl", mode="min", patience=bridges.patience,
+            restore_best_weights=True,
+        )
+    ]  # fmt: skip
+
+
+def _modes(ens, data, config, log, backup, records):
+    log.stage("modes", f"Training {config.modes.num_modes} modes")
+    ens.fit_modes(
+        data.train, epochs=config.modes.epochs,
+        learning_rate=config.modes.learning_rate,
+        validation_data=data.validation, verbose=log.verbose,
+        backup_dir=backup,
     )  # fmt: skip
+    log.say(f"Anchor (best on validation data): mode {ens.anchor}")
+    line = ens.curve_profile(data.test, bn_data=data.train, verbose=log.verbose)
+    log.say("Straight line from the anchor (before curve training):")
+    log.say(line)
+    return {"line": line.to_dict()}
+
+
+def _curves(ens, data, config, log, backup, records):
+    log.stage("curves", "Curves between the modes")
+    ens.fit_curves(
+        data.train, epochs=config.curves.epochs,
+        learning_rate=config.curves.learning_rate,
+        validation_data=data.validation, verbose=log.verbose,
+        backup_dir=backup,
+    )  # fmt: skip
+    profiles = []
+    for pair in sorted(ens.curves):
+        profile = ens.curve_profile(
+            data.test, pair=pair, bn_data=data.train, verbose=log.verbose
+        )
+        log.say(profile)
+        profiles.append(profile.to_dict())
+    return {"curves": profiles}
+
+
+def _tuning(ens, data, config, log, backup, records):
+    tuning = config.tuning
+    if not tuning.enabled:
+        return None
+    log.stage("tuning", f"Tuning the Type I head ({tuning.tuner})")
+    result = ens.tune_bridge(
+        data.train, data.validation, tuner=tuning.tuner,
+        max_trials=tuning.max_trials, epochs=tuning.epochs,
+        max_flops=tuning.max_flops,
+        directory=backup,  # KerasTuner resumes its own search there
+        verbose=log.verbose,
+    )  # fmt: skip
+    log.say(result)
+    return {"tuning": dataclasses.asdict(result)}
+
+
+def _type1(ens, data, config, log, backup, records):
+    log.stage("type1", "Type I bridges")
+    bridges = config.bridges
     options = {
         "head": None,
         "learning_rate": bridges.learning_rate,
@@ -93,95 +146,79 @@ def _bridges(ens, data, config, log, report) -> None:
         "max_flops": bridges.max_flops,
     }
     pairs = sorted(ens.curves)
-    if tuning.enabled:
-        log.stage("tuning", f"Tuning the Type I head ({tuning.tuner})")
-        result = ens.tune_bridge(
-            data.train, data.validation, tuner=tuning.tuner,
-            max_trials=tuning.max_trials, epochs=tuning.epochs,
-            max_flops=tuning.max_flops,
-            directory=os.path.join(report["folder"], "tuning"),
-            verbose=log.verbose,
-        )  # fmt: skip
-        log.say(result)
-        report["tuning"] = {
-            "trials": result.trials,
-            "pareto": result.pareto,
-            "best": result.best,
-            "fit_kwargs": result.fit_kwargs,
-            "seconds": result.seconds,
-        }
-        report["_tuning_result"] = result
-        options = result.fit_kwargs
-        tuned = ens.members()[-1].pair
-        pairs = [p for p in pairs if p != tuned]
-    log.stage("bridges", "Bridges")
-    common = {
-        "epochs": bridges.epochs,
-        "validation_data": data.validation,
-        "verbose": log.verbose,
-        **options,
-    }
+    tuned = (records.get("tuning") or {}).get("tuning")
+    if tuned:  # the tuned bridge stays; the others train like it
+        options = tuned["fit_kwargs"]
+        pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
     if pairs:
         ens.fit_bridge(
-            data.train, kind="type1", pairs=pairs, callbacks=stop, **common
-        )
-    if bridges.type2:
-        ens.fit_bridge(
-            data.train, kind="type2", pairs=[sorted(ens.curves)[0]],
-            callbacks=stop,
-            **{**common, "head": None, "max_flops": bridges.max_flops},
+            data.train, kind="type1", pairs=pairs, epochs=bridges.epochs,
+            validation_data=data.validation, callbacks=_stop(bridges),
+            verbose=log.verbose, backup_dir=backup, **options,
         )  # fmt: skip
+    return {}
 
 
-def _curves(ens, data, curves, log, report) -> None:
-    log.stage("curves", "Curves between the modes")
-    line = ens.curve_profile(data.test, bn_data=data.train, verbose=log.verbose)
-    log.say("Straight line from the anchor (before curve training):")
-    log.say(line)
-    report["line"] = line.to_dict()
-    report["_profiles"] = [line]
-    ens.fit_curves(
-        data.train,
-        epochs=curves.epochs,
-        learning_rate=curves.learning_rate,
-        validation_data=data.validation,
-        verbose=log.verbose,
-    )
-    report["curves"] = []
-    for pair in sorted(ens.curves):
-        profile = ens.curve_profile(
-            data.test, pair=pair, bn_data=data.train, verbose=log.verbose
-        )
-        log.say(profile)
-        report["curves"].append(profile.to_dict())
-        report["_profiles"].append(profile)
+def _type2(ens, data, config, log, backup, records):
+    bridges = config.bridges
+    if not bridges.type2:
+        return None
+    log.stage("type2", "A Type II bridge")
+    ens.fit_bridge(
+        data.train, kind="type2", pairs=[sorted(ens.curves)[0]],
+        epochs=bridges.epochs, validation_data=data.validation,
+        callbacks=_stop(bridges), verbose=log.verbose, backup_dir=backup,
+        learning_rate=bridges.learning_rate,
+        mixup_alpha=bridges.mixup_alpha, max_flops=bridges.max_flops,
+    )  # fmt: skip
+    return {}
+
+
+#: The training stages of a run, in order; each is checkpointed.
+STAGES = {
+    "modes": _modes,
+    "curves": _curves,
+    "tuning": _tuning,
+    "type1": _type1,
+    "type2": _type2,
+}
 
 
 def train(config: config_lib.RunConfig, folder: str, verbose=1):
-    """Runs every training stage of ``config``: ``(ensemble, data, report)``
-    with the report's dict so far and the stage timings in ``log``."""
+    """Runs (or resumes) every training stage of ``config`` in ``folder``.
+
+    The ensemble is saved in ``folder/checkpoints`` after every stage and
+    every epoch is backed up (`keras_bridge.checkpoints.RunState`): called
+    again on the same folder after a kill, it resumes where it stopped.
+
+    Returns:
+        ``(ensemble, data, report, log)``: the report's dict so far and
+        the stage timings in ``log.seconds``.
+    """
+    from keras_bridge.ensemble import BridgeEnsemble
+
     log = _Log(verbose)
-    report = {"folder": folder, "config": config.model_dump()}
     log.stage("data", f"Data: {config.data.name}")
     data = load_data(config.data, config.seed)
     backbone = build_backbone(config.backbone, data)
-    from keras_bridge.ensemble import BridgeEnsemble
-
     ens = BridgeEnsemble(
         backbone, num_modes=config.modes.num_modes, seed=config.seed
     )
-    log.stage("modes", f"Training {config.modes.num_modes} modes")
-    ens.fit_modes(
-        data.train,
-        epochs=config.modes.epochs,
-        learning_rate=config.modes.learning_rate,
-        validation_data=data.validation,
-        verbose=log.verbose,
-    )
-    log.say(f"Anchor (best on validation data): mode {ens.anchor}")
-    _curves(ens, data, config.curves, log, report)
-    _bridges(ens, data, config, log, report)
+    state = RunState(os.path.join(folder, "checkpoints"))
+    finished = state.resume(ens)
+    if finished:
+        log.say(f"Resuming {folder} after: {', '.join(finished)}")
+    records = state.records()
+    for stage, run_stage in STAGES.items():
+        if stage in finished:
+            continue
+        backup = state.backup_dir(stage)
+        records[stage] = run_stage(ens, data, config, log, backup, records)
+        state.complete(stage, ens, records[stage])
     log.end()
+    report = {"folder": folder, "config": config.model_dump()}
+    for record in records.values():
+        report.update(record or {})
     return ens, data, report, log
 
 
@@ -226,12 +263,15 @@ def export(ens, config, folder, verbose=1) -> dict:
     name = config.data.name.replace("/", "_")
     if config.export.saved_model:
         paths["saved_model"] = ens.export(
-            os.path.join(folder, "serving", name, "1"), verbose=verbose
+            os.path.join(folder, "serving", name, "1"),
+            overwrite=True,
+            verbose=verbose,
         )
     if config.export.onnx:
         try:
             paths["onnx"] = ens.export(
                 os.path.join(folder, "model.onnx"), format="onnx",
+                overwrite=True,
                 verbose=verbose,
             )  # fmt: skip
         except ImportError as error:
@@ -251,16 +291,23 @@ def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
     Returns:
         The dict written to ``report.json``.
     """
-    with open(os.path.join(folder, "config.yaml"), "w") as handle:
-        handle.write(config_lib.dump(config))
+    path = os.path.join(folder, "config.yaml")
+    if not os.path.exists(path):  # a resumed run keeps its own
+        with open(path, "w") as handle:
+            handle.write(config_lib.dump(config))
     ens, data, report, log = train(config, folder, verbose)
-    profiles = report.pop("_profiles")
-    result = report.pop("_tuning_result", None)
+    profiles = [
+        CurveProfile(**{**p, "pair": tuple(p["pair"])})
+        for p in [report["line"], *report["curves"]]
+    ]
     log.stage("report", "Report")
     report.update(evaluate(ens, data, folder, config.plots, profiles, verbose))
-    if result is not None and config.plots:
+    if "tuning" in report and config.plots:
         try:
-            result.plot(path=os.path.join(folder, "pareto.png"))
+            plots.pareto(
+                report["tuning"]["trials"], report["tuning"]["pareto"],
+                path=os.path.join(folder, "pareto.png"),
+            )  # fmt: skip
         except ImportError:
             pass
     log.stage("export", "Saving and exporting")
