@@ -169,8 +169,11 @@ class BridgeDistiller(keras.Model):
         x = mixup(x, self.mixup_alpha)
         with tf.GradientTape() as tape:
             loss, kl, agree = self._distill(x, training=True)
+            # Replicas' gradients are summed: scale so they average.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas
         variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
         return self._update(loss, kl, agree)
 

@@ -10,6 +10,7 @@ state, and it changes it only when a step has succeeded.
 import warnings
 
 import keras
+import tensorflow as tf
 
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
@@ -53,6 +54,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         seed: seed of all training, or ``None`` for a random start.
         curve: a `keras_bridge.curves.Curve` or ``"bezier"`` /
             ``"polychain"``.
+        strategy: a `tf.distribute.Strategy` every training runs under
+            (e.g. `tf.distribute.MirroredStrategy` over several GPUs);
+            ``None`` for the one entered with ``strategy.scope()`` around
+            the calls, if any. Batches are global: each replica gets
+            ``batch_size / num_replicas_in_sync`` examples.
 
     Example:
 
@@ -75,7 +81,16 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         num_modes=2,
         seed=None,
         curve="bezier",
+        strategy=None,
     ):
+        if strategy is not None and not isinstance(
+            strategy, tf.distribute.Strategy
+        ):
+            raise ValueError(
+                "`strategy` must be a `tf.distribute.Strategy` or None; "
+                f"received strategy={strategy!r}."
+            )
+        self.strategy = strategy
         self.num_modes = inputs.positive_int(num_modes, "num_modes")
         if seed is not None:
             seed = inputs.positive_int(seed, "seed", minimum=0)
@@ -92,6 +107,12 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self.anchor = 0  # the mode of "Single + k Type I"
         self._points: dict = {}  # (pair, t) -> curve network at t
         self._predictors: dict = {}
+
+    def _scope(self):
+        """The scope training runs in: `strategy`'s, else the ambient
+        one (a `strategy.scope()` the caller entered, or none)."""
+        strategy = self.strategy or tf.distribute.get_strategy()
+        return strategy.scope()
 
     @property
     def input_shape(self) -> tuple:
@@ -185,9 +206,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             optimizer=optimizer, learning_rate=learning_rate,
             callbacks=callbacks, verbose=verbose, backup_dir=backup_dir,
         )  # fmt: skip
-        modes, histories = training.train_modes(
-            self.backbone, self.num_modes, data, steps, self.seed, options
-        )
+        with self._scope():
+            modes, histories = training.train_modes(
+                self.backbone, self.num_modes, data, steps, self.seed, options
+            )
         anchor = 0
         if validation_data is not None:
             anchor = training.best_mode(modes, options["validation_data"])
@@ -287,9 +309,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         curves, points, scores, histories = {}, {}, {}, {}
         for pair in pairs:
             ends = [self.modes[i] for i in pair]
-            curves[pair], histories[pair] = training.train_curve(
-                ends, pair, self.curve, data, steps, self.seed, options
-            )
+            with self._scope():
+                curves[pair], histories[pair] = training.train_curve(
+                    ends, pair, self.curve, data, steps, self.seed, options
+                )
             if checks:
                 points[(pair, 0.5)] = training.curve_point(
                     curves[pair], 0.5, self.backbone, data
@@ -475,19 +498,21 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             return teachers[(pair, r)]
 
         sizing = {"head": head, "max_flops": max_flops}
-        new, specs, (cost, what) = bridges_lib.plan(
-            kind, pairs, points, sizing, self.backbone, self.feature_layer,
-            teacher,
-        )  # fmt: skip
+        with self._scope():
+            new, specs, (cost, what) = bridges_lib.plan(
+                kind, pairs, points, sizing, self.backbone,
+                self.feature_layer, teacher,
+            )  # fmt: skip
         self._check_new_bridges(new)
         if verbose:
             print(
                 f"Training {len(new)} {kind} bridge(s): {[b.name for b in new]}"
                 f"; head: {what}, {cost:.3f}x of one backbone pass."
             )
-        history = bridges_lib.distill(
-            self.modes, self.feature_index, specs, data, steps, options
-        )
+        with self._scope():
+            history = bridges_lib.distill(
+                self.modes, self.feature_index, specs, data, steps, options
+            )
         self._points.update(teachers)
         self.bridges.update(new)
         self._predictors = {}
@@ -574,9 +599,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         validation_data, _ = self._data(
             validation_data, "validation_data", "tune_bridge", False
         )
-        hypermodel = tuning.BridgeHyperModel(
-            self, data, kind=kind, pair=pair, max_flops=max_flops
-        )
+        with self._scope():
+            hypermodel = tuning.BridgeHyperModel(
+                self, data, kind=kind, pair=pair, max_flops=max_flops
+            )
         data, _ = self._data(data, "data", "tune_bridge", False)
         seed = self.seed
         result, model = tuning.search(
@@ -585,7 +611,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
              "directory": directory, "overwrite": overwrite,
              "seed": None if seed is None
              else seed + training.TUNING_SEED_OFFSET,
-             "verbose": verbose},
+             "verbose": verbose, "strategy": self.strategy},
         )  # fmt: skip
         hypermodel.install(model)
         return result

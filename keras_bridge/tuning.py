@@ -394,6 +394,7 @@ def _tuner(name, hypermodel, max_trials, epochs, directory, options):
         "directory": directory,
         "project_name": hypermodel.member.name.replace("@", "_at_"),
         "max_consecutive_failed_trials": max_trials,
+        "distribution_strategy": options.pop("strategy", None),
         **options,
     }
     if name == "hyperband":
@@ -487,7 +488,8 @@ def search(hypermodel, data, validation_data, options):
         found = _tuner(
             options["tuner"], hypermodel, options["max_trials"], epochs,
             directory, {"overwrite": options["overwrite"],
-                        "seed": options["seed"]},
+                        "seed": options["seed"],
+                        "strategy": options.get("strategy")},
         )  # fmt: skip
         found.search(
             data, validation_data=validation_data, epochs=epochs,

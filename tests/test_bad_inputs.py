@@ -359,13 +359,12 @@ def test_bad_save_and_export_targets(modes_only, tmp_path):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["run", "--epochs=0"], "--epochs: must be an integer >= 1"),
-        (["run", "--num-modes=1"], "--num-modes: must be an integer >= 2"),
-        (["run", "--width=-1"], "--width: must be a number > 0"),
+        (["evaluate", "e.keras", "--batch-size=0"], "--batch-size: must"),
         (["run", "--colour=red"], "unrecognized arguments: --colour=red"),
         (["fly"], "invalid choice: 'fly'"),
-        (["run", "--depth=9"], "--depth: must be 6 n + 2"),
-        (["run", "--width=inf"], "--width: must be a number > 0"),
+        (["export", "e.keras", "m", "--quantization=int4"], "invalid choice"),
+        (["run", "--resume={tmp}"], "is not a run folder"),
+        (["run", "c.yaml", "--resume={tmp}"], "give neither CONFIG"),
         (["run", "--output={tmp}/file"], "is a file, not a folder"),
         (["run", "--output={tmp}/file/r"], "`--output`"),
     ],
@@ -387,7 +386,14 @@ def test_the_command_line_reports_bad_arguments_in_one_line(
 
 def test_the_command_line_never_prints_a_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "keras_bridge.cli", "run", "--batch-size=x"],
+        [
+            sys.executable,
+            "-m",
+            "keras_bridge.cli",
+            "evaluate",
+            "e.keras",
+            "--batch-size=x",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -396,8 +402,8 @@ def test_the_command_line_never_prints_a_traceback(tmp_path):
     # TensorFlow may log its own start-up lines before ours.
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "keras-bridge run: error: argument --batch-size: must be an integer "
-        ">= 1; received 'x'"
+        "keras-bridge evaluate: error: argument --batch-size: must be an "
+        "integer >= 1; received 'x'"
     )
 
 
