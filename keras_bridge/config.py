@@ -53,9 +53,10 @@ class DataConfig(_Section):
 
 class BackboneConfig(_Section):
     """The network every mode copies: ``kb.models.resnet`` (``depth`` =
-    6 n + 2) or ``kb.models.plain_cnn``, at ``width`` x the base width."""
+    6 n + 2), ``kb.models.plain_cnn`` or ``kb.models.mobilenet_v3_style``,
+    at ``width`` x the base width."""
 
-    family: Literal["resnet", "plain_cnn"] = "resnet"
+    family: Literal["resnet", "plain_cnn", "mobilenet_v3_style"] = "resnet"
     depth: PositiveInt = 8
     width: PositiveFloat = 0.5
 
@@ -76,10 +77,12 @@ class ModesConfig(_Section):
 
 
 class CurvesConfig(_Section):
-    """`BridgeEnsemble.fit_curves`."""
+    """`BridgeEnsemble.fit_curves`; ``num_points``: the points of each
+    curve profile (`BridgeEnsemble.curve_profile`)."""
 
     epochs: PositiveInt = 20
     learning_rate: PositiveFloat = 1e-2
+    num_points: int = Field(11, ge=2)
 
 
 class BridgesConfig(_Section):

@@ -584,7 +584,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         Example:
 
         >>> result = ens.tune_bridge(data.train, data.validation,
-        ...     tuner="random", max_trials=2, epochs=1, verbose=0)
+        ...     tuner="random", max_trials=1, epochs=1, verbose=0)
         >>> result.best["flops"] <= 0.12
         True
         """

@@ -41,8 +41,8 @@ def load_data(data: config_lib.DataConfig, seed: int) -> data_lib.DataSplits:
 
 def build_backbone(backbone: config_lib.BackboneConfig, data) -> keras.Model:
     """The backbone a config names, for ``data``'s shapes."""
-    if backbone.family == "plain_cnn":
-        return models.plain_cnn(
+    if backbone.family in ("plain_cnn", "mobilenet_v3_style"):
+        return getattr(models, backbone.family)(
             data.input_shape, data.num_classes, width=backbone.width
         )
     return models.resnet(
@@ -96,7 +96,10 @@ def _modes(ens, data, config, log, backup, records):
         backup_dir=backup,
     )  # fmt: skip
     log.say(f"Anchor (best on validation data): mode {ens.anchor}")
-    line = ens.curve_profile(data.test, bn_data=data.train, verbose=log.verbose)
+    line = ens.curve_profile(
+        data.test, bn_data=data.train, verbose=log.verbose,
+        num_points=config.curves.num_points,
+    )  # fmt: skip
     log.say("Straight line from the anchor (before curve training):")
     log.say(line)
     return {"line": line.to_dict()}
@@ -113,8 +116,9 @@ def _curves(ens, data, config, log, backup, records):
     profiles = []
     for pair in sorted(ens.curves):
         profile = ens.curve_profile(
-            data.test, pair=pair, bn_data=data.train, verbose=log.verbose
-        )
+            data.test, pair=pair, bn_data=data.train, verbose=log.verbose,
+            num_points=config.curves.num_points,
+        )  # fmt: skip
         log.say(profile)
         profiles.append(profile.to_dict())
     return {"curves": profiles}

@@ -8,7 +8,7 @@ from keras_bridge import config as config_lib
 
 TINY = {
     "modes": {"num_modes": 2, "epochs": 1},
-    "curves": {"epochs": 1},
+    "curves": {"epochs": 1, "num_points": 3},
     "bridges": {"epochs": 1, "patience": None},
     "backbone": {"width": 0.25},
     "tuning": {"tuner": "random", "max_trials": 2, "epochs": 1},
@@ -29,7 +29,7 @@ def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
     assert "Single + 1 Type I" in names and "DE-2 + 1 Type II" in names
     assert report["line"]["kind"] == "line"
     assert len(report["tuning"]["trials"]) == 2
-    assert set(report["seconds"]) >= {"modes", "curves", "tuning", "bridges"}
+    assert set(report["seconds"]) >= {"modes", "curves", "tuning", "type1"}
     assert (run / "report.md").read_text().startswith("| configuration")
     for name in ("flops", "reliability", "curves", "pareto"):
         assert (run / f"{name}.png").stat().st_size > 1000

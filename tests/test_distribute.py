@@ -16,6 +16,9 @@ another order by a distributed iterator: each changes the result, as
 another batch size or seed would.)
 """
 
+import json
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -113,3 +116,75 @@ def test_mirrored_training_matches_one_device_and_runs_repeat(tmp_path, digits):
     for probabilities in (single, mirrored):
         accuracy = (probabilities.argmax(-1) == labels[:, None]).mean(0)
         assert accuracy.min() > 0.4, accuracy
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    import keras
+    import keras_bridge as kb
+
+    data = kb.data.load_digits(batch_size=64)
+    backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0, strategy=strategy)
+    ens.fit_modes(data.train, epochs=3, verbose=0)
+    ens.fit_curves(data.train, epochs=1, verbose=0)
+    ens.fit_bridge(data.train, epochs=2, verbose=0)
+    x, _ = kb.data.to_numpy(data.test)
+    np.save(sys.argv[1], ens.predict(x)["member_probabilities"])
+    print("workers", strategy.num_replicas_in_sync)
+    """
+)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.large
+def test_two_workers_train_one_ensemble_in_step(tmp_path, digits):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        config = {
+            "cluster": cluster,
+            "task": {"type": "worker", "index": index},
+        }
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(tmp_path / f"w{index}.npy")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    outputs = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=300)
+        finally:
+            worker.kill()  # bounded: never left running
+        assert worker.returncode == 0, err[-3000:]
+        outputs.append(out)
+    assert all("workers 2" in out for out in outputs)
+    first, second = (np.load(tmp_path / f"w{i}.npy") for i in range(2))
+    # Synchronous training: both workers hold the same ensemble.
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    labels = kb.data.to_numpy(digits.test)[1]
+    accuracy = (first.argmax(-1) == labels[:, None]).mean(axis=0)
+    assert accuracy[:2].min() > 0.5, accuracy  # the modes learned

@@ -48,7 +48,7 @@ CHILD = textwrap.dedent(
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit(
         data.train, data.validation, run_dir,
-        modes={"epochs": 3}, curves={"epochs": 3}, bridges={"epochs": 3},
+        modes={"epochs": 2}, curves={"epochs": 2}, bridges={"epochs": 2},
         callbacks=[KillMidEpoch()], verbose=0,
     )
     print("DONE", " ".join(ens.member_names()))
@@ -84,11 +84,11 @@ def test_a_run_killed_in_each_stage_resumes_and_completes(tmp_path):
     ]  # fmt: skip
     assert state.finished() == [*stages, "calibration"]
 
-    # Every unit trained its planned 3 epochs, and a killed one resumed
+    # Every unit trained its planned 2 epochs, and a killed one resumed
     # from its last finished epoch (1), not from the start.
     for stage in stages:
         progress = checkpoints.Checkpoints(state.backup_dir(stage)).progress()
-        assert progress and set(progress.values()) == {3}, (stage, progress)
+        assert progress and set(progress.values()) == {2}, (stage, progress)
     runs = {}
     for line in log.read_text().splitlines():
         pid, name, epoch = line.split()
@@ -96,9 +96,9 @@ def test_a_run_killed_in_each_stage_resumes_and_completes(tmp_path):
     epochs_of = {}
     for (name, _), epochs in runs.items():
         epochs_of.setdefault(name, []).append(epochs)
-    assert epochs_of["mode_1"] == [[0, 1], [1, 2]]
-    assert epochs_of["mode_0"] == [[0, 1, 2]]  # loaded, not retrained
-    assert epochs_of["curve_0_1"] == [[0, 1], [1, 2]]
+    assert epochs_of["mode_1"] == [[0, 1], [1]]
+    assert epochs_of["mode_0"] == [[0, 1]]  # loaded, not retrained
+    assert epochs_of["curve_0_1"] == [[0, 1], [1]]
 
     # The final ensemble is complete, evaluates, and nothing partial is
     # left behind.

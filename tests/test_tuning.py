@@ -33,7 +33,7 @@ def test_search_installs_the_best_completed_head(
         digits.validation,
         tuner="random",
         max_trials=3,
-        epochs=2,
+        epochs=1,
         directory=str(tmp_path),
         verbose=0,
     )
@@ -62,7 +62,7 @@ def test_search_installs_the_best_completed_head(
     # A second call with the same directory resumes: no trial reruns.
     again = ens.tune_bridge(
         digits.train, digits.validation, tuner="random", max_trials=3,
-        epochs=2, directory=str(tmp_path), verbose=0,
+        epochs=1, directory=str(tmp_path), verbose=0,
     )  # fmt: skip
     assert sorted(t["trial_id"] for t in again.trials) == sorted(
         t["trial_id"] for t in result.trials

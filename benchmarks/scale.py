@@ -1,0 +1,159 @@
+"""Benchmark: distribution, memory and on-device export, as ratios.
+
+1. `tf.distribute.MirroredStrategy` over 2 logical CPU devices against
+   one device: the median step time of each stage (modes, curves,
+   bridges) of a digits ensemble (ResNet-8 x 0.5, global batch 64). The
+   two logical devices share the same 2 physical cores, so this measures
+   the overhead of replication, not a speed-up: the figure to expect on
+   real accelerators is one device's step time at the per-replica batch.
+2. Peak resident memory (``ru_maxrss``) of a process that runs
+   `fit_bridge` on a saved ensemble against one that runs a plain
+   `model.fit` of the backbone on the same data, for the ResNet on digits
+   and for `keras.applications.EfficientNetB0` at 32x32x3 (``weights=None``,
+   512 random images; untrained modes are enough for memory). Goal: <=
+   1.5x.
+3. TFLite: see ``benchmarks/tflite.py`` (latency and size against the
+   SavedModel at batch 1); its table is printed here when
+   ``--with-tflite`` is given.
+
+Every measurement runs in a fresh process (devices and peak memory are
+per process). Usage: python benchmarks/scale.py [--with-tflite]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+STEPS = textwrap.dedent(
+    """
+    import json, os, sys, time
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, keras_bridge as kb
+
+    class Steps(keras.callbacks.Callback):
+        def __init__(self): self.times = []
+        def on_train_batch_begin(self, b, logs=None):
+            self.start = time.perf_counter()
+        def on_train_batch_end(self, b, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+                if sys.argv[1] == "mirrored" else None)
+    data = kb.data.load_digits(batch_size=64)
+    backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.5)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0,
+                            strategy=strategy)
+    result = {}
+    for stage, call in (
+        ("modes", lambda cb: ens.fit_modes(data.train, epochs=3,
+                                           callbacks=cb, verbose=0)),
+        ("curves", lambda cb: ens.fit_curves(data.train, epochs=3,
+                                             callbacks=cb, verbose=0)),
+        ("bridges", lambda cb: ens.fit_bridge(data.train, epochs=3,
+                                              callbacks=cb, verbose=0)),
+    ):
+        steps = Steps()
+        call([steps])
+        # The first epoch traces the graph: steady-state steps only.
+        result[stage] = float(np.median(steps.times[len(steps.times) // 3:]))
+    print(json.dumps(result))
+    """
+)
+
+MEMORY = textwrap.dedent(
+    """
+    import json, os, resource, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf, keras, keras_bridge as kb
+
+    what, net, path = sys.argv[1], sys.argv[2], sys.argv[3]
+    if net == "resnet":
+        data = kb.data.load_digits(batch_size=64)
+        train = data.train
+        backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.5)
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(512, 32, 32, 3)).astype("float32")
+        y = rng.integers(0, 10, 512)
+        train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+        backbone = keras.applications.EfficientNetB0(
+            weights=None, input_shape=(32, 32, 3), classes=10,
+            classifier_activation=None)
+    if what == "prepare":
+        ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+        ens.fit_curves(train, epochs=1, verbose=0)
+        ens.save(path)
+    elif what == "fit":
+        backbone.compile(
+            optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True))
+        backbone.fit(train, epochs=2, verbose=0)
+    else:
+        ens = kb.BridgeEnsemble.load(path)
+        ens.fit_bridge(train, epochs=2, verbose=0)
+    print(json.dumps(
+        {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    """
+)
+
+
+def _child(source: str, *args) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(source)
+    try:
+        result = subprocess.run(
+            [sys.executable, f.name, *args], capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+    finally:
+        os.remove(f.name)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--with-tflite", action="store_true")
+    args = parser.parse_args()
+
+    one = _child(STEPS, "single")
+    two = _child(STEPS, "mirrored")
+    print("MirroredStrategy (2 logical CPUs) vs one device, median step:")
+    print(f"{'stage':>8} {'one (ms)':>9} {'mirrored (ms)':>14} {'ratio':>6}")
+    for stage in one:
+        print(
+            f"{stage:>8} {1e3 * one[stage]:9.1f} {1e3 * two[stage]:14.1f} "
+            f"{two[stage] / one[stage]:6.2f}"
+        )
+
+    print("\nPeak resident memory: fit_bridge vs model.fit of the backbone")
+    print(f"{'network':>15} {'fit (MB)':>9} {'fit_bridge (MB)':>16} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as folder:
+        for net in ("resnet", "efficientnetb0"):
+            path = os.path.join(folder, f"{net}.keras")
+            _child(MEMORY, "prepare", net, path)
+            plain = _child(MEMORY, "fit", net, path)["peak_mb"]
+            bridge = _child(MEMORY, "bridge", net, path)["peak_mb"]
+            print(f"{net:>15} {plain:9.0f} {bridge:16.0f} {bridge / plain:6.2f}")
+
+    if args.with_tflite:
+        print()
+        subprocess.run(
+            [sys.executable, os.path.join(HERE, "tflite.py")], check=True
+        )
+
+
+if __name__ == "__main__":
+    main()
