@@ -153,6 +153,15 @@ def _free_ports(count):
 
 
 @pytest.mark.large
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "Keras 3.15's fit under MultiWorkerMirroredStrategy with 2 workers "
+        "fails for any model (ValueError: PerReplica to a Tensor; "
+        "keras-team/keras#20585). Turns red when Keras fixes it."
+    ),
+)
 def test_two_workers_train_one_ensemble_in_step(tmp_path, digits):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
