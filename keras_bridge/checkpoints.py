@@ -219,10 +219,18 @@ class RunState:
             self._stages_path, overwrite=True, suffix=".json"
         ) as staging:
             with open(staging, "w") as handle:
-                json.dump(state, handle, default=_jsonable)
+                json.dump(state, handle, default=jsonable)
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``json.dump``'s ``default``: tuples as lists, NumPy scalars as
+    Python numbers, anything else as its string.
+
+    Example:
+
+    >>> json.dumps({"pair": (0, 1), "x": np.float32(0.5)}, default=jsonable)
+    '{"pair": [0, 1], "x": 0.5}'
+    """
     if isinstance(value, tuple):
         return list(value)
     if hasattr(value, "item"):

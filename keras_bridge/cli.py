@@ -223,6 +223,7 @@ def evaluate(args) -> dict:
     """``evaluate``: a saved ensemble's report into a new run folder."""
     from keras_bridge import config as config_lib
     from keras_bridge import pipeline
+    from keras_bridge.checkpoints import jsonable
     from keras_bridge.ensemble import BridgeEnsemble
 
     data_config = config_lib.DataConfig(
@@ -238,7 +239,7 @@ def evaluate(args) -> dict:
     report = pipeline.evaluate(ens, data, folder, verbose=verbose)
     report["ensemble"] = os.path.abspath(args.ensemble)
     with open(os.path.join(folder, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2, default=pipeline._jsonable)
+        json.dump(report, handle, indent=2, default=jsonable)
     return report
 
 

@@ -18,7 +18,7 @@ import keras
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
 from keras_bridge import models, plots
-from keras_bridge.checkpoints import RunState
+from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.profile import CurveProfile
 
 
@@ -320,14 +320,6 @@ def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
     report["seconds"] = log.seconds
     path = os.path.join(folder, "report.json")
     with open(path, "w") as handle:
-        json.dump(report, handle, indent=2, default=_jsonable)
+        json.dump(report, handle, indent=2, default=jsonable)
     log.say(f"Report written to {path} and report.md")
     return report
-
-
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return list(value)
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
