@@ -603,10 +603,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             hypermodel = tuning.BridgeHyperModel(
                 self, data, kind=kind, pair=pair, max_flops=max_flops
             )
-        data, _ = self._data(data, "data", "tune_bridge", False)
         seed = self.seed
         result, model = tuning.search(
-            hypermodel, data, validation_data,
+            hypermodel, hypermodel.data, validation_data,
             {"tuner": tuner, "max_trials": max_trials, "epochs": epochs,
              "directory": directory, "overwrite": overwrite,
              "seed": None if seed is None

@@ -20,6 +20,7 @@ from keras_bridge import data as data_lib
 from keras_bridge import models, plots
 from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.profile import CurveProfile
+from keras_bridge.tuning import default_pair
 
 
 def load_data(data: config_lib.DataConfig, seed: int) -> data_lib.DataSplits:
@@ -140,42 +141,46 @@ def _tuning(ens, data, config, log, backup, records):
     return {"tuning": dataclasses.asdict(result)}
 
 
+def _fit_bridges(ens, data, bridges, log, backup, kind, pairs, options):
+    ens.fit_bridge(
+        data.train, kind=kind, pairs=pairs, epochs=bridges.epochs,
+        validation_data=data.validation, callbacks=_stop(bridges),
+        verbose=log.verbose, backup_dir=backup, **options,
+    )  # fmt: skip
+
+
 def _type1(ens, data, config, log, backup, records):
     log.stage("type1", "Type I bridges")
-    bridges = config.bridges
-    options = {
-        "head": None,
-        "learning_rate": bridges.learning_rate,
-        "mixup_alpha": bridges.mixup_alpha,
-        "max_flops": bridges.max_flops,
-    }
+    options = {"head": None, **_bridge_options(config.bridges)}
     pairs = sorted(ens.curves)
     tuned = (records.get("tuning") or {}).get("tuning")
     if tuned:  # the tuned bridge stays; the others train like it
         options = tuned["fit_kwargs"]
         pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
     if pairs:
-        ens.fit_bridge(
-            data.train, kind="type1", pairs=pairs, epochs=bridges.epochs,
-            validation_data=data.validation, callbacks=_stop(bridges),
-            verbose=log.verbose, backup_dir=backup, **options,
-        )  # fmt: skip
+        _fit_bridges(
+            ens, data, config.bridges, log, backup, "type1", pairs, options
+        )
     return {}
 
 
 def _type2(ens, data, config, log, backup, records):
-    bridges = config.bridges
-    if not bridges.type2:
+    if not config.bridges.type2:
         return None
     log.stage("type2", "A Type II bridge")
-    ens.fit_bridge(
-        data.train, kind="type2", pairs=[sorted(ens.curves)[0]],
-        epochs=bridges.epochs, validation_data=data.validation,
-        callbacks=_stop(bridges), verbose=log.verbose, backup_dir=backup,
-        learning_rate=bridges.learning_rate,
-        mixup_alpha=bridges.mixup_alpha, max_flops=bridges.max_flops,
+    _fit_bridges(
+        ens, data, config.bridges, log, backup, "type2",
+        [default_pair(ens)], _bridge_options(config.bridges),
     )  # fmt: skip
     return {}
+
+
+def _bridge_options(bridges) -> dict:
+    return {
+        "learning_rate": bridges.learning_rate,
+        "mixup_alpha": bridges.mixup_alpha,
+        "max_flops": bridges.max_flops,
+    }
 
 
 #: The training stages of a run, in order; each is checkpointed.

@@ -28,6 +28,7 @@ from keras_bridge import bridges as bridges_lib
 from keras_bridge import distillation, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.graph import feature_model
+from keras_bridge.inputs import positive_int
 from keras_bridge.members import DEFAULT_POINT, BridgeMember, check_point
 
 #: The tuners `BridgeEnsemble.tune_bridge` accepts.
@@ -126,9 +127,10 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             max_flops,
         )  # fmt: skip
         pair = default_pair(ensemble) if pair is None else pairs[0]
-        data, self.steps_per_epoch = ensemble._data(
+        self.data, self.steps_per_epoch = ensemble._data(
             data, "data", "tune_bridge", needs_labels=False
         )
+        data = self.data
         self.ensemble = ensemble
         self.member = BridgeMember(kind, pair, point)
         self.max_flops = bridges_lib.check_budget(
@@ -439,15 +441,8 @@ def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:
         raise ValueError(
             f"`tuner` must be one of {TUNERS}; received tuner={tuner!r}."
         )
-    for value, name in ((max_trials, "max_trials"), (epochs, "epochs")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(
-                f"`{name}` must be an integer >= 1; received {name}={value!r}."
-            )
-        if value < 1:
-            raise ValueError(
-                f"`{name}` must be an integer >= 1; received {name}={value!r}."
-            )
+    positive_int(max_trials, "max_trials")
+    positive_int(epochs, "epochs")
     if directory is not None and os.path.isfile(directory):
         raise ValueError(
             f"`directory` must be a folder; {directory!r} is a file."

@@ -2,6 +2,7 @@
 
 from keras_bridge.checkpoints import RunState
 from keras_bridge.curve_model import check_same_architecture
+from keras_bridge.tuning import default_pair
 
 #: The stages of `BridgeEnsemble.fit`, in order.
 STAGES = ("modes", "curves", "type1", "type2", "calibration")
@@ -106,9 +107,8 @@ class WorkflowMixin:
                 **{**common, **options["bridges"]},
             )  # fmt: skip
         elif stage == "type2" and type2 and len(self.modes) > 1:
-            first = sorted(p for p in self.curves if p[0] == self.anchor)
             self.fit_bridge(
-                data, kind="type2", pairs=first[:1] or sorted(self.curves)[:1],
+                data, kind="type2", pairs=[default_pair(self)],
                 validation_data=validation_data,
                 **{**common, **options["bridges"]},
             )  # fmt: skip
