@@ -17,6 +17,9 @@ Goals (issue #8): Single + 4 Type I: DEE (cNLL) >= 2.0 at <= 1.5x FLOPs and
 DE-3's cNLL at <= 2.4x FLOPs.
 
 Usage: python benchmarks/fashion_mnist.py --backbone resnet|cnn|mobilenet
+       python benchmarks/fashion_mnist.py --reuse ENSEMBLE.keras
+(``--reuse`` keeps a saved ensemble's modes and curves and refits only its
+bridges: the same teachers, for comparing bridge recipes.)
 """
 
 import argparse
@@ -49,30 +52,13 @@ def train(ens, data, args):
         stages[name] = time.perf_counter() - start
         print(f"{name}: {stages[name]:.0f} s", flush=True)
 
-    timed(
-        "modes",
-        lambda: ens.fit_modes(
-            data.train,
-            epochs=args.epochs,
-            validation_data=data.validation,
-            verbose=args.verbose,
-        ),
-    )
+    if args.reuse:
+        print(f"modes and curves: reused from {args.reuse}", flush=True)
+    else:
+        fit_modes_and_curves(ens, data, args, timed)
     print(f"anchor: mode {ens.anchor}", flush=True)
-    pairs = ens._pairs(None)
-    type2 = (0, 1) if (0, 1) in pairs or ens.anchor > 1 else (1, 0)
-    if type2 not in pairs:
-        pairs.append(type2)
-    timed(
-        "curves",
-        lambda: ens.fit_curves(
-            data.train,
-            pairs=pairs,
-            validation_data=data.validation,
-            verbose=args.verbose,
-        ),
-    )
-    print("midpoint checks:", ens.curve_checks, flush=True)
+    pairs = sorted(ens.curves)
+    type2 = (0, 1) if (0, 1) in pairs else (1, 0)
     anchor_pairs = [p for p in pairs if p[0] == ens.anchor]
     timed(
         "type1 bridges",
@@ -94,6 +80,32 @@ def train(ens, data, args):
         ),
     )
     return stages
+
+
+def fit_modes_and_curves(ens, data, args, timed):
+    timed(
+        "modes",
+        lambda: ens.fit_modes(
+            data.train,
+            epochs=args.epochs,
+            validation_data=data.validation,
+            verbose=args.verbose,
+        ),
+    )
+    pairs = ens._pairs(None)
+    type2 = (0, 1) if (0, 1) in pairs or ens.anchor > 1 else (1, 0)
+    if type2 not in pairs:
+        pairs.append(type2)
+    timed(
+        "curves",
+        lambda: ens.fit_curves(
+            data.train,
+            pairs=pairs,
+            validation_data=data.validation,
+            verbose=args.verbose,
+        ),
+    )
+    print("midpoint checks:", ens.curve_checks, flush=True)
 
 
 def bootstrap(ens, data, configs, draws, seed=0):
@@ -177,6 +189,12 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/benchmarks")
     parser.add_argument("--verbose", type=int, default=2)
     parser.add_argument(
+        "--reuse",
+        metavar="ENSEMBLE",
+        help="a .keras ensemble this script saved: keep its modes and "
+        "curves and refit only the bridges (to compare bridge recipes)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a few batches of each split, to check the script runs",
@@ -194,8 +212,14 @@ def main(argv=None):
             data.input_shape,
             data.num_classes,
         )
-    backbone = BACKBONES[args.backbone](data.input_shape)
-    ens = kb.BridgeEnsemble(backbone, num_modes=args.num_modes, seed=args.seed)
+    if args.reuse:
+        ens = kb.BridgeEnsemble.load(args.reuse)
+        backbone = ens.backbone
+    else:
+        backbone = BACKBONES[args.backbone](data.input_shape)
+        ens = kb.BridgeEnsemble(
+            backbone, num_modes=args.num_modes, seed=args.seed
+        )
     print(
         f"{backbone.name}: {kb.flops(backbone)} FLOPs, feature layer "
         f"{ens.feature_layer}",
@@ -203,7 +227,10 @@ def main(argv=None):
     )
     stages = train(ens, data, args)
     os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, f"fashion_mnist_{args.backbone}.keras")
+    name = f"fashion_mnist_{args.backbone}"
+    if args.reuse:
+        name = os.path.splitext(os.path.basename(args.reuse))[0] + "_rebridged"
+    path = os.path.join(args.output, f"{name}.keras")
     ens.save(path)
     report = ens.evaluate(data.test, calibration_data=data.validation)
     print("\n## Report\n")
@@ -217,10 +244,11 @@ def main(argv=None):
     total = sum(stages.values())
     for name, seconds in stages.items():
         print(f"- {name}: {seconds:.0f} s")
-    print(
-        f"- total {total:.0f} s = {total / stages['modes']:.2f}x the "
-        f"training time of DE-{args.num_modes} (the modes alone)"
-    )
+    if "modes" in stages:
+        print(
+            f"- total {total:.0f} s = {total / stages['modes']:.2f}x the "
+            f"training time of DE-{args.num_modes} (the modes alone)"
+        )
     print(
         f"\n## CPU latency ({os.cpu_count()} cores, median of "
         f"{args.latency_runs} interleaved runs)\n"

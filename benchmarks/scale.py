@@ -139,14 +139,16 @@ def main():
         )
 
     print("\nPeak resident memory: fit_bridge vs model.fit of the backbone")
-    print(f"{'network':>15} {'fit (MB)':>9} {'fit_bridge (MB)':>16} {'ratio':>6}")
+    header = ("network", "fit (MB)", "fit_bridge (MB)", "ratio")
+    print("{:>15} {:>9} {:>16} {:>6}".format(*header))
     with tempfile.TemporaryDirectory() as folder:
         for net in ("resnet", "efficientnetb0"):
             path = os.path.join(folder, f"{net}.keras")
             _child(MEMORY, "prepare", net, path)
             plain = _child(MEMORY, "fit", net, path)["peak_mb"]
             bridge = _child(MEMORY, "bridge", net, path)["peak_mb"]
-            print(f"{net:>15} {plain:9.0f} {bridge:16.0f} {bridge / plain:6.2f}")
+            ratio = bridge / plain
+            print(f"{net:>15} {plain:9.0f} {bridge:16.0f} {ratio:6.2f}")
 
     if args.with_tflite:
         print()

@@ -293,6 +293,7 @@ def main(argv=None) -> int:
         print(f"error: {error}")
         return 2
     from keras_bridge.files import run_folder
+
     output = run_folder(args.output)
     print(f"Writing to {output}")
     verbose = 0 if args.smoke else 2  # 2: one line per epoch

@@ -215,6 +215,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_bridge.files import run_folder
+
     output = run_folder(args.output)
     print(f"Writing to {output}")
     ens = get_ensemble(args)

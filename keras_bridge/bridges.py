@@ -119,6 +119,8 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
     capable first; a factory takes the new head's name."""
     num_classes = int(backbone.outputs[0].shape[-1])
     channels = int(backbone.get_layer(feature_layer).output.shape[-1])
+    options = dict(head or {})
+    base_logits = bool(options.pop("base_logits", True))
 
     def tail(slim, entry):
         def build(name=None):
@@ -126,7 +128,11 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
                 backbone, feature_layer, in_channels, slim, entry=entry
             )
             return TailHead(
-                num_classes, tail_model, conditioned=conditioned, name=name
+                num_classes,
+                tail_model,
+                conditioned=conditioned,
+                base_logits=base_logits,
+                name=name,
             )
 
         name = "tail" + (" with entry projection" if entry else "")
@@ -139,12 +145,12 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
                 width=width,
                 depth=depth,
                 conditioned=conditioned,
+                base_logits=base_logits,
                 name=name,
             )
 
         return f"a residual head of width {width}, depth {depth}", build
 
-    options = dict(head or {})
     if "width" in options:
         yield residual(options["width"], options.get("depth", 2))
         return
@@ -162,11 +168,18 @@ def head_flops(head, feature_shape, num_sources, conditioned) -> int:
     """FLOPs of one pass of ``head`` on ``num_sources`` feature maps of
     ``feature_shape`` (building it if needed), counted by `kb.flops`."""
     maps = [keras.Input(feature_shape) for _ in range(num_sources)]
+    inputs, kwargs = list(maps), {}
+    if head.base_logits:
+        kwargs["logits"] = [
+            keras.Input((head.num_classes,)) for _ in range(num_sources)
+        ]
+        inputs += kwargs["logits"]
     outputs = head(
         maps if num_sources > 1 else maps[0],
         r=DEFAULT_POINT if conditioned else None,
+        **kwargs,
     )
-    return flops(keras.Model(maps, outputs))
+    return flops(keras.Model(inputs, outputs))
 
 
 def check_budget(max_flops, num_sources) -> float:
@@ -198,8 +211,11 @@ def size_head(
     optional ``depth``) asks for a residual conv head (a `BridgeHead`).
     With None, the tail is tried at `TAIL_SLIMS` widths (with a 1x1 entry
     projection where the plain rebuild fails), then residual heads of
-    decreasing width: the first that fits the budget is taken. A head
-    instance is checked as given.
+    decreasing width: the first that fits the budget is taken. The heads
+    built here add their output to the logits of the modes they read
+    (``base_logits``, see `keras_bridge.layers.BaseBridgeHead`) unless the
+    dict says ``"base_logits": False``. A head instance is checked as
+    given.
 
     Args:
         backbone, feature_layer: where the head reads.
@@ -247,11 +263,11 @@ def size_head(
                 "`head` must be None, a dict of 'slim' or 'width'/'depth', "
                 f"or a bridge head; received {type(head).__name__}."
             )
-        unknown = set(head or {}) - {"slim", "width", "depth"}
+        unknown = set(head or {}) - {"slim", "width", "depth", "base_logits"}
         if unknown:
             raise ValueError(
-                "`head` accepts the keys 'slim', 'width' and 'depth'; "
-                f"received {sorted(unknown)}."
+                "`head` accepts the keys 'slim', 'width', 'depth' and "
+                f"'base_logits'; received {sorted(unknown)}."
             )
         candidates = _candidates(
             backbone, feature_layer, in_channels, conditioned, head
@@ -331,6 +347,24 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
     return heads, specs, sized[2:]
 
 
+def trunk_models(modes, feature_index, heads, sources) -> dict:
+    """The feature extractors that heads reading ``sources`` need, by mode:
+    a mode read by a head with ``base_logits`` also returns its logits."""
+    needed = sorted({i for pair in sources for i in pair})
+    with_logits = {
+        i
+        for head, pair in zip(heads, sources)
+        if head.base_logits
+        for i in pair
+    }
+    return {
+        i: feature_model(
+            modes[i], feature_index, i in with_logits, name=f"trunk_{i}"
+        )
+        for i in needed
+    }
+
+
 def distill(modes, feature_index, specs, data, steps, options):
     """Trains the heads of ``specs`` against their teachers on ``data``.
 
@@ -349,11 +383,12 @@ def distill(modes, feature_index, specs, data, steps, options):
     Returns:
         The `keras.callbacks.History`. The heads are trained in place.
     """
-    needed = sorted({i for spec in specs for i in spec["sources"]})
-    trunks = {
-        i: feature_model(modes[i], feature_index, name=f"trunk_{i}")
-        for i in needed
-    }
+    trunks = trunk_models(
+        modes,
+        feature_index,
+        [s["head"] for s in specs],
+        [s["sources"] for s in specs],
+    )
     distiller = distillation.BridgeDistiller(
         trunks, specs, mixup_alpha=options["mixup_alpha"]
     )

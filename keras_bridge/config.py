@@ -92,7 +92,7 @@ class BridgesConfig(_Section):
 
     epochs: PositiveInt = 60
     patience: PositiveInt | None = 10
-    learning_rate: PositiveFloat = 2e-3
+    learning_rate: PositiveFloat = 6e-3
     mixup_alpha: NonNegativeFloat = 0.4
     max_flops: PositiveFloat | None = None
     type2: bool = True

@@ -73,7 +73,8 @@ class BridgeDistiller(keras.Model):
 
     Args:
         trunks: dict from mode index to a model from inputs to that mode's
-            feature map.
+            feature map, or to ``[feature map, logits]`` (needed by heads
+            with ``base_logits``).
         bridges: list of dicts with keys ``head`` (a bridge head),
             ``sources`` (tuple of mode indices), ``teachers`` (list of
             models) and ``points`` (list of r, one per teacher).
@@ -114,10 +115,27 @@ class BridgeDistiller(keras.Model):
         return [self.loss_tracker, self.kl_tracker, self.agreement_tracker]
 
     def _features(self, x):
-        return {
-            key: trunk(x, training=False)
-            for key, trunk in zip(self._trunk_keys, self._frozen.trunks)
-        }
+        """Feature maps and (where a trunk returns them) logits, by mode."""
+        features, logits = {}, {}
+        for key, trunk in zip(self._trunk_keys, self._frozen.trunks):
+            outputs = trunk(x, training=False)
+            if isinstance(outputs, (list, tuple)):
+                features[key], logits[key] = outputs
+            else:
+                features[key] = outputs
+        return features, logits
+
+    def _student(self, index, features, logits, r, training):
+        head, sources = self.heads[index], self._sources[index]
+        maps = [features[i] for i in sources]
+        kwargs = {}
+        if head.conditioned:
+            kwargs["r"] = r
+        if head.base_logits:
+            kwargs["logits"] = [logits[i] for i in sources]
+        return head(
+            maps if len(maps) > 1 else maps[0], training=training, **kwargs
+        )
 
     def _teacher(self, index, x):
         teachers = self._frozen.teachers[index]
@@ -133,35 +151,22 @@ class BridgeDistiller(keras.Model):
         return logits, r
 
     def _distill(self, x, training):
-        features = self._features(x)
+        features, logits = self._features(x)
         kls, agreements = [], []
-        for index, head in enumerate(self.heads):
+        for index in range(len(self.heads)):
             teacher_logits, r = self._teacher(index, x)
             teacher_logits = tf.stop_gradient(teacher_logits)
-            inputs = [features[i] for i in self._sources[index]]
-            student = head(
-                inputs if len(inputs) > 1 else inputs[0],
-                r=r if head.conditioned else None,
-                training=training,
-            )
+            student = self._student(index, features, logits, r, training)
             kls.append(kl_divergence(teacher_logits, student))
             agreements.append(agreement(teacher_logits, student))
         return tf.add_n(kls), tf.reduce_mean(kls), tf.reduce_mean(agreements)
 
     def call(self, x, training=False):
-        features = self._features(x)
+        features, logits = self._features(x)
         outputs = []
-        for index, head in enumerate(self.heads):
-            inputs = [features[i] for i in self._sources[index]]
-            points = self._points[index]
+        for index, points in enumerate(self._points):
             r = points[len(points) // 2]
-            outputs.append(
-                head(
-                    inputs if len(inputs) > 1 else inputs[0],
-                    r=r if head.conditioned else None,
-                    training=training,
-                )
-            )
+            outputs.append(self._student(index, features, logits, r, training))
         return outputs
 
     def train_step(self, data):

@@ -421,7 +421,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         epochs: int = 30,
         mixup_alpha: float = 0.4,
         optimizer=None,
-        learning_rate: float = 2e-3,
+        learning_rate: float = 6e-3,
         callbacks=None,
         validation_data=None,
         head=None,

@@ -12,10 +12,11 @@ def build_inference_model(
 ) -> keras.Model:
     """One graph from the input to the serving outputs of ``members``.
 
-    Every mode that a member needs runs once: a member mode returns both
-    its feature map and its logits, a mode only read by bridges stops at
-    the feature map. The graph shares the modes' and heads' layers (no
-    copy), so building it changes nothing.
+    Every mode that a member needs runs once: a member mode, or one read
+    by a head with ``base_logits``, returns both its feature map and its
+    logits; a mode only read by other bridges stops at the feature map.
+    The graph shares the modes' and heads' layers (no copy), so building
+    it changes nothing.
 
     Args:
         modes: list of the mode models.
@@ -42,6 +43,9 @@ def build_inference_model(
         raise ValueError("`members` must hold at least one member.")
     needed = sorted({i for member in members for i in member.sources})
     with_logits = {m.index for m in members if isinstance(m, ModeMember)}
+    for member in members:
+        if isinstance(member, BridgeMember) and heads[member.base].base_logits:
+            with_logits.update(member.sources)
     reference = modes[0].inputs[0]
     inputs = keras.Input(
         shape=reference.shape[1:], dtype=reference.dtype, name="inputs"
@@ -66,10 +70,14 @@ def build_inference_model(
         assert isinstance(member, BridgeMember)
         head = heads[member.base]
         maps = [features[i] for i in member.sources]
+        kwargs = {}
+        if head.base_logits:
+            kwargs["logits"] = [logits[i] for i in member.sources]
         member_logits.append(
             head(
                 maps if len(maps) > 1 else maps[0],
                 r=member.r if member.conditioned else None,
+                **kwargs,
             )
         )
     outputs = EnsembleOutputs(temperature, name="ensemble")(member_logits)

@@ -141,9 +141,13 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             self.teacher = training.curve_point(
                 ensemble.curves[pair], point, ensemble.backbone, data
             )
+        # With logits: the default heads add their output to them.
         self._trunks = {
             i: feature_model(
-                ensemble.modes[i], ensemble.feature_index, name=f"trunk_{i}"
+                ensemble.modes[i],
+                ensemble.feature_index,
+                True,
+                name=f"trunk_{i}",
             )
             for i in self.member.sources
         }
@@ -218,7 +222,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 if self.deep_widths:
                     with hp.conditional_scope("head_width", self.deep_widths):
                         hp.Choice("head_depth", HEAD_DEPTHS)
-        hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=2e-3)
+        hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=6e-3)
         hp.Choice("mixup_alpha", MIXUP_ALPHAS, default=0.4)
         return hp.values
 

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_bridge as kb
 from keras_bridge.layers import BridgeHead, TailHead
@@ -54,6 +55,37 @@ def test_conditioned_head_depends_on_r():
     )
     with pytest.raises(ValueError, match="`r` is required"):
         head(x)
+
+
+def test_base_logits_head_corrects_the_mean_logits_of_its_modes(tmp_path):
+    head = BridgeHead(4, width=6, depth=1, base_logits=True)
+    a, b = _features((2, 4, 4, 3), 1), _features((2, 4, 4, 3), 2)
+    za, zb = _features((2, 4), 3), _features((2, 4), 4)
+    out = np.asarray(head([a, b], logits=[za, zb]))
+    own = np.asarray(head.head_call(np.concatenate([a, b], axis=-1)))
+    np.testing.assert_allclose(out, own + (za + zb) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="`logits`.*required"):
+        head([a, b])
+    with pytest.raises(ValueError, match="`logits` are only taken"):
+        BridgeHead(4, width=6, depth=1)(a, logits=za)
+    # No gradient reaches the modes' logits; the head's weights get one.
+    watched = tf.constant(za)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(watched)
+        loss = keras.ops.sum(head([a, b], logits=[watched, zb]) ** 2)
+    assert tape.gradient(loss, watched) is None
+    assert all(
+        g is not None for g in tape.gradient(loss, head.trainable_weights)
+    )
+    # The flag is part of the saved config.
+    path = str(tmp_path / "model.keras")
+    inputs = [keras.Input((4, 4, 3)), keras.Input((4,))]
+    head = BridgeHead(4, width=6, depth=1, base_logits=True)
+    model = keras.Model(inputs, head(inputs[0], logits=inputs[1]))
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded([a, za]), model([a, za]), atol=1e-6)
+    assert loaded.layers[-1].base_logits
 
 
 def test_head_with_a_slim_tail_round_trips(tmp_path):

@@ -52,12 +52,20 @@ def test_inference_graph_equals_members_computed_one_by_one(
     trunk = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)
     trunk_1 = kb.graph.feature_model(ens.modes[1], ens.feature_index, False)
     f0, f1 = np.asarray(trunk(x)), np.asarray(trunk_1(x))
+    z0, z1 = np.asarray(ens.modes[0](x)), np.asarray(ens.modes[1](x))
+    # The default heads correct the (mean) logits of the modes they read.
+    assert all(head.base_logits for head in ens.bridges.values())
     by_hand = [
-        np.asarray(ens.modes[0](x)),
-        np.asarray(ens.modes[1](x)),
-        np.asarray(_head(ens, "type1_0-1_r0.5")(f0)),
-        np.asarray(_head(ens, "type2_0-1_r0.5")([f0, f1])),
-        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.5)),
+        z0,
+        z1,
+        np.asarray(_head(ens, "type1_0-1_r0.5").head_call(f0)) + z0,
+        np.asarray(
+            _head(ens, "type2_0-1_r0.5").head_call(
+                np.concatenate([f0, f1], axis=-1)
+            )
+        )
+        + (z0 + z1) / 2,
+        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.5, logits=z0)),
     ]
     members = np.stack([_softmax(z) for z in by_hand], axis=1)
     np.testing.assert_allclose(
@@ -88,8 +96,10 @@ def test_conditioned_bridge_is_evaluated_at_the_requested_point(
     ens = bridged_ensemble
     x, _ = kb.data.to_numpy(digits.test)
     f0 = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)(x[:9])
+    z0 = ens.modes[0](x[:9])
     out = ens.predict(x[:9], members=["type1_0-1_rany@0.2"])
-    expected = _softmax(np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.2)))
+    head = _head(ens, "type1_0-1_rany")
+    expected = _softmax(np.asarray(head(f0, r=0.2, logits=z0)))
     np.testing.assert_allclose(
         out["member_probabilities"][:, 0], expected, atol=1e-5
     )
@@ -103,7 +113,10 @@ def test_inference_graph_computes_each_trunk_once(bridged_ensemble):
     assert two_modes == pytest.approx(2 * base, rel=0.01)
     head = _head(ens, "type1_0-1_r0.5")
     features = keras.Input(ens.backbone.get_layer("stage2").output.shape[1:])
-    head_flops = kb.flops(keras.Model(features, head(features)))
+    logits = keras.Input((ens.num_classes,))
+    head_flops = kb.flops(
+        keras.Model([features, logits], head(features, logits=logits))
+    )
     with_bridge = kb.flops(ens.inference_model(["mode_0", "type1_0-1_r0.5"]))
     one_mode = kb.flops(ens.inference_model(["mode_0"]))
     # The bridge adds its own cost and nothing else (a trunk computed

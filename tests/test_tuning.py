@@ -13,13 +13,15 @@ def _val_kl(ens, member, data):
     """KL(teacher || bridge) as Keras' ``val_kl`` averages it: the mean
     over validation batches of each batch's mean."""
     teacher = ens._points[(member.pair, member.point)]
-    trunk = feature_model(ens.modes[member.sources[0]], ens.feature_index)
+    trunk = feature_model(
+        ens.modes[member.sources[0]], ens.feature_index, True
+    )
     head = ens.bridges[member]
     kls = []
     for x, _ in data:
-        kls.append(
-            float(kl_divergence(teacher(x), head(trunk(x), training=False)))
-        )
+        features, logits = trunk(x)
+        student = head(features, logits=logits, training=False)
+        kls.append(float(kl_divergence(teacher(x), student)))
     return float(np.mean(kls))
 
 

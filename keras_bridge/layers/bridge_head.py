@@ -4,7 +4,9 @@
 feature map or a list of two, concatenated on the channel axis; the curve
 point r appended as one constant channel when the head is conditioned).
 Each subclass is one architecture: `BridgeHead` (a residual conv head) and
-`TailHead` (the backbone's own tail, rebuilt).
+`TailHead` (the backbone's own tail, rebuilt). A head with
+``base_logits=True`` predicts a correction to the (mean) logits of the
+modes it reads rather than logits from scratch.
 """
 
 import keras
@@ -30,6 +32,10 @@ class BaseBridgeHead(keras.layers.Layer):
     Args:
         num_classes: number of output logits.
         conditioned: whether the head takes the curve point r.
+        base_logits: whether the head's output is added to the mean logits
+            of the modes it reads (passed as ``logits``), so it learns the
+            teacher's difference from them. The mode's logits are computed
+            anyway when the mode is a member, so this costs one addition.
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Call arguments:
@@ -37,10 +43,20 @@ class BaseBridgeHead(keras.layers.Layer):
             of two for a Type II head.
         r: the curve point, a float or a ``(batch, 1)`` tensor; required
             when ``conditioned``, refused otherwise.
+        logits: the logits of the modes whose features the head reads,
+            ``(batch, num_classes)`` or a list of them; required when
+            ``base_logits``, refused otherwise. No gradient flows into
+            them.
         training: whether BatchNormalization uses batch statistics.
     """
 
-    def __init__(self, num_classes: int, conditioned: bool = False, **kwargs):
+    def __init__(
+        self,
+        num_classes: int,
+        conditioned: bool = False,
+        base_logits: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or int(num_classes) < 1:
             raise ValueError(
@@ -49,6 +65,7 @@ class BaseBridgeHead(keras.layers.Layer):
             )
         self.num_classes = int(num_classes)
         self.conditioned = bool(conditioned)
+        self.base_logits = bool(base_logits)
 
     def build(self, input_shape):
         shape = _joined_shape(input_shape)
@@ -66,7 +83,7 @@ class BaseBridgeHead(keras.layers.Layer):
         self.build_head(shape[:-1] + (shape[-1] + int(self.conditioned),))
         self.built = True
 
-    def call(self, features, r=None, training=None):
+    def call(self, features, r=None, logits=None, training=None):
         if isinstance(features, (list, tuple)):
             x = ops.concatenate(list(features), axis=-1)
         else:
@@ -81,9 +98,25 @@ class BaseBridgeHead(keras.layers.Layer):
             raise ValueError(
                 "`r` is only taken by a conditioned head (`conditioned=True`)."
             )
-        return self.head_call(x, training=training)
+        outputs = self.head_call(x, training=training)
+        if not self.base_logits:
+            if logits is not None:
+                raise ValueError(
+                    "`logits` are only taken by a head with `base_logits=True`."
+                )
+            return outputs
+        if logits is None:
+            raise ValueError(
+                "`logits` (of the modes the head reads) are required by a "
+                "head with `base_logits=True`."
+            )
+        if isinstance(logits, (list, tuple)):
+            logits = ops.mean(ops.stack(list(logits)), axis=0)
+        return outputs + ops.stop_gradient(ops.cast(logits, outputs.dtype))
 
-    def compute_output_shape(self, features_shape, r_shape=None):
+    def compute_output_shape(
+        self, features_shape, r_shape=None, logits_shape=None
+    ):
         return (_joined_shape(features_shape)[0], self.num_classes)
 
     def get_config(self) -> dict:
@@ -91,6 +124,7 @@ class BaseBridgeHead(keras.layers.Layer):
             **super().get_config(),
             "num_classes": self.num_classes,
             "conditioned": self.conditioned,
+            "base_logits": self.base_logits,
         }
 
 
@@ -108,10 +142,12 @@ class BridgeHead(BaseBridgeHead):
         width: channels of the head.
         depth: number of residual blocks.
         conditioned: whether the head also takes the curve point r.
+        base_logits: whether the output is added to the logits of the
+            modes read (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Call arguments: see `BaseBridgeHead` (``features``, ``r``,
-    ``training``).
+    ``logits``, ``training``).
 
     Returns:
         Logits of shape ``(batch, num_classes)``.
@@ -121,6 +157,13 @@ class BridgeHead(BaseBridgeHead):
     >>> head = BridgeHead(10, width=16, depth=1)
     >>> tuple(head(keras.ops.ones((2, 4, 4, 8))).shape)
     (2, 10)
+
+    A head that corrects the logits of the mode it reads:
+
+    >>> head = BridgeHead(10, width=16, depth=1, base_logits=True)
+    >>> logits = keras.ops.ones((2, 10))
+    >>> tuple(head(keras.ops.ones((2, 4, 4, 8)), logits=logits).shape)
+    (2, 10)
     """
 
     def __init__(
@@ -129,9 +172,15 @@ class BridgeHead(BaseBridgeHead):
         width: int = 64,
         depth: int = 2,
         conditioned: bool = False,
+        base_logits: bool = False,
         **kwargs,
     ):
-        super().__init__(num_classes, conditioned=conditioned, **kwargs)
+        super().__init__(
+            num_classes,
+            conditioned=conditioned,
+            base_logits=base_logits,
+            **kwargs,
+        )
         if int(width) < 1 or int(depth) < 0:
             raise ValueError(
                 "`width` must be >= 1 and `depth` >= 0; received "
@@ -201,6 +250,8 @@ class TailHead(BaseBridgeHead):
         tail: functional `keras.Model` from the feature map (one more
             channel when conditioned) to ``num_classes`` logits.
         conditioned: whether the head also takes the curve point r.
+        base_logits: whether the output is added to the logits of the
+            modes read (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Example:
@@ -211,8 +262,20 @@ class TailHead(BaseBridgeHead):
     (2, 10)
     """
 
-    def __init__(self, num_classes: int, tail, conditioned=False, **kwargs):
-        super().__init__(num_classes, conditioned=conditioned, **kwargs)
+    def __init__(
+        self,
+        num_classes: int,
+        tail,
+        conditioned=False,
+        base_logits=False,
+        **kwargs,
+    ):
+        super().__init__(
+            num_classes,
+            conditioned=conditioned,
+            base_logits=base_logits,
+            **kwargs,
+        )
         if isinstance(tail, dict):
             tail = keras.saving.deserialize_keras_object(tail)
         if not isinstance(tail, keras.Model):
