@@ -30,9 +30,15 @@ from keras_bridge.graph import feature_model  # noqa: E402
 def fidelity(ens, member, x):
     """KL and agreement of the installed head with its teacher on x."""
     teacher = ens._points[(member.pair, member.point)]
-    trunk = feature_model(ens.modes[member.sources[0]], ens.feature_index)
     head = ens.bridges[member]
-    student = head(trunk.predict(x, verbose=0), training=False)
+    trunk = feature_model(
+        ens.modes[member.sources[0]], ens.feature_index, head.base_logits
+    )
+    if head.base_logits:
+        features, logits = trunk.predict(x, verbose=0)
+        student = head(features, logits=logits, training=False)
+    else:
+        student = head(trunk.predict(x, verbose=0), training=False)
     return teacher_fidelity(teacher.predict(x, verbose=0), student)
 
 

@@ -120,7 +120,12 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
     num_classes = int(backbone.outputs[0].shape[-1])
     channels = int(backbone.get_layer(feature_layer).output.shape[-1])
     options = dict(head or {})
-    base_logits = bool(options.pop("base_logits", True))
+    base_logits = options.pop("base_logits", True)
+    if not isinstance(base_logits, bool):
+        raise ValueError(
+            "`head['base_logits']` must be True or False; received "
+            f"{base_logits!r}."
+        )
 
     def tail(slim, entry):
         def build(name=None):

@@ -102,6 +102,16 @@ class BridgeDistiller(keras.Model):
         self._points = [tuple(spec["points"]) for spec in bridges]
         self.mixup_alpha = float(mixup_alpha)
         self._trunk_keys = sorted(trunks)
+        for spec in bridges:
+            for i in spec["sources"] if spec["head"].base_logits else ():
+                if (
+                    not isinstance(trunks[i].outputs, (list, tuple))
+                    or len(trunks[i].outputs) != 2
+                ):
+                    raise ValueError(
+                        f"The head {spec['head'].name!r} has `base_logits`: "
+                        f"trunk {i} must return [feature map, logits]."
+                    )
         self._frozen = _Frozen(
             [trunks[k] for k in self._trunk_keys],
             [list(spec["teachers"]) for spec in bridges],

@@ -434,7 +434,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         For each fitted curve in ``pairs`` and each point r, a head learns
         to predict the curve network at r (its teacher) from the feature
         map of mode ``pair[0]`` (``kind="type1"``) or of both modes
-        (``"type2"``). A teacher is BatchNorm-recalibrated on ``data``,
+        (``"type2"``), as a correction added to that mode's logits (the
+        mean of both for Type II; see `keras_bridge.layers.BaseBridgeHead`,
+        ``base_logits``). A teacher is BatchNorm-recalibrated on ``data``,
         unless an earlier call already made that point (then it is reused,
         so all bridges of one point share one teacher). Loss:
         KL(teacher || bridge) on mixup batches; labels are not used. The
@@ -455,8 +457,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 `fit_modes`.
             validation_data: data for ``val_kl`` and ``val_agreement``.
             head: None (the backbone's tail at half width), a dict of
-                ``slim`` or ``width``/``depth`` (see
-                `keras_bridge.bridges.size_head`), or a fresh head.
+                ``slim`` or ``width``/``depth`` and optionally
+                ``base_logits`` (default True; see
+                `keras_bridge.bridges.size_head`), or a fresh head (whose
+                own ``base_logits`` applies: False unless it was built
+                with True).
             max_flops: the most one head may cost, as a fraction of one
                 backbone pass; default 0.12 per feature map it reads
                 (Single + 4 Type I <= 1.48x). The default head is sized to

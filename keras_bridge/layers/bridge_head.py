@@ -110,9 +110,16 @@ class BaseBridgeHead(keras.layers.Layer):
                 "`logits` (of the modes the head reads) are required by a "
                 "head with `base_logits=True`."
             )
-        if isinstance(logits, (list, tuple)):
-            logits = ops.mean(ops.stack(list(logits)), axis=0)
-        return outputs + ops.stop_gradient(ops.cast(logits, outputs.dtype))
+        logits = list(logits) if isinstance(logits, (list, tuple)) else [logits]
+        maps = len(features) if isinstance(features, (list, tuple)) else 1
+        if len(logits) != maps:
+            raise ValueError(
+                f"`logits` must hold one tensor per feature map ({maps}); "
+                f"received {len(logits)}."
+            )
+        logits = [ops.cast(z, outputs.dtype) for z in logits]
+        base = logits[0] if maps == 1 else ops.mean(ops.stack(logits), 0)
+        return outputs + ops.stop_gradient(base)
 
     def compute_output_shape(
         self, features_shape, r_shape=None, logits_shape=None
