@@ -139,3 +139,15 @@ def test_fit_bridge_refuses_an_over_budget_head(tiny_ensemble, digits):
     with pytest.raises(ValueError, match="`max_flops` must be a number"):
         tiny_ensemble.fit_bridge(digits.train, max_flops=-1)
     assert tiny_ensemble.member_names() == before
+
+
+def test_head_dict_chooses_between_correction_and_scratch_heads():
+    backbone = _se_backbone()
+    scratch, *_ = kb.bridges.size_head(
+        backbone, "features", 1, False, {"base_logits": False}, 0.5
+    )
+    assert not scratch.base_logits
+    with pytest.raises(ValueError, match=r"`head\['base_logits'\]`"):
+        kb.bridges.size_head(
+            backbone, "features", 1, False, {"base_logits": "no"}, 0.5
+        )
