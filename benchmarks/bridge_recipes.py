@@ -15,7 +15,9 @@ A recipe is a ``:``-separated list of options:
 - ``lr=X``: peak learning rate (cosine decay to 0);
 - ``mix=X``: mixup alpha (default 0.4);
 - ``label=X``: adds X times the cross-entropy with the (mixed) labels;
-- ``T=X``: distils at temperature X (KL of softened distributions, x T^2).
+- ``T=X``: distils at temperature X (KL of softened distributions, x T^2);
+- ``layer=NAME``: reads the feature map of layer NAME instead of the
+  ensemble's ``feature_layer`` (the head is sized to the same budget).
 
 Needs the Debian package ``dataset-fashion-mnist``.
 
@@ -117,11 +119,13 @@ def main(argv=None):
         parts = recipe.split(":")
         options = dict(p.split("=") for p in parts if "=" in p)
         correction = "correction" in parts
+        layer = options.get("layer", ens.feature_layer)
         head, _, cost, what = bridges.size_head(
-            anchor, ens.feature_layer, 1, False,
+            anchor, layer, 1, False,
             {"base_logits": correction}, None, name="head",
         )  # fmt: skip
-        trunk = feature_model(anchor, ens.feature_index, correction)
+        index = [item.name for item in anchor.layers].index(layer)
+        trunk = feature_model(anchor, index, correction)
         spec = {
             "head": head,
             "sources": (ens.anchor,),

@@ -254,7 +254,9 @@ def calibrated_nll(val_probs, val_labels, probs, labels) -> float:
     return nll(temperature_scale(probs, t), labels)
 
 
-def select_members(member_probs, labels, max_members=None) -> list:
+def select_members(
+    member_probs, labels, max_members=None, requires=None
+) -> list:
     """Greedy forward ensemble selection on calibrated NLL.
 
     Starts from the best single member and adds, one at a time, the member
@@ -266,6 +268,9 @@ def select_members(member_probs, labels, max_members=None) -> list:
         member_probs: ``(n, members, num_classes)`` probabilities.
         labels: ``(n,)`` integer labels.
         max_members: stop at this many; default no limit.
+        requires: optional list giving, for each member, the members that
+            must be chosen before it can be (a bridge is cheap only once
+            the modes it reads run anyway); default none.
 
     Returns:
         The chosen member indices, in the order chosen.
@@ -282,6 +287,12 @@ def select_members(member_probs, labels, max_members=None) -> list:
     ... ]
     >>> select_members(member_probs, [0, 1, 0, 1])
     [0, 1]
+
+    When member 0 may only follow member 1 (say, a bridge reading mode 1),
+    selection starts from member 1:
+
+    >>> select_members(member_probs, [0, 1, 0, 1], requires=[[1], [], []])
+    [1, 0]
     """
     member_probs = np.asarray(member_probs, dtype="float64")
     count = member_probs.shape[1]
@@ -291,9 +302,21 @@ def select_members(member_probs, labels, max_members=None) -> list:
         mean = member_probs[:, chosen].mean(axis=1)
         return calibrated_nll(mean, labels, mean, labels)
 
+    requires = [()] * count if requires is None else requires
+    if len(requires) != count:
+        raise ValueError(
+            f"`requires` must have one entry per member ({count}); "
+            f"received {len(requires)}."
+        )
     chosen, best = [], np.inf
     while len(chosen) < limit:
-        candidates = [i for i in range(count) if i not in chosen]
+        candidates = [
+            i
+            for i in range(count)
+            if i not in chosen and all(j in chosen for j in requires[i])
+        ]
+        if not candidates:
+            break
         scores = [score(chosen + [i]) for i in candidates]
         if min(scores) >= best - 1e-6:
             break

@@ -13,6 +13,7 @@ from keras_bridge import evaluation, inputs, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
 from keras_bridge.flops import flops
+from keras_bridge.members import ModeMember
 from keras_bridge.profile import CurveProfile
 
 
@@ -125,7 +126,9 @@ class ReportingMixin:
 
         Starts from the best single member and adds the member that lowers
         the temperature-scaled NLL most, while one does (ensemble
-        selection, `keras_bridge.metrics.select_members`). Use the result
+        selection, `keras_bridge.metrics.select_members`). A bridge is a
+        candidate only once the modes it reads are chosen: only then does
+        it cost no more than its head. Use the result
         as ``members=`` of `predict`, `export` or `calibrate`.
 
         Args:
@@ -148,5 +151,11 @@ class ReportingMixin:
         model = self.inference_model(temperature=1.0)
         probs = model.predict(x, verbose=0)["member_probabilities"]
         names = self.member_names()
-        chosen = metrics_lib.select_members(probs, y, max_members)
+        requires = [
+            [names.index(ModeMember(i).name) for i in member.sources]
+            if not isinstance(member, ModeMember)
+            else []
+            for member in self.members(names)
+        ]
+        chosen = metrics_lib.select_members(probs, y, max_members, requires)
         return [names[i] for i in chosen]

@@ -216,3 +216,34 @@ def test_callbacks_take_effect_in_fit_bridge(digits, tmp_path):
     # The backup (listed first) saved epoch 2 before the crash at its end,
     # so training resumes at epoch 3.
     assert resumed.epoch == [3, 4]
+
+
+@pytest.mark.large
+def test_selection_takes_a_bridge_only_after_the_modes_it_reads(
+    bridged_ensemble, digits, monkeypatch
+):
+    ens = bridged_ensemble
+    seen = {}
+    select = kb.metrics.select_members
+
+    def spy(probs, labels, max_members=None, requires=None):
+        seen["requires"] = requires
+        return select(probs, labels, max_members, requires)
+
+    monkeypatch.setattr(kb.metrics, "select_members", spy)
+    chosen = ens.select_members(digits.validation)
+    names = ens.member_names()
+    # Each bridge requires exactly the modes whose features it reads.
+    expected = [
+        []
+        if name.startswith("mode_")
+        else sorted(names.index(f"mode_{i}") for i in member.sources)
+        for name, member in zip(names, ens.members(names))
+    ]
+    assert [sorted(r) for r in seen["requires"]] == expected
+    assert any(expected)
+    members = ens.members(chosen)
+    for position, member in enumerate(members):
+        before = {m.name for m in members[:position]}
+        if not member.name.startswith("mode_"):
+            assert {f"mode_{i}" for i in member.sources} <= before

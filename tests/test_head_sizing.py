@@ -41,6 +41,14 @@ def test_tail_rebuild_handles_squeeze_and_excite():
     assert tail(x).shape == (2, 5)
 
 
+def _count(head):
+    """FLOPs of one pass of ``head`` as the ensemble calls it: on the
+    feature map and the logits of the mode it reads."""
+    inputs = [keras.Input((8, 8, 16)), keras.Input((5,))]
+    outputs = head(inputs[0], logits=[inputs[1]])
+    return kb.flops(keras.Model(inputs, outputs))
+
+
 def test_heads_are_sized_to_the_budget():
     backbone = _se_backbone()
     base = kb.flops(backbone)
@@ -51,19 +59,13 @@ def test_heads_are_sized_to_the_budget():
         # The reported cost is the head's own pass, by the same counter.
         # It corrects the logits of the mode it reads (one addition).
         assert head.base_logits
-        inputs = [keras.Input((8, 8, 16)), keras.Input((5,))]
-
-        def count(head):
-            outputs = head(inputs[0], logits=[inputs[1]])
-            return kb.flops(keras.Model(inputs, outputs))
-
-        counted = count(head)
+        counted = _count(head)
         assert cost == pytest.approx(counted / base)
         assert cost <= budget
         # A fresh head of the same architecture, with its own weights.
         other = build()
         assert other is not head
-        assert count(other) == counted
+        assert _count(other) == counted
 
 
 def test_a_head_over_budget_is_refused_with_its_cost():

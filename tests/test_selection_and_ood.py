@@ -36,6 +36,25 @@ def test_selection_keeps_members_that_lower_the_cnll():
     )
 
 
+def test_select_members_honours_requirements():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    onehot = np.eye(3)[labels]
+    noise = rng.dirichlet(np.ones(3), (200, 3))
+    # Member 0 is the best alone; it may only follow member 2.
+    members = np.stack(
+        [0.9 * onehot + 0.1 * noise[:, 0], 0.5 * onehot + 0.5 * noise[:, 1],
+         0.6 * onehot + 0.4 * noise[:, 2]], axis=1,
+    )  # fmt: skip
+    assert kb.metrics.select_members(members, labels)[0] == 0
+    chosen = kb.metrics.select_members(
+        members, labels, requires=[[2], [], []]
+    )
+    assert chosen[0] == 2 and chosen.index(0) > chosen.index(2)
+    with pytest.raises(ValueError, match="`requires`"):
+        kb.metrics.select_members(members, labels, requires=[[]])
+
+
 @pytest.fixture
 def ensemble_with_a_bad_mode(digits):
     """Two modes trained briefly and one left at its random start."""
