@@ -17,7 +17,10 @@ A recipe is a ``:``-separated list of options:
 - ``label=X``: adds X times the cross-entropy with the (mixed) labels;
 - ``T=X``: distils at temperature X (KL of softened distributions, x T^2);
 - ``layer=NAME``: reads the feature map of layer NAME instead of the
-  ensemble's ``feature_layer`` (the head is sized to the same budget).
+  ensemble's ``feature_layer`` (the head is sized to the same budget);
+- ``focus=X`` (with ``correction``): weighs each input's KL by
+  ``1 + X * d / mean(d)``, d the KL from the teacher to the anchor, so the
+  head learns most where the teacher differs from the anchor.
 
 Needs the Debian package ``dataset-fashion-mnist``.
 
@@ -43,9 +46,9 @@ from keras_bridge.graph import feature_model  # noqa: E402
 class RecipeDistiller(distillation.BridgeDistiller):
     """`BridgeDistiller` with an optional label term and temperature."""
 
-    def __init__(self, label, temperature, *args, **kwargs):
+    def __init__(self, label, temperature, focus, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.label, self.temperature = label, temperature
+        self.label, self.temperature, self.focus = label, temperature, focus
 
     def train_step(self, data):
         x, y = data
@@ -62,7 +65,22 @@ class RecipeDistiller(distillation.BridgeDistiller):
             features, logits = self._features(x)
             teacher, _ = self._teacher(0, x)
             student = self._student(0, features, logits, None, True)
-            kl = distillation.kl_divergence(teacher / t, student / t) * t**2
+            if self.focus:
+                anchor = logits[self._sources[0][0]]
+                log_t = tf.nn.log_softmax(teacher, -1)
+                per = tf.reduce_sum(
+                    tf.exp(log_t) * (log_t - tf.nn.log_softmax(student, -1)),
+                    -1,
+                )
+                gap = tf.reduce_sum(
+                    tf.exp(log_t) * (log_t - tf.nn.log_softmax(anchor, -1)),
+                    -1,
+                )
+                weight = 1 + self.focus * gap / (tf.reduce_mean(gap) + 1e-8)
+                kl = tf.reduce_mean(tf.stop_gradient(weight) * per)
+            else:
+                kl = distillation.kl_divergence(teacher / t, student / t)
+                kl = kl * t**2
             loss = kl + self.label * tf.reduce_mean(
                 keras.losses.categorical_crossentropy(
                     y, student, from_logits=True
@@ -135,6 +153,7 @@ def main(argv=None):
         distiller = RecipeDistiller(
             float(options.get("label", 0)),
             float(options.get("T", 1)),
+            float(options.get("focus", 0)),
             {ens.anchor: trunk},
             [spec],
             mixup_alpha=float(options.get("mix", 0.4)),
