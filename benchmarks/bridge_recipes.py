@@ -20,7 +20,9 @@ A recipe is a ``:``-separated list of options:
   ensemble's ``feature_layer`` (the head is sized to the same budget);
 - ``focus=X`` (with ``correction``): weighs each input's KL by
   ``1 + X * d / mean(d)``, d the KL from the teacher to the anchor, so the
-  head learns most where the teacher differs from the anchor.
+  head learns most where the teacher differs from the anchor;
+- ``base=X`` (with ``correction``): the head corrects X times the
+  anchor's logits instead of the logits themselves.
 
 Needs the Debian package ``dataset-fashion-mnist``.
 
@@ -46,9 +48,14 @@ from keras_bridge.graph import feature_model  # noqa: E402
 class RecipeDistiller(distillation.BridgeDistiller):
     """`BridgeDistiller` with an optional label term and temperature."""
 
-    def __init__(self, label, temperature, focus, *args, **kwargs):
+    def __init__(self, label, temperature, focus, base, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.label, self.temperature, self.focus = label, temperature, focus
+        self.base = base
+
+    def _student(self, index, features, logits, r, training):
+        scaled = {key: self.base * value for key, value in logits.items()}
+        return super()._student(index, features, scaled, r, training)
 
     def train_step(self, data):
         x, y = data
@@ -154,6 +161,7 @@ def main(argv=None):
             float(options.get("label", 0)),
             float(options.get("T", 1)),
             float(options.get("focus", 0)),
+            float(options.get("base", 1)),
             {ens.anchor: trunk},
             [spec],
             mixup_alpha=float(options.get("mix", 0.4)),

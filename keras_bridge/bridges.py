@@ -354,7 +354,17 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
 
 def trunk_models(modes, feature_index, heads, sources) -> dict:
     """The feature extractors that heads reading ``sources`` need, by mode:
-    a mode read by a head with ``base_logits`` also returns its logits."""
+    a mode read by a head with ``base_logits`` also returns its logits.
+
+    Example:
+
+    >>> mode = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> index = [layer.name for layer in mode.layers].index("stage2")
+    >>> head = keras_bridge.layers.BridgeHead(10, width=8, base_logits=True)
+    >>> trunks = trunk_models([mode], index, [head], [(0,)])
+    >>> [tuple(t.shape[1:]) for t in trunks[0].outputs]
+    [(4, 4, 8), (10,)]
+    """
     needed = sorted({i for pair in sources for i in pair})
     with_logits = {
         i
