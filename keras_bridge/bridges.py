@@ -169,21 +169,13 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
                 yield residual(width, depth)
 
 
-def head_flops(head, feature_shape, num_sources, conditioned) -> int:
+def head_flops(head, feature_shape, num_sources) -> int:
     """FLOPs of one pass of ``head`` on ``num_sources`` feature maps of
     ``feature_shape`` (building it if needed), counted by `kb.flops`."""
     maps = [keras.Input(feature_shape) for _ in range(num_sources)]
-    inputs, kwargs = list(maps), {}
-    if head.base_logits:
-        kwargs["logits"] = [
-            keras.Input((head.num_classes,)) for _ in range(num_sources)
-        ]
-        inputs += kwargs["logits"]
-    outputs = head(
-        maps if num_sources > 1 else maps[0],
-        r=DEFAULT_POINT if conditioned else None,
-        **kwargs,
-    )
+    logits = [keras.Input((head.num_classes,)) for _ in range(num_sources)]
+    outputs = head.apply(maps, r=DEFAULT_POINT, logits=logits)
+    inputs = maps + logits if head.base_logits else maps
     return flops(keras.Model(inputs, outputs))
 
 
@@ -281,7 +273,7 @@ def size_head(
     for description, build in candidates:
         try:
             first = build(name)
-            cost = head_flops(first, feature_shape, num_sources, conditioned)
+            cost = head_flops(first, feature_shape, num_sources)
         except (ValueError, TypeError) as error:
             if "`slim` must be" in str(error) or "`width`" in str(error):
                 raise

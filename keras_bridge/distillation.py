@@ -136,15 +136,12 @@ class BridgeDistiller(keras.Model):
         return features, logits
 
     def _student(self, index, features, logits, r, training):
-        head, sources = self.heads[index], self._sources[index]
-        maps = [features[i] for i in sources]
-        kwargs = {}
-        if head.conditioned:
-            kwargs["r"] = r
-        if head.base_logits:
-            kwargs["logits"] = [logits[i] for i in sources]
-        return head(
-            maps if len(maps) > 1 else maps[0], training=training, **kwargs
+        sources = self._sources[index]
+        return self.heads[index].apply(
+            [features[i] for i in sources],
+            r=r,
+            logits=[logits.get(i) for i in sources],
+            training=training,
         )
 
     def _teacher(self, index, x):

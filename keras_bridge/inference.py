@@ -69,15 +69,11 @@ def build_inference_model(
             continue
         assert isinstance(member, BridgeMember)
         head = heads[member.base]
-        maps = [features[i] for i in member.sources]
-        kwargs = {}
-        if head.base_logits:
-            kwargs["logits"] = [logits[i] for i in member.sources]
         member_logits.append(
-            head(
-                maps if len(maps) > 1 else maps[0],
-                r=member.r if member.conditioned else None,
-                **kwargs,
+            head.apply(
+                [features[i] for i in member.sources],
+                r=member.r,
+                logits=[logits.get(i) for i in member.sources],
             )
         )
     outputs = EnsembleOutputs(temperature, name="ensemble")(member_logits)

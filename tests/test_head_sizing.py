@@ -110,7 +110,7 @@ def test_fallback_head_is_sized_from_the_budget():
     assert what.startswith("a residual head") and cost <= 0.2
     # The widest residual head that fits: doubling its width would not.
     wider = kb.layers.BridgeHead(4, width=2 * head.width, depth=head.depth)
-    wider_cost = kb.bridges.head_flops(wider, (12, 12, 32), 1, False)
+    wider_cost = kb.bridges.head_flops(wider, (12, 12, 32), 1)
     assert head.width == 32 or wider_cost > 0.2 * kb.flops(backbone)
 
 

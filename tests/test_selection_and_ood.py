@@ -47,9 +47,7 @@ def test_select_members_honours_requirements():
          0.6 * onehot + 0.4 * noise[:, 2]], axis=1,
     )  # fmt: skip
     assert kb.metrics.select_members(members, labels)[0] == 0
-    chosen = kb.metrics.select_members(
-        members, labels, requires=[[2], [], []]
-    )
+    chosen = kb.metrics.select_members(members, labels, requires=[[2], [], []])
     assert chosen[0] == 2 and chosen.index(0) > chosen.index(2)
     with pytest.raises(ValueError, match="`requires`"):
         kb.metrics.select_members(members, labels, requires=[[]])

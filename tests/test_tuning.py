@@ -13,9 +13,7 @@ def _val_kl(ens, member, data):
     """KL(teacher || bridge) as Keras' ``val_kl`` averages it: the mean
     over validation batches of each batch's mean."""
     teacher = ens._points[(member.pair, member.point)]
-    trunk = feature_model(
-        ens.modes[member.sources[0]], ens.feature_index, True
-    )
+    trunk = feature_model(ens.modes[member.sources[0]], ens.feature_index, True)
     head = ens.bridges[member]
     kls = []
     for x, _ in data:

@@ -121,6 +121,25 @@ class BaseBridgeHead(keras.layers.Layer):
         base = logits[0] if maps == 1 else ops.mean(ops.stack(logits), 0)
         return outputs + ops.stop_gradient(base)
 
+    def apply(self, maps, r=None, logits=None, training=None):
+        """Calls the head on ``maps`` (a list, one per mode read), passing
+        ``r`` and ``logits`` only where the head takes them: the one way
+        the ensemble calls its heads.
+
+        Example:
+
+        >>> head = BridgeHead(10, width=8, depth=1)
+        >>> tuple(head.apply([keras.ops.ones((2, 4, 4, 8))], r=0.5,
+        ...     logits=[keras.ops.ones((2, 10))]).shape)
+        (2, 10)
+        """
+        return self(
+            maps if len(maps) > 1 else maps[0],
+            r=r if self.conditioned else None,
+            logits=logits if self.base_logits else None,
+            training=training,
+        )
+
     def compute_output_shape(
         self, features_shape, r_shape=None, logits_shape=None
     ):
