@@ -22,7 +22,8 @@ A recipe is a ``:``-separated list of options:
   ``1 + X * d / mean(d)``, d the KL from the teacher to the anchor, so the
   head learns most where the teacher differs from the anchor;
 - ``base=X`` (with ``correction``): the head corrects X times the
-  anchor's logits instead of the logits themselves.
+  anchor's logits instead of the logits themselves
+  (``base_logits=X``).
 
 Needs the Debian package ``dataset-fashion-mnist``.
 
@@ -48,14 +49,9 @@ from keras_bridge.graph import feature_model  # noqa: E402
 class RecipeDistiller(distillation.BridgeDistiller):
     """`BridgeDistiller` with an optional label term and temperature."""
 
-    def __init__(self, label, temperature, focus, base, *args, **kwargs):
+    def __init__(self, label, temperature, focus, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.label, self.temperature, self.focus = label, temperature, focus
-        self.base = base
-
-    def _student(self, index, features, logits, r, training):
-        scaled = {key: self.base * value for key, value in logits.items()}
-        return super()._student(index, features, scaled, r, training)
 
     def train_step(self, data):
         x, y = data
@@ -145,10 +141,10 @@ def main(argv=None):
         options = dict(p.split("=") for p in parts if "=" in p)
         correction = "correction" in parts
         layer = options.get("layer", ens.feature_layer)
+        base = float(options.get("base", 1)) if correction else False
         head, _, cost, what = bridges.size_head(
-            anchor, layer, 1, False,
-            {"base_logits": correction}, None, name="head",
-        )  # fmt: skip
+            anchor, layer, 1, False, {"base_logits": base}, None, name="head"
+        )
         index = [item.name for item in anchor.layers].index(layer)
         trunk = feature_model(anchor, index, correction)
         spec = {
@@ -161,7 +157,6 @@ def main(argv=None):
             float(options.get("label", 0)),
             float(options.get("T", 1)),
             float(options.get("focus", 0)),
-            float(options.get("base", 1)),
             {ens.anchor: trunk},
             [spec],
             mixup_alpha=float(options.get("mix", 0.4)),

@@ -17,7 +17,8 @@ Goals (issue #8): Single + 4 Type I: DEE (cNLL) >= 2.0 at <= 1.5x FLOPs and
 DE-3's cNLL at <= 2.4x FLOPs.
 
 Usage: python benchmarks/fashion_mnist.py --backbone resnet|cnn|mobilenet
-       python benchmarks/fashion_mnist.py --reuse ENSEMBLE.keras
+       python benchmarks/fashion_mnist.py --reuse ENSEMBLE.keras \\
+           [--head '{"base_logits": 0.5}' --tag half]
 (``--reuse`` keeps a saved ensemble's modes and curves and refits only its
 bridges: the same teachers, for comparing bridge recipes.)
 """
@@ -57,6 +58,8 @@ def train(ens, data, args):
     else:
         fit_modes_and_curves(ens, data, args, timed)
     print(f"anchor: mode {ens.anchor}", flush=True)
+    if args.head is not None:
+        print(f"bridge heads: fit_bridge(head={args.head})", flush=True)
     pairs = sorted(ens.curves)
     type2 = (0, 1) if (0, 1) in pairs else (1, 0)
     anchor_pairs = [p for p in pairs if p[0] == ens.anchor]
@@ -66,6 +69,7 @@ def train(ens, data, args):
             data.train,
             pairs=anchor_pairs,
             validation_data=data.validation,
+            head=args.head,
             verbose=args.verbose,
         ),
     )
@@ -76,6 +80,7 @@ def train(ens, data, args):
             kind="type2",
             pairs=[type2],
             validation_data=data.validation,
+            head=args.head,
             verbose=args.verbose,
         ),
     )
@@ -195,6 +200,19 @@ def main(argv=None):
         "curves and refit only the bridges (to compare bridge recipes)",
     )
     parser.add_argument(
+        "--head",
+        type=json.loads,
+        metavar="JSON",
+        help="`fit_bridge(head=...)` as JSON, e.g. '{\"base_logits\": 0.5}' "
+        "(default: fit_bridge's own): to compare a head option with the "
+        "defaults; the goals hold for the defaults only",
+    )
+    parser.add_argument(
+        "--tag",
+        default="rebridged",
+        help="suffix of the saved ensemble's name with --reuse",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a few batches of each split, to check the script runs",
@@ -229,7 +247,8 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     name = f"fashion_mnist_{args.backbone}"
     if args.reuse:
-        name = os.path.splitext(os.path.basename(args.reuse))[0] + "_rebridged"
+        stem = os.path.splitext(os.path.basename(args.reuse))[0]
+        name = f"{stem}_{args.tag}"
     path = os.path.join(args.output, f"{name}.keras")
     ens.save(path)
     report = ens.evaluate(data.test, calibration_data=data.validation)

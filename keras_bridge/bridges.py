@@ -13,7 +13,12 @@ import numpy as np
 from keras_bridge import distillation, training
 from keras_bridge.flops import flops
 from keras_bridge.graph import feature_model
-from keras_bridge.layers.bridge_head import BaseBridgeHead, BridgeHead, TailHead
+from keras_bridge.layers.bridge_head import (
+    BaseBridgeHead,
+    BridgeHead,
+    TailHead,
+    logits_weight,
+)
 from keras_bridge.members import (
     ANY_POINT,
     DEFAULT_POINT,
@@ -120,12 +125,9 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
     num_classes = int(backbone.outputs[0].shape[-1])
     channels = int(backbone.get_layer(feature_layer).output.shape[-1])
     options = dict(head or {})
-    base_logits = options.pop("base_logits", True)
-    if not isinstance(base_logits, bool):
-        raise ValueError(
-            "`head['base_logits']` must be True or False; received "
-            f"{base_logits!r}."
-        )
+    base_logits = logits_weight(
+        options.pop("base_logits", True), "head['base_logits']"
+    )
 
     def tail(slim, entry):
         def build(name=None):
@@ -211,7 +213,8 @@ def size_head(
     decreasing width: the first that fits the budget is taken. The heads
     built here add their output to the logits of the modes they read
     (``base_logits``, see `keras_bridge.layers.BaseBridgeHead`) unless the
-    dict says ``"base_logits": False``. A head instance is checked as
+    dict says ``"base_logits": False`` (or gives the fraction of those
+    logits to correct, e.g. ``0.5``). A head instance is checked as
     given.
 
     Args:

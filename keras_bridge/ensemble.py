@@ -458,7 +458,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             validation_data: data for ``val_kl`` and ``val_agreement``.
             head: None (the backbone's tail at half width), a dict of
                 ``slim`` or ``width``/``depth`` and optionally
-                ``base_logits`` (default True; see
+                ``base_logits`` (True, False or the fraction of the
+                mode's logits the head corrects; default True; see
                 `keras_bridge.bridges.size_head`), or a fresh head (whose
                 own ``base_logits`` applies: False unless it was built
                 with True).

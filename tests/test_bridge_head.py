@@ -88,6 +88,26 @@ def test_base_logits_head_corrects_the_mean_logits_of_its_modes(tmp_path):
     assert loaded.layers[-1].base_logits
 
 
+def test_base_logits_fraction_adds_that_fraction_of_the_logits(tmp_path):
+    head = BridgeHead(4, width=6, depth=1, base_logits=0.25)
+    x, z = _features((2, 4, 4, 3), 1), _features((2, 4), 3)
+    out = np.asarray(head(x, logits=z))
+    own = np.asarray(head.head_call(x))
+    np.testing.assert_allclose(out, own + 0.25 * z, atol=1e-5)
+    assert BridgeHead(4, base_logits=True).base_logits == 1.0
+    assert not BridgeHead(4, base_logits=0).base_logits
+    for bad in (1.5, -0.1, "yes", None):
+        with pytest.raises(ValueError, match="`base_logits` must be"):
+            BridgeHead(4, base_logits=bad)
+    path = str(tmp_path / "model.keras")
+    inputs = [keras.Input((4, 4, 3)), keras.Input((4,))]
+    model = keras.Model(inputs, head(inputs[0], logits=inputs[1]))
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded([x, z]), model([x, z]), atol=1e-6)
+    assert loaded.layers[-1].base_logits == 0.25
+
+
 def test_head_with_a_slim_tail_round_trips(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5)
     tail = kb.splitting.slim_tail(backbone, "stage2", 33, slim=2)

@@ -149,7 +149,11 @@ def test_head_dict_chooses_between_correction_and_scratch_heads():
         backbone, "features", 1, False, {"base_logits": False}, 0.5
     )
     assert not scratch.base_logits
-    with pytest.raises(ValueError, match=r"`head\['base_logits'\]`"):
+    half, *_ = kb.bridges.size_head(
+        backbone, "features", 1, False, {"base_logits": 0.5}, 0.5
+    )
+    assert half.base_logits == 0.5
+    with pytest.raises(ValueError, match=r"`head\['base_logits'\]` must"):
         kb.bridges.size_head(
             backbone, "features", 1, False, {"base_logits": "no"}, 0.5
         )

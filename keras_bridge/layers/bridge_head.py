@@ -6,11 +6,25 @@ point r appended as one constant channel when the head is conditioned).
 Each subclass is one architecture: `BridgeHead` (a residual conv head) and
 `TailHead` (the backbone's own tail, rebuilt). A head with
 ``base_logits=True`` predicts a correction to the (mean) logits of the
-modes it reads rather than logits from scratch.
+modes it reads rather than logits from scratch; a number between 0 and 1
+corrects that fraction of them.
 """
 
 import keras
 from keras import layers, ops
+
+
+def logits_weight(value, name) -> float:
+    """``value`` (True, False or a number in [0, 1]) as a float, or a
+    ValueError that names the argument ``name``."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(
+        f"`{name}` must be True, False or a number in [0, 1]; received "
+        f"{name}={value!r}."
+    )
 
 
 def _joined_shape(input_shape) -> tuple:
@@ -36,6 +50,9 @@ class BaseBridgeHead(keras.layers.Layer):
             of the modes it reads (passed as ``logits``), so it learns the
             teacher's difference from them. The mode's logits are computed
             anyway when the mode is a member, so this costs one addition.
+            A number in [0, 1] adds that fraction of the logits: True is
+            1, False is 0. A smaller fraction leaves more of the
+            prediction to the head, away from the mode's own.
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Call arguments:
@@ -54,7 +71,7 @@ class BaseBridgeHead(keras.layers.Layer):
         self,
         num_classes: int,
         conditioned: bool = False,
-        base_logits: bool = False,
+        base_logits: bool | float = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,7 +82,7 @@ class BaseBridgeHead(keras.layers.Layer):
             )
         self.num_classes = int(num_classes)
         self.conditioned = bool(conditioned)
-        self.base_logits = bool(base_logits)
+        self.base_logits = logits_weight(base_logits, "base_logits")
 
     def build(self, input_shape):
         shape = _joined_shape(input_shape)
@@ -119,7 +136,7 @@ class BaseBridgeHead(keras.layers.Layer):
             )
         logits = [ops.cast(z, outputs.dtype) for z in logits]
         base = logits[0] if maps == 1 else ops.mean(ops.stack(logits), 0)
-        return outputs + ops.stop_gradient(base)
+        return outputs + self.base_logits * ops.stop_gradient(base)
 
     def apply(self, maps, r=None, logits=None, training=None):
         """Calls the head on ``maps`` (a list, one per mode read), passing
@@ -168,8 +185,8 @@ class BridgeHead(BaseBridgeHead):
         width: channels of the head.
         depth: number of residual blocks.
         conditioned: whether the head also takes the curve point r.
-        base_logits: whether the output is added to the logits of the
-            modes read (see `BaseBridgeHead`).
+        base_logits: whether (or which fraction of) the logits of the
+            modes read are added to the output (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Call arguments: see `BaseBridgeHead` (``features``, ``r``,
@@ -198,7 +215,7 @@ class BridgeHead(BaseBridgeHead):
         width: int = 64,
         depth: int = 2,
         conditioned: bool = False,
-        base_logits: bool = False,
+        base_logits: bool | float = False,
         **kwargs,
     ):
         super().__init__(
@@ -276,8 +293,8 @@ class TailHead(BaseBridgeHead):
         tail: functional `keras.Model` from the feature map (one more
             channel when conditioned) to ``num_classes`` logits.
         conditioned: whether the head also takes the curve point r.
-        base_logits: whether the output is added to the logits of the
-            modes read (see `BaseBridgeHead`).
+        base_logits: whether (or which fraction of) the logits of the
+            modes read are added to the output (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Example:
