@@ -12,10 +12,11 @@ Goals: Single + 4 Type I bridges reach DEE (calibrated NLL) >= 2.0 at
 bridges reach DE-3's calibrated NLL at <= 2.4x FLOPs; every bridge agrees
 with its teacher's top-1 class on >= 95 % of test inputs.
 
-Usage: python benchmarks/bridges.py [--seeds 0 1 2] [--quick]
+Usage: python benchmarks/bridges.py [--seeds 0 1 2] [--head JSON]
 """
 
 import argparse
+import json
 import os
 import time
 
@@ -51,7 +52,11 @@ def run_seed(seed, args):
     ens.fit_modes(data.train, epochs=args.epochs, verbose=0)
     ens.fit_curves(data.train, validation_data=data.validation, verbose=0)
     ens.fit_bridge(
-        data.train, kind="type1", epochs=args.bridge_epochs, verbose=0
+        data.train,
+        kind="type1",
+        epochs=args.bridge_epochs,
+        head=args.head,
+        verbose=0,
     )
     ens.fit_bridge(
         data.train,
@@ -59,6 +64,7 @@ def run_seed(seed, args):
         pairs=[(0, 1)],
         points=(0.25, 0.5, 0.75),
         epochs=args.bridge_epochs,
+        head=args.head,
         verbose=0,
     )
     # One r-conditioned head per curve, to compare with the fixed-r heads.
@@ -67,6 +73,7 @@ def run_seed(seed, args):
         kind="type1",
         points="any",
         epochs=args.bridge_epochs,
+        head=args.head,
         verbose=0,
     )
     trained = time.perf_counter() - start
@@ -158,6 +165,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--bridge-epochs", type=int, default=60)
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument(
+        "--head",
+        type=json.loads,
+        metavar="JSON",
+        help="`fit_bridge(head=...)` as JSON, e.g. "
+        "'{\"base_logits\": 0.5}' (default: fit_bridge's own)",
+    )
     args = parser.parse_args(argv)
 
     results = [run_seed(seed, args) for seed in args.seeds]
