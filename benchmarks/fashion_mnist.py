@@ -113,25 +113,34 @@ def fit_modes_and_curves(ens, data, args, timed):
     print("midpoint checks:", ens.curve_checks, flush=True)
 
 
-def bootstrap(ens, data, configs, draws, seed=0):
-    """95 % intervals of accuracy and calibrated NLL over test images."""
+def per_image(ens, data, members):
+    """Per test image: whether ``members``' calibrated prediction is right,
+    and its calibrated NLL (temperature fitted on validation)."""
     x, y = kb.data.to_numpy(data.test)
     x_val, y_val = kb.data.to_numpy(data.validation)
+    model = ens.inference_model(members, temperature=1.0)
+    val = model.predict(x_val, verbose=0)["probabilities"]
+    t = kb.metrics.fit_temperature(val, y_val)
+    test = kb.metrics.temperature_scale(
+        model.predict(x, verbose=0)["probabilities"], t
+    )
+    correct = (test.argmax(1) == y).astype("float64")
+    nll = -np.log(np.clip(test[np.arange(len(y)), y], 1e-12, 1))
+    return correct, nll
+
+
+def bootstrap(ens, data, configs, draws, seed=0):
+    """95 % intervals of accuracy and calibrated NLL over test images."""
     rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(y), (draws, len(y)))
     lines = [
         "| configuration | accuracy (95 % CI) | cNLL (95 % CI) |",
         "|---|---|---|",
     ]
+    samples = None
     for name, members in configs.items():
-        model = ens.inference_model(members, temperature=1.0)
-        val = model.predict(x_val, verbose=0)["probabilities"]
-        t = kb.metrics.fit_temperature(val, y_val)
-        test = kb.metrics.temperature_scale(
-            model.predict(x, verbose=0)["probabilities"], t
-        )
-        correct = (test.argmax(1) == y).astype("float64")
-        nll = -np.log(np.clip(test[np.arange(len(y)), y], 1e-12, 1))
+        correct, nll = per_image(ens, data, members)
+        if samples is None:
+            samples = rng.integers(0, len(nll), (draws, len(nll)))
         acc = [correct[s].mean() for s in samples]
         cnll = [nll[s].mean() for s in samples]
         lines.append(
