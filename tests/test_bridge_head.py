@@ -96,7 +96,8 @@ def test_base_logits_fraction_adds_that_fraction_of_the_logits(tmp_path):
     np.testing.assert_allclose(out, own + 0.25 * z, atol=1e-5)
     assert BridgeHead(4, base_logits=True).base_logits == 1.0
     assert not BridgeHead(4, base_logits=0).base_logits
-    for bad in (1.5, -0.1, "yes", None):
+    assert BridgeHead(4, base_logits=np.float32(0.5)).base_logits == 0.5
+    for bad in (1.5, -0.1, float("nan"), "yes", None):
         with pytest.raises(ValueError, match="`base_logits` must be"):
             BridgeHead(4, base_logits=bad)
     path = str(tmp_path / "model.keras")

@@ -10,6 +10,8 @@ modes it reads rather than logits from scratch; a number between 0 and 1
 corrects that fraction of them.
 """
 
+import numbers
+
 import keras
 from keras import layers, ops
 
@@ -19,7 +21,7 @@ def logits_weight(value, name) -> float:
     ValueError that names the argument ``name``."""
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)) and 0 <= value <= 1:
+    if isinstance(value, numbers.Real) and 0 <= value <= 1:
         return float(value)
     raise ValueError(
         f"`{name}` must be True, False or a number in [0, 1]; received "
