@@ -19,7 +19,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from fashion_mnist import configurations, per_image  # noqa: E402
+from fashion_mnist import arrays, configurations, per_image  # noqa: E402
 
 import keras_bridge as kb  # noqa: E402
 
@@ -31,7 +31,11 @@ def main(argv=None):
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    data = kb.data.load_fashion_mnist()
+    splits = arrays(kb.data.load_fashion_mnist())
+    count = len(splits[1][1])
+    samples = np.random.default_rng(0).integers(
+        0, count, (args.bootstrap, count)
+    )
     ensembles = [kb.BridgeEnsemble.load(p) for p in (args.a, args.b)]
     configs = [configurations(ens) for ens in ensembles]
     print(f"A: {args.a}\nB: {args.b}\n")
@@ -40,16 +44,13 @@ def main(argv=None):
         "| accuracy A | accuracy B | B - A (95 % CI) |\n"
         "|---|---|---|---|---|---|---|"
     )
-    samples = None
     for name in configs[0]:
         if configs[1].get(name) is None:
             continue
         (ca, na), (cb, nb) = (
-            per_image(ens, data, c[name]) for ens, c in zip(ensembles, configs)
+            per_image(ens, splits, c[name])
+            for ens, c in zip(ensembles, configs)
         )
-        if samples is None:
-            rng = np.random.default_rng(0)
-            samples = rng.integers(0, len(na), (args.bootstrap, len(na)))
         cells = []
         for a, b in ((na, nb), (ca, cb)):
             diff = [(b[s] - a[s]).mean() for s in samples]

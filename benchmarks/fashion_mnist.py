@@ -113,11 +113,17 @@ def fit_modes_and_curves(ens, data, args, timed):
     print("midpoint checks:", ens.curve_checks, flush=True)
 
 
-def per_image(ens, data, members):
+def arrays(data):
+    """The validation and test splits as ((x_val, y_val), (x, y)) arrays,
+    read once for every configuration `per_image` evaluates."""
+    return kb.data.to_numpy(data.validation), kb.data.to_numpy(data.test)
+
+
+def per_image(ens, splits, members):
     """Per test image: whether ``members``' calibrated prediction is right,
-    and its calibrated NLL (temperature fitted on validation)."""
-    x, y = kb.data.to_numpy(data.test)
-    x_val, y_val = kb.data.to_numpy(data.validation)
+    and its calibrated NLL (temperature fitted on validation); ``splits``
+    from `arrays`."""
+    (x_val, y_val), (x, y) = splits
     model = ens.inference_model(members, temperature=1.0)
     val = model.predict(x_val, verbose=0)["probabilities"]
     t = kb.metrics.fit_temperature(val, y_val)
@@ -131,16 +137,15 @@ def per_image(ens, data, members):
 
 def bootstrap(ens, data, configs, draws, seed=0):
     """95 % intervals of accuracy and calibrated NLL over test images."""
-    rng = np.random.default_rng(seed)
+    splits = arrays(data)
+    count = len(splits[1][1])
+    samples = np.random.default_rng(seed).integers(0, count, (draws, count))
     lines = [
         "| configuration | accuracy (95 % CI) | cNLL (95 % CI) |",
         "|---|---|---|",
     ]
-    samples = None
     for name, members in configs.items():
-        correct, nll = per_image(ens, data, members)
-        if samples is None:
-            samples = rng.integers(0, len(nll), (draws, len(nll)))
+        correct, nll = per_image(ens, splits, members)
         acc = [correct[s].mean() for s in samples]
         cnll = [nll[s].mean() for s in samples]
         lines.append(
