@@ -9,7 +9,10 @@ Reads the ensemble that `benchmarks/fashion_mnist.py` saved and prints:
 - the members `select_members` keeps on the validation data;
 - each bridge's top-1 agreement with its teacher on 10,000 training images
   and on the test images: a gap says the head overfits, equal figures say
-  it lacks capacity or training.
+  it lacks capacity or training. Next to it, the agreement of the modes
+  the bridge reads with the same teacher: what a bridge that only copied
+  its mode would score, so the difference is what it learned of the
+  teacher.
 
 Usage: python benchmarks/fashion_mnist_followup.py ENSEMBLE.keras
 """
@@ -49,13 +52,19 @@ def main(path):
     x_train, _ = kb.data.to_numpy(data.train.take(79))
     for member, _ in ens.bridges.items():
         teacher = ens.point_model(member.pair, member.r)
+        names = [member.name] + [f"mode_{i}" for i in member.sources]
         for split, x in (("train", x_train), ("test", x_test)):
-            bridge = ens.predict(x, members=[member.name])
+            votes = ens.predict(x, members=names)["member_probabilities"]
             agree = np.mean(
-                bridge["member_probabilities"][:, 0].argmax(1)
-                == teacher.predict(x, verbose=0).argmax(1)
+                votes.argmax(-1)
+                == teacher.predict(x, verbose=0).argmax(1)[:, None],
+                axis=0,
             )
-            print(f"{member.name} {split}: {agree:.4f}")
+            modes = ", ".join(
+                f"{name} {value:.4f}"
+                for name, value in zip(names[1:], agree[1:])
+            )
+            print(f"{member.name} {split}: {agree[0]:.4f} ({modes})")
 
 
 if __name__ == "__main__":
