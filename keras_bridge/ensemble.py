@@ -520,11 +520,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 self.modes, self.feature_index, specs, data, steps, options
             )
         self._points.update(teachers)
-        self.bridges.update(new)
-        self._predictors = {}
+        self._add_bridges(new)
         return history
 
-    def _check_new_bridges(self, new, stage="fit_bridge") -> None:
+    def _check_new_bridges(self, new) -> None:
         taken = {h.name: b for b, h in self.bridges.items() if b not in new}
         for head in new.values():
             if head.name in taken:
@@ -532,10 +531,15 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                     f"`head` is named {head.name!r} like the head of bridge "
                     f"{taken[head.name].name!r}; give it another name."
                 )
+
+    def _add_bridges(self, new, stage="fit_bridge") -> None:
+        """Installs the trained heads ``new``; says which it replaced."""
         replaced = [b.name for b in new if b in self.bridges]
+        self.bridges.update(new)
+        self._predictors = {}
         if replaced:
             warnings.warn(
-                f"`{stage}` replaces the bridges {replaced} that were "
+                f"`{stage}` replaced the bridges {replaced} that were "
                 "already fitted.",
                 stacklevel=3,
             )
@@ -623,10 +627,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     def _install_bridge(self, member, head, teacher) -> None:
         """Makes ``head`` the bridge ``member``, imitating ``teacher``."""
-        self._check_new_bridges({member: head}, "tune_bridge")
+        self._check_new_bridges({member: head})
         self._points[(member.pair, member.point)] = teacher
-        self.bridges[member] = head
-        self._predictors = {}
+        self._add_bridges({member: head}, "tune_bridge")
 
     # Inference ---------------------------------------------------------
 

@@ -182,31 +182,38 @@ def deep_ensemble_equivalent(
 
     ``ensemble_scores[k]`` is the score of a deep ensemble of ``k + 1``
     members. The result is the piecewise-linear interpolation of the
-    member count at ``score``; below DE-1 it is 1 or less (extrapolated
-    on the first segment, floored at 0), above the largest it is that
-    size (a lower bound).
+    member count at ``score`` on the running best of those scores, so a
+    larger ensemble that happens to score worse than a smaller one (small
+    test sets) does not turn the curve back. Below DE-1 it is less than 1,
+    extrapolated along the first rising segment and floored at 0; a score
+    that a size reaches exactly gets the first size that reaches it, and
+    above the best the result is the largest size (a lower bound).
 
     Example:
 
     >>> deep_ensemble_equivalent(0.25, [0.30, 0.20, 0.15])
     1.5
+    >>> deep_ensemble_equivalent(0.96, [0.975, 0.972, 0.978],
+    ...                          higher_is_better=True)
+    0.0
     """
     scores = np.asarray(ensemble_scores, dtype="float64")
     if not higher_is_better:
         scores, score = -scores, -score
-    sizes = np.arange(1, len(scores) + 1, dtype="float64")
-    if len(scores) == 1 or score <= scores[0]:
-        if len(scores) == 1 or scores[1] == scores[0]:
-            return 1.0 if score >= scores[0] else 0.0
-        slope = 1.0 / (scores[1] - scores[0])
-        return float(max(0.0, 1.0 + (score - scores[0]) * slope))
-    for k in range(1, len(scores)):
-        lo, hi = scores[k - 1], scores[k]
-        if score <= hi:
-            if hi <= lo:
-                return float(sizes[k - 1])
-            return float(sizes[k - 1] + (score - lo) / (hi - lo))
-    return float(sizes[-1])
+    best = np.maximum.accumulate(scores)
+    if score < best[0]:
+        rising = np.flatnonzero(best > best[0])
+        if not rising.size:
+            return 0.0
+        k = rising[0]
+        slope = k / (best[k] - best[0])
+        return float(max(0.0, 1.0 + (score - best[0]) * slope))
+    k = int(np.searchsorted(best, score, side="left"))
+    if k == len(best):
+        return float(k)
+    if best[k] == score:
+        return float(k + 1)
+    return float(k + (score - best[k - 1]) / (best[k] - best[k - 1]))
 
 
 def entropy(probabilities) -> np.ndarray:

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,30 @@ def test_deep_ensemble_equivalent_interpolates():
     assert metrics.deep_ensemble_equivalent(
         0.925, accs, higher_is_better=True
     ) == pytest.approx(2.5)
+
+
+def test_deep_ensemble_equivalent_on_a_curve_that_dips():
+    # DE-2 scores worse than DE-1, as on small test sets: the running best
+    # [0.975, 0.975, 0.978] is interpolated, and a score under DE-1 is
+    # extrapolated along its first rising segment (1 -> 3), never upwards.
+    accs = [0.975, 0.972, 0.978]
+    dee = functools.partial(
+        metrics.deep_ensemble_equivalent, ensemble_scores=accs,
+        higher_is_better=True,
+    )  # fmt: skip
+    assert dee(0.975) == pytest.approx(1.0)
+    assert dee(0.9765) == pytest.approx(2.5)
+    assert dee(0.978) == pytest.approx(3.0)
+    assert dee(0.99) == pytest.approx(3.0)
+    assert dee(0.9735) == pytest.approx(0.0)
+    assert dee(0.9745) == pytest.approx(1 - 0.0005 * 2 / 0.003)
+    # A curve that never rises above DE-1: anything worse than DE-1 is 0.
+    assert metrics.deep_ensemble_equivalent(
+        0.2056, [0.2972, 0.2417, 0.2722], higher_is_better=True
+    ) == pytest.approx(0.0)
+    # Every size in between at most the largest, at least 0.
+    for score in np.linspace(0.9, 1.0, 41):
+        assert 0.0 <= dee(score) <= 3.0
 
 
 def test_bad_shapes_are_refused():
