@@ -181,7 +181,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         and with them every curve and bridge, only once all have trained.
         With ``validation_data``, the mode with the lowest validation NLL
         becomes the `anchor`: the "Single" network that Type I bridges
-        extend (else mode 0).
+        extend (else mode 0), and a mode whose validation accuracy is far
+        below its training accuracy is warned of (see
+        `keras_bridge.training.MODE_GAP_TOLERANCE`).
 
         Args:
             data: a batched `tf.data.Dataset` of ``(x, y)`` or NumPy
@@ -212,6 +214,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             )
         anchor = 0
         if validation_data is not None:
+            training.mode_check(histories)
             anchor = training.best_mode(modes, options["validation_data"])
             if verbose:
                 print(f"Anchor: mode {anchor}, the best on validation NLL.")

@@ -40,6 +40,7 @@ from keras_bridge.files import atomic_write, check_target
 from keras_bridge.version import __version__
 
 FORMATS = ("tf_saved_model", "onnx", "tflite")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 #: Post-training quantisations of a TFLite export (None keeps float32).
 QUANTIZATIONS = ("dynamic_range", "float16")
 #: Name of the input of every signature (and of the ONNX graph).
@@ -430,6 +431,12 @@ def export(
     """
     check_arguments(format, quantization)
     check_target(path, format == "tf_saved_model", overwrite)
+    suffix = SUFFIXES.get(format)
+    if suffix and not os.fspath(path).endswith(suffix):
+        raise ValueError(
+            f"`path` must end in {suffix!r} for format={format!r}; "
+            f"received path={os.fspath(path)!r}."
+        )
     if format == "tf_saved_model":
         return export_saved_model(model, path, info, overwrite, verbose)
     if format == "tflite":

@@ -23,6 +23,10 @@ TUNING_SEED_OFFSET = 3000
 #: A curve whose midpoint's validation accuracy is this much below its
 #: endpoints' mean is reported as poor.
 MIDPOINT_TOLERANCE = 0.02
+#: A mode whose validation accuracy is this much below its training
+#: accuracy (last epoch) is reported: usually BatchNorm moving statistics
+#: that lag the weights after few steps, sometimes overfitting.
+MODE_GAP_TOLERANCE = 0.2
 
 
 def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
@@ -235,6 +239,41 @@ def midpoint_check(pair, ends, midpoint, x, y) -> dict:
             stacklevel=4,
         )
     return scores
+
+
+def mode_check(histories) -> dict:
+    """Warns of modes whose last validation accuracy is more than
+    `MODE_GAP_TOLERANCE` below their last training accuracy; returns the
+    gaps by mode index (modes without both figures are skipped).
+
+    Example:
+
+    >>> history = keras.callbacks.History()
+    >>> history.history = {"accuracy": [0.9], "val_accuracy": [0.88]}
+    >>> mode_check([history])
+    {0: 0.02}
+    """
+    gaps = {}
+    for index, history in enumerate(histories):
+        logs = getattr(history, "history", None) or {}
+        if not (logs.get("accuracy") and logs.get("val_accuracy")):
+            continue
+        train, val = logs["accuracy"][-1], logs["val_accuracy"][-1]
+        gaps[index] = round(float(train - val), 6)
+        if gaps[index] > MODE_GAP_TOLERANCE:
+            warnings.warn(
+                f"Mode {index}'s validation accuracy {val:.4f} is far below "
+                f"its training accuracy {train:.4f}. After few training "
+                "steps this is usually BatchNorm moving statistics that lag "
+                "the weights (Keras' default momentum is 0.99), and every "
+                "later stage would build on it: recompute them with "
+                "`kb.recalibrate_batchnorm(model, train_data)` and pass the "
+                "modes back with `set_modes`, or train longer or with a "
+                "lower BatchNorm momentum. See the FAQ, 'A mode scores much "
+                "worse on validation than in training'.",
+                stacklevel=4,
+            )
+    return gaps
 
 
 def curve_point(curve_model, t, template, bn_data) -> keras.Model:

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -68,6 +70,57 @@ def test_bad_backbones_and_modes_are_refused():
         ens.set_modes([_small_backbone(), wider])
     with pytest.raises(ValueError, match="at least 2 modes"):
         ens.fit_curves(np.zeros((1, 8, 8, 1)))
+
+
+class _StaleBatchNorm(keras.callbacks.Callback):
+    """Shifts every BatchNorm moving mean before validation: the moving
+    statistics no longer match the weights, as after too few steps."""
+
+    def on_test_begin(self, logs=None):
+        for layer in self.model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.moving_mean.assign(layer.moving_mean + 50.0)
+
+
+def test_fit_modes_warns_of_stale_batchnorm_and_the_faq_fix_works(digits):
+    ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
+    with pytest.warns(UserWarning, match=r"Mode 0's validation accuracy") as w:
+        ens.fit_modes(
+            digits.train, epochs=3, validation_data=digits.validation,
+            callbacks=[_StaleBatchNorm()], verbose=0,
+        )  # fmt: skip
+    assert "recalibrate_batchnorm" in str(w[0].message)
+    x, y = kb.data.to_numpy(digits.validation)
+
+    def accuracy(model):
+        return float(np.mean(model.predict(x, verbose=0).argmax(1) == y))
+
+    assert accuracy(ens.modes[0]) < 0.3
+    # The recipe of the FAQ: recalibrated copies, passed back.
+    modes = []
+    for mode in ens.modes:
+        copy = keras.models.clone_model(mode)
+        copy.set_weights(mode.get_weights())
+        modes.append(kb.recalibrate_batchnorm(copy, digits.train))
+    assert accuracy(ens.modes[0]) < 0.3  # the ensemble's mode untouched
+    ens.set_modes(modes)
+    assert accuracy(ens.modes[0]) > 0.8
+
+
+def test_mode_check_reports_only_large_gaps():
+    def history(train, val):
+        h = keras.callbacks.History()
+        h.history = {"accuracy": [0.5, train], "val_accuracy": [0.5, val]}
+        return h
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaps = kb.training.mode_check(
+            [history(0.99, 0.95), history(0.9, 0.75), keras.callbacks.History()]
+        )
+    assert gaps == {0: pytest.approx(0.04), 1: pytest.approx(0.15)}
+    with pytest.warns(UserWarning, match=r"Mode 1's .* 0\.2800 .* 0\.9300"):
+        kb.training.mode_check([history(0.9, 0.8), history(0.93, 0.28)])
 
 
 def test_set_modes_and_curve_pairs():

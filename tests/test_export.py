@@ -135,6 +135,11 @@ def test_export_never_leaves_a_partial_version(
         ens.export(path, verbose=False)
     with pytest.raises(ValueError, match="is a folder; this writes a file"):
         ens.export(tmp_path / "digits" / "1", format="onnx", verbose=False)
+    for format, name in (("onnx", "model_out"), ("tflite", "m.onnx")):
+        with pytest.raises(ValueError, match=r"`path` must end in '\.") as e:
+            ens.export(tmp_path / name, format=format, verbose=False)
+        assert name in str(e.value) and format in str(e.value)
+        assert not (tmp_path / name).exists()
 
     # A crash after the SavedModel is written, before it is in place.
     monkeypatch.setattr(kb.export, "METADATA_FILE", None)
