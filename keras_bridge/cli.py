@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -280,6 +281,10 @@ def main(argv=None) -> int:
     """Runs the command; a bad argument, config or input gives one line on
     stderr and exit status 2, never a traceback."""
     args = _parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        # TensorFlow's own notices (deprecations inside the graph tools it
+        # runs for FLOP counts and exports) are not errors.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         COMMANDS[args.command](args)
     except (

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -154,3 +156,19 @@ def test_a_rerun_gets_a_new_run_folder(tmp_path):
     (tmp_path / "runs" / "digits-2" / "report.md").write_text("run 2")
     assert cli.run_folder(output) == output + "-3"
     assert (tmp_path / "runs" / "digits" / "report.md").read_text() == "run 1"
+
+
+@pytest.mark.large
+def test_quiet_prints_nothing_but_errors(ensemble_files, tmp_path):
+    argv = [
+        sys.executable, "-m", "keras_bridge.cli", "evaluate",
+        str(ensemble_files["bridged"]), "--dataset=digits",
+        f"--output={tmp_path / 'eval'}", "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "eval" / "report.json").is_file()
+    assert done.stdout == ""
+    # TensorFlow's Python notices are off (its C++ start-up lines print
+    # while it is imported, before any option is read).
+    assert "WARNING:tensorflow" not in done.stderr, done.stderr
