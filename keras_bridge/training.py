@@ -236,7 +236,7 @@ def midpoint_check(pair, ends, midpoint, x, y) -> dict:
             f"validation accuracy {scores['mid']:.4f} is "
             f"{100 * scores['gap']:.1f} points below its endpoints' "
             "mean. Train the curve longer (as long as the modes).",
-            stacklevel=4,
+            stacklevel=3,
         )
     return scores
 
@@ -271,7 +271,7 @@ def mode_check(histories) -> dict:
                 "modes back with `set_modes`, or train longer or with a "
                 "lower BatchNorm momentum. See the FAQ, 'A mode scores much "
                 "worse on validation than in training'.",
-                stacklevel=4,
+                stacklevel=3,
             )
     return gaps
 

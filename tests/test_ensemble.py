@@ -90,6 +90,7 @@ def test_fit_modes_warns_of_stale_batchnorm_and_the_faq_fix_works(digits):
             callbacks=[_StaleBatchNorm()], verbose=0,
         )  # fmt: skip
     assert "recalibrate_batchnorm" in str(w[0].message)
+    assert w[0].filename == __file__  # points at the user's call
     x, y = kb.data.to_numpy(digits.validation)
 
     def accuracy(model):
