@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_bridge import distillation, training
+from keras_bridge.curve_model import recalibrate_batchnorm
 from keras_bridge.flops import flops
 from keras_bridge.graph import feature_model
 from keras_bridge.layers.bridge_head import (
@@ -23,6 +24,8 @@ from keras_bridge.members import (
     ANY_POINT,
     DEFAULT_POINT,
     KINDS,
+    SHARED,
+    TRUNKS,
     BridgeMember,
     check_point,
     resolve_pairs,
@@ -65,13 +68,25 @@ def check_points(points) -> tuple | str:
     return checked
 
 
-def check_request(kind, pairs, points, curves, num_modes, max_flops):
+def check_request(
+    kind, pairs, points, curves, num_modes, max_flops, trunk="frozen"
+):
     """Checks a `BridgeEnsemble.fit_bridge` request against the fitted
     ``curves``: returns ``(pairs, points)``."""
     check_budget(max_flops, 1)
     if kind not in KINDS:
         raise ValueError(
             f"`kind` must be 'type1' or 'type2'; received kind={kind!r}."
+        )
+    if trunk not in TRUNKS:
+        raise ValueError(
+            f"`trunk` must be 'frozen' or 'shared'; received trunk={trunk!r}."
+        )
+    if trunk == "shared" and kind != "type1":
+        raise ValueError(
+            "`trunk='shared'` trains one trunk for Type I heads; Type II "
+            "bridges read two modes' frozen features. Use kind='type1', or "
+            "trunk='frozen' for Type II."
         )
     if kind == "type2" and num_modes < 2:
         raise ValueError(
@@ -92,7 +107,13 @@ def check_request(kind, pairs, points, curves, num_modes, max_flops):
             f"`pairs` must name fitted curves; {missing} are not fitted "
             f"(fitted: {sorted(curves)})."
         )
-    return (sorted(curves) if pairs is None else pairs), points
+    pairs = sorted(curves) if pairs is None else pairs
+    if trunk == "shared" and len({pair[0] for pair in pairs}) > 1:
+        raise ValueError(
+            "`trunk='shared'` trains one trunk from one mode: `pairs` must "
+            f"all start at the same mode; received {pairs}."
+        )
+    return pairs, points
 
 
 def head_name(member) -> str:
@@ -301,7 +322,9 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
 
     Args:
         kind, pairs, points: as in `BridgeEnsemble.fit_bridge` (checked).
-        options: ``head`` and ``max_flops`` of `size_head`.
+        options: ``head`` and ``max_flops`` of `size_head`, and ``trunk``
+            (``"frozen"`` or ``"shared"``; a shared-trunk head predicts
+            logits from scratch unless its dict sets ``base_logits``).
         backbone, feature_layer: where the heads read.
         teacher: ``teacher(pair, r)`` returns the curve network at r.
 
@@ -317,10 +340,14 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
                 "A `head` instance serves one bridge only; this call trains "
                 f"{count}. Pass a dict such as {{'width': 32}} instead."
             )
+    shared = options.get("trunk") == "shared"
+    head = options["head"]
+    if shared and (head is None or isinstance(head, dict)):
+        head = {"base_logits": False, **(head or {})}
     heads, specs, sized = {}, [], None
     for pair in pairs:
         for point in (points,) if points == ANY_POINT else points:
-            member = BridgeMember(kind, pair, point)
+            member = BridgeMember(kind, pair, point, shared=shared)
             name = head_name(member)
             if sized is None:
                 sized = size_head(
@@ -328,7 +355,7 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
                     feature_layer,
                     len(member.sources),
                     member.conditioned,
-                    options["head"],
+                    head,
                     options["max_flops"],
                     name=name,
                 )
@@ -350,6 +377,8 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
 def trunk_models(modes, feature_index, heads, sources) -> dict:
     """The feature extractors that heads reading ``sources`` need, by mode:
     a mode read by a head with ``base_logits`` also returns its logits.
+    The shared trunk (`SHARED`) is not among them: it trains, and
+    `distill` builds it.
 
     Example:
 
@@ -360,7 +389,7 @@ def trunk_models(modes, feature_index, heads, sources) -> dict:
     >>> [tuple(t.shape[1:]) for t in trunks[0].outputs]
     [(4, 4, 8), (10,)]
     """
-    needed = sorted({i for pair in sources for i in pair})
+    needed = sorted({i for pair in sources for i in pair if i != SHARED})
     with_logits = {
         i
         for head, pair in zip(heads, sources)
@@ -375,6 +404,25 @@ def trunk_models(modes, feature_index, heads, sources) -> dict:
     }
 
 
+def recalibrate_shared(trunk, specs, data) -> None:
+    """Recomputes the BatchNorm statistics of a trained shared ``trunk``
+    (a model to ``[feature map, logits]``) and of the heads of ``specs``
+    that read it, on the clean inputs of ``data``: they trained on mixed
+    (and augmented) inputs, but serve clean ones."""
+    inputs = trunk.inputs[0] if len(trunk.inputs) == 1 else trunk.inputs
+    features, logits = trunk(inputs)
+    outputs = [logits]
+    for spec in specs:
+        if tuple(spec["sources"]) == (SHARED,):
+            points = spec["points"]
+            outputs.append(
+                spec["head"].apply(
+                    [features], r=points[len(points) // 2], logits=[logits]
+                )
+            )
+    recalibrate_batchnorm(keras.Model(inputs, outputs), data)
+
+
 def distill(modes, feature_index, specs, data, steps, options):
     """Trains the heads of ``specs`` against their teachers on ``data``.
 
@@ -386,12 +434,18 @@ def distill(modes, feature_index, specs, data, steps, options):
         data: batched dataset; its labels, if any, are not used.
         steps: batches per epoch.
         options: ``epochs``, ``optimizer``, ``learning_rate``, ``mixup_alpha``,
-            ``callbacks``, ``validation_data``, ``verbose``, and
+            ``callbacks``, ``validation_data``, ``verbose``,
             ``checkpoints`` (a `keras_bridge.checkpoints.Checkpoints` or
-            None) to resume a killed training.
+            None) to resume a killed training, and optionally ``shared``
+            (``{"network": ..., "teacher": ...}``: the shared trunk's
+            network, trained in place, and the model its logits imitate),
+            ``augmentation`` (see `distillation.BridgeDistiller`) and
+            ``keep_best`` (keep the weights of the epoch with the lowest
+            ``val_kl``).
 
     Returns:
-        The `keras.callbacks.History`. The heads are trained in place.
+        The `keras.callbacks.History`. The heads (and a shared network)
+        are trained in place.
     """
     trunks = trunk_models(
         modes,
@@ -399,8 +453,20 @@ def distill(modes, feature_index, specs, data, steps, options):
         [s["head"] for s in specs],
         [s["sources"] for s in specs],
     )
+    shared = options.get("shared")
+    if shared is not None:
+        shared = {
+            "trunk": feature_model(
+                shared["network"], feature_index, True, name="trunk_shared"
+            ),
+            "teacher": shared["teacher"],
+        }
     distiller = distillation.BridgeDistiller(
-        trunks, specs, mixup_alpha=options["mixup_alpha"]
+        trunks,
+        specs,
+        mixup_alpha=options["mixup_alpha"],
+        shared=shared,
+        augmentation=options.get("augmentation"),
     )
     # Built before `fit`, as BackupAndRestore requires.
     for batch in data.take(1):
@@ -416,6 +482,15 @@ def distill(modes, feature_index, specs, data, steps, options):
     )
     callbacks = [training.StopOnNonFinite("fit_bridge")]
     callbacks += list(options["callbacks"] or [])
+    if options.get("keep_best") and options["validation_data"] is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_kl",
+                mode="min",
+                patience=options["epochs"],
+                restore_best_weights=True,
+            )
+        )
     checkpoints = options.get("checkpoints")
     unit = (
         "bridges_"
@@ -436,6 +511,9 @@ def distill(modes, feature_index, specs, data, steps, options):
         verbose=options["verbose"],
         shuffle=False,
     )
+    if shared is not None:
+        recalibrate_shared(shared["trunk"], specs, data)
+        training.check_finite_weights(shared["trunk"], "fit_bridge")
     for spec in specs:
         training.check_finite_weights(spec["head"], "fit_bridge")
     if checkpoints is not None:

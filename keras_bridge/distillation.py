@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_bridge.members import SHARED
+
 
 def mixup(x, alpha: float):
     """Mixes each input with another of the batch: ``l x + (1 - l) x[p]``.
@@ -46,12 +48,14 @@ def agreement(teacher_logits, student_logits):
 class _Frozen:
     """Holds models out of Keras' sight: a model attribute of this type is
     not tracked, so the distiller's weights, checkpoints and
-    `trainable_variables` are the heads' alone, and nothing sets
-    ``trainable`` on the (shared) layers of a mode or teacher."""
+    `trainable_variables` are the heads' (and a shared trunk's) alone, and
+    nothing sets ``trainable`` on the (shared) layers of a mode or
+    teacher."""
 
-    def __init__(self, trunks, teachers):
+    def __init__(self, trunks, teachers, anchor=None):
         self.trunks = trunks
         self.teachers = teachers
+        self.anchor = anchor
 
 
 class BridgeDistiller(keras.Model):
@@ -63,13 +67,18 @@ class BridgeDistiller(keras.Model):
     point r. A conditioned bridge has a list of teachers at its points and
     draws one per batch. The loss is the sum over bridges of
     KL(teacher || bridge) on a mixup batch that teacher and student both
-    see. Logs: ``loss``, ``kl`` (mean over bridges) and ``agreement``
-    (top-1 agreement with the teacher), with ``val_`` twins on validation
-    data.
+    see, plus the heads' own losses (e.g. the weight decay of a tail
+    rebuilt from an L2-regularised backbone), as Keras' ``compute_loss``
+    adds ``self.losses``. Logs: ``loss``, ``kl`` (mean over bridges) and
+    ``agreement`` (top-1 agreement with the teacher), with ``val_`` twins
+    on validation data.
 
     Trunks and teachers are used, never trained or changed: only the heads
     are weights of the distiller, so its checkpoints (e.g. of
-    `keras.callbacks.BackupAndRestore`) hold the heads alone.
+    `keras.callbacks.BackupAndRestore`) hold the heads alone. A
+    ``shared`` trunk is the exception: it is a weight of the distiller,
+    trains with every head that reads it (``sources`` `SHARED`), and its
+    own logits distil the anchor network given with it.
 
     Args:
         trunks: dict from mode index to a model from inputs to that mode's
@@ -79,6 +88,14 @@ class BridgeDistiller(keras.Model):
             ``sources`` (tuple of mode indices), ``teachers`` (list of
             models) and ``points`` (list of r, one per teacher).
         mixup_alpha: Beta parameter of mixup; 0 turns mixup off.
+        shared: None, or a dict with ``trunk`` (a model from inputs to
+            ``[feature map, logits]`` whose layers train: the shared
+            trunk and its own tail) and ``teacher`` (the model its logits
+            imitate, usually the anchor mode).
+        augmentation: None, or a layer (e.g. a `keras.Sequential` of
+            Keras' random preprocessing layers) applied to each training
+            batch before mixup; teacher and student see the same
+            augmented inputs.
 
     Example:
 
@@ -95,18 +112,31 @@ class BridgeDistiller(keras.Model):
     ['agreement', 'kl', 'loss']
     """
 
-    def __init__(self, trunks, bridges, mixup_alpha=0.4, **kw):
+    def __init__(
+        self,
+        trunks,
+        bridges,
+        mixup_alpha=0.4,
+        shared=None,
+        augmentation=None,
+        **kw,
+    ):
         super().__init__(**kw)
         self.heads = [spec["head"] for spec in bridges]
         self._sources = [tuple(spec["sources"]) for spec in bridges]
         self._points = [tuple(spec["points"]) for spec in bridges]
         self.mixup_alpha = float(mixup_alpha)
-        self._trunk_keys = sorted(trunks)
+        self._trunk_keys = sorted(trunks, key=str)
+        self.augmentation = augmentation
+        self.shared_trunk = None if shared is None else shared["trunk"]
+        every = dict(trunks)
+        if shared is not None:
+            every[SHARED] = shared["trunk"]
         for spec in bridges:
             for i in spec["sources"] if spec["head"].base_logits else ():
                 if (
-                    not isinstance(trunks[i].outputs, (list, tuple))
-                    or len(trunks[i].outputs) != 2
+                    not isinstance(every[i].outputs, (list, tuple))
+                    or len(every[i].outputs) != 2
                 ):
                     raise ValueError(
                         f"The head {spec['head'].name!r} has `base_logits`: "
@@ -115,6 +145,7 @@ class BridgeDistiller(keras.Model):
         self._frozen = _Frozen(
             [trunks[k] for k in self._trunk_keys],
             [list(spec["teachers"]) for spec in bridges],
+            None if shared is None else shared["teacher"],
         )
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
@@ -124,8 +155,9 @@ class BridgeDistiller(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.kl_tracker, self.agreement_tracker]
 
-    def _features(self, x):
-        """Feature maps and (where a trunk returns them) logits, by mode."""
+    def _features(self, x, training=False):
+        """Feature maps and (where a trunk returns them) logits, by mode
+        (and `SHARED`)."""
         features, logits = {}, {}
         for key, trunk in zip(self._trunk_keys, self._frozen.trunks):
             outputs = trunk(x, training=False)
@@ -133,6 +165,10 @@ class BridgeDistiller(keras.Model):
                 features[key], logits[key] = outputs
             else:
                 features[key] = outputs
+        if self.shared_trunk is not None:
+            features[SHARED], logits[SHARED] = self.shared_trunk(
+                x, training=training
+            )
         return features, logits
 
     def _student(self, index, features, logits, r, training):
@@ -158,18 +194,28 @@ class BridgeDistiller(keras.Model):
         return logits, r
 
     def _distill(self, x, training):
-        features, logits = self._features(x)
+        features, logits = self._features(x, training)
         kls, agreements = [], []
+        if self.shared_trunk is not None:
+            # The trunk's own tail keeps imitating the anchor, so the trunk
+            # stays a full network while it learns for every head.
+            anchor = tf.stop_gradient(self._frozen.anchor(x, training=False))
+            kls.append(kl_divergence(anchor, logits[SHARED]))
         for index in range(len(self.heads)):
             teacher_logits, r = self._teacher(index, x)
             teacher_logits = tf.stop_gradient(teacher_logits)
             student = self._student(index, features, logits, r, training)
             kls.append(kl_divergence(teacher_logits, student))
             agreements.append(agreement(teacher_logits, student))
-        return tf.add_n(kls), tf.reduce_mean(kls), tf.reduce_mean(agreements)
+        bridge_kls = kls[len(kls) - len(self.heads) :]
+        return (
+            tf.add_n(kls),
+            tf.reduce_mean(bridge_kls),
+            tf.reduce_mean(agreements),
+        )
 
     def call(self, x, training=False):
-        features, logits = self._features(x)
+        features, logits = self._features(x, training)
         outputs = []
         for index, points in enumerate(self._points):
             r = points[len(points) // 2]
@@ -178,9 +224,13 @@ class BridgeDistiller(keras.Model):
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
+        if self.augmentation is not None:
+            x = self.augmentation(x, training=True)
         x = mixup(x, self.mixup_alpha)
         with tf.GradientTape() as tape:
             loss, kl, agree = self._distill(x, training=True)
+            if self.losses:
+                loss = loss + tf.add_n(self.losses)
             # Replicas' gradients are summed: scale so they average.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = loss / replicas

@@ -23,6 +23,7 @@ from keras_bridge.curve_model import (
 )
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import (
+    SHARED,
     ModeMember,
     check_point,
     resolve,
@@ -102,6 +103,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self.curves: dict = {}
         self.curve_checks: dict = {}
         self.bridges: dict = {}  # BridgeMember -> head, in fitting order
+        self.shared = None  # the shared trunk's network (trunk="shared")
         self.temperature = 1.0
         self.mode_epochs = None
         self.anchor = 0  # the mode of "Single + k Type I"
@@ -241,18 +243,17 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         check_same_architecture(
             [self.backbone, *models], "models (and the backbone)"
         )
-        copies = []
-        for index, model in enumerate(models):
-            copy = keras.models.clone_model(model)
-            copy.set_weights(model.get_weights())
-            copy.name = f"mode_{index}"
-            copies.append(copy)
+        copies = [
+            training.copy_model(model, f"mode_{index}")
+            for index, model in enumerate(models)
+        ]
         self._replace_modes(copies)
         self.mode_epochs, self.anchor = None, 0
 
     def _replace_modes(self, modes) -> None:
         self.modes, self.num_modes = modes, len(modes)
         self.curves, self.curve_checks, self.bridges = {}, {}, {}
+        self.shared = None
         self._points, self._predictors = {}, {}
         self.temperature = 1.0
 
@@ -396,14 +397,17 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     # Bridges -----------------------------------------------------------
 
     def member_names(self) -> list:
-        """All members in their fixed order: modes, then bridges.
+        """All members in their fixed order: modes, the shared trunk's
+        network (if fitted), then bridges.
 
-        Modes are ``"mode_0"`` ...; bridges ``"{kind}_{i}-{j}_r{r}"`` in
-        the order they were fitted (see `keras_bridge.members`).
+        Modes are ``"mode_0"`` ...; the shared network ``"shared"``;
+        bridges ``"{kind}_{i}-{j}_r{r}"`` (``"shared_type1_..."`` on the
+        shared trunk) in the order they were fitted (see
+        `keras_bridge.members`).
         """
-        return [ModeMember(i).name for i in range(len(self.modes))] + [
-            bridge.name for bridge in self.bridges
-        ]
+        names = [ModeMember(i).name for i in range(len(self.modes))]
+        names += [SHARED] if self.shared is not None else []
+        return names + [bridge.name for bridge in self.bridges]
 
     def members(self, names=None) -> list:
         """The typed members called ``names`` (default: all), checked."""
@@ -413,7 +417,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 "`set_modes` first."
             )
         names = self.member_names() if names is None else names
-        return resolve(names, len(self.modes), self.bridges)
+        return resolve(
+            names, len(self.modes), self.bridges, self.shared is not None
+        )
 
     def fit_bridge(
         self,
@@ -431,6 +437,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         max_flops=None,
         verbose="auto",
         backup_dir=None,
+        trunk="frozen",
+        augmentation=None,
+        keep_best=False,
     ) -> keras.callbacks.History:
         """Trains bridges that imitate curve points from mode features.
 
@@ -447,6 +456,17 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         callbacks work; logs are ``loss``, ``kl`` and ``agreement`` (with
         the teacher's top-1) and their ``val_`` twins. Modes and teachers
         are never changed, and checkpoints hold the heads only.
+
+        With ``trunk="shared"`` (Type I only), the heads do not read a
+        mode's frozen features: one trunk, a copy of the mode's network
+        (``pair[0]``, the anchor by default), trains with every head of
+        the call, each head distilling its teacher while the copy's own
+        tail keeps distilling the mode (the "Hydra" layout). The copy
+        becomes the member ``"shared"`` and its heads the members
+        ``"shared_type1_..."``: "Shared trunk + k Type I" in the report,
+        beside the modes' rows. Such heads predict logits from scratch
+        unless ``head`` sets ``base_logits``. A later shared call
+        replaces the shared trunk and its heads.
 
         Args:
             data: training data, ``x`` only or ``(x, y)``.
@@ -471,6 +491,15 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 (Single + 4 Type I <= 1.48x). The default head is sized to
                 fit; a head over budget is refused with its cost.
             backup_dir: as in `fit_modes`, for this call's bridges.
+            trunk: ``"frozen"`` (heads read the modes' own features) or
+                ``"shared"`` (see above).
+            augmentation: None, or a Keras layer applied to each training
+                batch before mixup (teacher and student see the same
+                inputs), e.g. ``keras.Sequential([keras.layers.
+                RandomTranslation(0.1, 0.1)])``.
+            keep_best: keep the weights of the epoch with the lowest
+                ``val_kl`` (needs ``validation_data``), as the paper's
+                training does.
 
         Returns:
             The `keras.callbacks.History` of the training.
@@ -485,13 +514,25 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         ['agreement', 'kl', 'loss', 'val_agreement', 'val_kl', 'val_loss']
         """
         pairs, points = bridges_lib.check_request(
-            kind, pairs, points, self.curves, len(self.modes), max_flops
-        )
+            kind, pairs, points, self.curves, len(self.modes), max_flops,
+            trunk,
+        )  # fmt: skip
+        if augmentation is not None and not callable(augmentation):
+            raise ValueError(
+                "`augmentation` must be None or a Keras layer (a callable "
+                f"on a batch); received augmentation={augmentation!r}."
+            )
+        if keep_best and validation_data is None:
+            raise ValueError(
+                "`keep_best=True` keeps the epoch of the lowest `val_kl`: "
+                "pass `validation_data`."
+            )
         data, steps, options = self._prepare(
             "fit_bridge", data, validation_data, False, epochs=epochs,
             optimizer=optimizer, learning_rate=learning_rate,
             callbacks=callbacks, verbose=verbose, mixup_alpha=mixup_alpha,
-            backup_dir=backup_dir,
+            backup_dir=backup_dir, augmentation=augmentation,
+            keep_best=bool(keep_best),
         )  # fmt: skip
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + training.BRIDGE_SEED_OFFSET)
@@ -506,12 +547,18 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 )
             return teachers[(pair, r)]
 
-        sizing = {"head": head, "max_flops": max_flops}
+        sizing = {"head": head, "max_flops": max_flops, "trunk": trunk}
         with self._scope():
             new, specs, (cost, what) = bridges_lib.plan(
                 kind, pairs, points, sizing, self.backbone,
                 self.feature_layer, teacher,
             )  # fmt: skip
+            if trunk == "shared":
+                source = self.modes[pairs[0][0]]
+                options["shared"] = {
+                    "network": training.copy_model(source, SHARED),
+                    "teacher": source,
+                }
         self._check_new_bridges(new)
         if verbose:
             print(
@@ -523,8 +570,22 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 self.modes, self.feature_index, specs, data, steps, options
             )
         self._points.update(teachers)
+        if trunk == "shared":
+            self._replace_shared(options["shared"]["network"], new)
         self._add_bridges(new)
         return history
+
+    def _replace_shared(self, network, new) -> None:
+        """Installs a new shared trunk; drops the heads of the old one."""
+        dropped = [b.name for b in self.bridges if b.shared and b not in new]
+        if dropped:
+            warnings.warn(
+                "`fit_bridge(trunk='shared')` trained a new shared trunk; "
+                f"the heads of the old one are dropped: {dropped}.",
+                stacklevel=3,
+            )
+        self.bridges = {b: h for b, h in self.bridges.items() if not b.shared}
+        self.shared = network
 
     def _check_new_bridges(self, new) -> None:
         taken = {h.name: b for b, h in self.bridges.items() if b not in new}
@@ -664,6 +725,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             self.members(members),
             self.bridges,
             temperature,
+            self.shared,
         )
 
     def predict(self, x, members=None, batch_size: int = 256) -> dict:

@@ -1,6 +1,7 @@
 """Scoring ensemble configurations: the report of `BridgeEnsemble`."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -8,7 +9,13 @@ from keras_bridge import metrics as metrics_lib
 from keras_bridge import plots
 from keras_bridge.distillation import teacher_fidelity
 from keras_bridge.flops import flops
-from keras_bridge.members import DEFAULT_POINT, BridgeMember, ModeMember
+from keras_bridge.members import (
+    DEFAULT_POINT,
+    BridgeMember,
+    ModeMember,
+    SharedMember,
+    source_member,
+)
 from keras_bridge.training import softmax
 
 COLUMNS = (
@@ -24,6 +31,7 @@ COLUMNS = (
     ("cbrier", "cBS", "{:.4f}"),
     ("dee_accuracy", "DEE acc", "{:.2f}"),
     ("dee_cnll", "DEE cNLL", "{:.2f}"),
+    ("captured", "captured", "{:.0%}"),
     ("agreement", "agree", "{:.4f}"),
     ("kl", "KL", "{:.4f}"),
     ("auroc_entropy", "AUROC H", "{:.4f}"),
@@ -226,19 +234,57 @@ RELIABILITY_BINS = 15
 CONDITIONED_FIDELITY_POINTS = (0.3, DEFAULT_POINT, 0.7)
 
 
-def _configurations(modes, bridges, anchor: int = 0) -> list:
+#: The most subsets of k modes a DE-k row averages over (drawn with a
+#: fixed seed beyond that).
+MAX_SUBSETS = 30
+
+
+def mode_subsets(num_modes: int, k: int) -> list:
+    """The subsets of ``k`` of ``num_modes`` modes whose mean score is the
+    expected DE-k: all of them, or `MAX_SUBSETS` drawn with a fixed seed.
+
+    Example:
+
+    >>> mode_subsets(3, 2)
+    [(0, 1), (0, 2), (1, 2)]
+    """
+    subsets = list(itertools.combinations(range(num_modes), k))
+    if len(subsets) <= MAX_SUBSETS:
+        return subsets
+    chosen = np.random.default_rng(k).choice(
+        len(subsets), MAX_SUBSETS, replace=False
+    )
+    return [subsets[i] for i in sorted(chosen)]
+
+
+def _configurations(modes, bridges, anchor: int = 0, shared=()) -> list:
     """(name, members) of every row; ``modes`` and ``bridges`` are the
-    ensemble's `ModeMember` and `BridgeMember` lists; "Single" rows are
-    built on mode ``anchor``."""
+    ensemble's `ModeMember` and `BridgeMember` lists, ``shared`` its
+    `SharedMember` (if any); "Single" rows are built on mode ``anchor``.
+    ``members`` is a list of member lists for a row that is the mean of
+    several ensembles (DE-k: every subset of k modes)."""
     single = [ModeMember(anchor)]
     rows = [(f"mode {m.index}", [m]) for m in modes]
-    rows += [(f"DE-{k}", modes[:k]) for k in range(1, len(modes) + 1)]
+    for k in range(1, len(modes) + 1):
+        subsets = mode_subsets(len(modes), k)
+        rows.append((f"DE-{k}", [[modes[i] for i in s] for s in subsets]))
     fixed = [b for b in bridges if not b.conditioned]
-    type1 = [b for b in fixed if b.kind == "type1" and b.pair[0] == anchor]
+    type1 = [
+        b
+        for b in fixed
+        if b.kind == "type1" and b.pair[0] == anchor and not b.shared
+    ]
     rows += [
         (f"Single + {k} Type I", single + type1[:k])
         for k in range(1, len(type1) + 1)
     ]
+    heads = [b for b in fixed if b.shared]
+    rows += [
+        (f"Shared trunk + {k} Type I" if k else "Shared trunk",
+         list(shared) + heads[:k])
+        for k in range(len(heads) + 1)
+        if shared
+    ]  # fmt: skip
     type2 = [b for b in fixed if b.kind == "type2"]
     for m in range(2, len(modes) + 1):
         # A row group per ensemble size that brings new Type II bridges.
@@ -252,7 +298,10 @@ def _configurations(modes, bridges, anchor: int = 0) -> list:
     conditioned = [
         b
         for b in bridges
-        if b.conditioned and b.kind == "type1" and b.pair[0] == anchor
+        if b.conditioned
+        and b.kind == "type1"
+        and b.pair[0] == anchor
+        and not b.shared
     ]
     rows += [
         (f"Single + {k} r-conditioned (r=0.5)", single + conditioned[:k])
@@ -266,6 +315,8 @@ def fidelity_members(bridges) -> list:
     each conditioned one at `CONDITIONED_FIDELITY_POINTS`."""
     found = []
     for bridge in bridges:
+        if not isinstance(bridge, BridgeMember):
+            continue
         if bridge.conditioned:
             found += [
                 dataclasses.replace(bridge, at=r)
@@ -280,8 +331,8 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     """Builds the `EnsembleReport` of an ensemble.
 
     Args:
-        members: the ensemble's members (`ModeMember` then
-            `BridgeMember`), in order.
+        members: the ensemble's members (`ModeMember`, `SharedMember`,
+            then `BridgeMember`), in order.
         build_model: ``build_model(members)`` returns the inference model
             of those members at temperature 1.
         teachers: dict from ``(pair, r)`` to the curve network at r, for
@@ -299,8 +350,9 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     x, y = data["test"]
     calibration, ood = data.get("calibration"), data.get("ood")
     modes = [m for m in members if isinstance(m, ModeMember)]
+    shared = [m for m in members if isinstance(m, SharedMember)]
     bridges = [m for m in members if isinstance(m, BridgeMember)]
-    scored = modes + fidelity_members(bridges)
+    scored = modes + shared + fidelity_members(bridges)
     model = build_model(scored)
 
     def member_probs(inputs):
@@ -316,8 +368,8 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     index.update(
         {
             m.base: index[m]
-            for m in scored[len(modes) :]
-            if m.at == DEFAULT_POINT
+            for m in scored
+            if isinstance(m, BridgeMember) and m.at == DEFAULT_POINT
         }
     )
     bridge_rows = _bridge_fidelity(
@@ -335,16 +387,23 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     def mean_of(probs, chosen):
         return probs[:, [index[m] for m in chosen]].mean(axis=1)
 
-    rows = []
-    for name, chosen in _configurations(modes, bridges, anchor):
+    def scores(chosen):
         val_p = None if val_probs is None else mean_of(val_probs, chosen)
-        row = {"name": name, "members": len(chosen)}
-        row["flops"] = flops(build_model(chosen)) / base_flops
-        row.update(_score(mean_of(test_probs, chosen), y, val_p, calibration))
+        row = _score(mean_of(test_probs, chosen), y, val_p, calibration)
         if ood_probs is not None:
             columns = [index[m] for m in chosen]
             row.update(_ood(test_probs[:, columns], ood_probs[:, columns]))
-        bridged = [fidelity[m] for m in chosen if m in fidelity]
+        return row
+
+    rows = []
+    for name, chosen in _configurations(modes, bridges, anchor, shared):
+        draws = chosen if isinstance(chosen[0], list) else [chosen]
+        row = {"name": name, "members": len(draws[0])}
+        row["flops"] = flops(build_model(draws[0])) / base_flops
+        row.update(_mean_scores([scores(draw) for draw in draws]))
+        if len(draws) > 1:
+            row["subsets"] = len(draws)
+        bridged = [fidelity[m] for m in draws[0] if m in fidelity]
         if bridged:
             row["agreement"] = float(np.mean([b["agreement"] for b in bridged]))
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
@@ -354,9 +413,40 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
         data["test"], calibration,
     )  # fmt: skip
     _add_dee(rows)
+    _add_captured(rows, anchor)
     for row in bridge_rows:
         row.pop("member")
     return EnsembleReport(rows, bridge_rows)
+
+
+def _mean_scores(found) -> dict:
+    """The mean of several configurations' scores (the reliability
+    diagram of the first: bins do not average)."""
+    if len(found) == 1:
+        return found[0]
+    mean = dict(found[0])
+    for key, value in found[0].items():
+        if isinstance(value, float):
+            mean[key] = float(np.mean([f[key] for f in found]))
+    return mean
+
+
+def _add_captured(rows, anchor: int) -> None:
+    """The ``captured`` column: the share of the curve points' cNLL gain
+    over the single network that k bridges reach, ``(cNLL(Single) -
+    cNLL(row)) / (cNLL(Single) - cNLL(Single + k curve points))``."""
+    by_name = {row["name"]: row for row in rows}
+    single = by_name.get(f"mode {anchor}", {}).get("cnll")
+    if single is None:
+        return
+    for row in rows:
+        for prefix in ("Single + ", "Shared trunk + "):
+            if not (row["name"].startswith(prefix) and "Type I" in row["name"]):
+                continue
+            k = row["name"][len(prefix) :].split(" ")[0]
+            points = by_name.get(f"Single + {k} curve points", {}).get("cnll")
+            if points is not None and single - points > 0:
+                row["captured"] = (single - row["cnll"]) / (single - points)
 
 
 def _ood(test_members, ood_members) -> dict:
@@ -403,7 +493,7 @@ def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
             predicted[key] = logits.argmax(axis=1)
         probs = val_probs[:, index[member]]
         row["val_agreement"] = float(np.mean(probs.argmax(1) == predicted[key]))
-        sources = [index[ModeMember(i)] for i in member.sources]
+        sources = [index[source_member(i)] for i in member.sources]
         before = val_probs[:, sources].mean(axis=1)
         after = val_probs[:, sources + [index[member]]].mean(axis=1)
         change = _calibrated_nlls(after, y_val) - _calibrated_nlls(
@@ -472,6 +562,8 @@ def _curve_point_rows(
         for b in bridges
         if b.kind == "type1" and b.pair[0] == anchor and not b.conditioned
     ]
+    # Frozen and shared-trunk bridges may imitate the same points.
+    type1 = list({(b.pair, b.point): b for b in type1}.values())
     if not type1:
         return []
 
@@ -534,7 +626,7 @@ def _bridge_fidelity(
 
 def _bridge_flops(member, build_model, base_flops) -> float:
     """Extra FLOPs of a bridge on top of the trunks it reads."""
-    sources = [ModeMember(i) for i in member.sources]
+    sources = [source_member(i) for i in member.sources]
     with_bridge = flops(build_model(sources + [member]))
     return (with_bridge - flops(build_model(sources))) / base_flops
 

@@ -4,11 +4,29 @@ import keras
 
 from keras_bridge.graph import feature_model
 from keras_bridge.layers.ensemble_outputs import EnsembleOutputs
-from keras_bridge.members import BridgeMember, ModeMember
+from keras_bridge.members import SHARED, BridgeMember
+
+
+def network(modes, shared, key):
+    """The full network whose feature map ``key`` (a mode index or
+    `SHARED`) names."""
+    if key != SHARED:
+        return modes[key]
+    if shared is None:
+        raise ValueError(
+            "A member reads the shared trunk, but the ensemble has none: "
+            "fit it with `fit_bridge(..., trunk='shared')`."
+        )
+    return shared
 
 
 def build_inference_model(
-    modes, feature_index: int, members, heads, temperature: float = 1.0
+    modes,
+    feature_index: int,
+    members,
+    heads,
+    temperature: float = 1.0,
+    shared=None,
 ) -> keras.Model:
     """One graph from the input to the serving outputs of ``members``.
 
@@ -21,10 +39,13 @@ def build_inference_model(
     Args:
         modes: list of the mode models.
         feature_index: position of the feature layer in a mode's layers.
-        members: list of `ModeMember` / `BridgeMember`, in output order.
+        members: list of `ModeMember` / `SharedMember` / `BridgeMember`,
+            in output order.
         heads: dict from a trained `BridgeMember` (``member.base``) to its
             head.
         temperature: temperature of the ensemble mean.
+        shared: the shared trunk's network (see
+            `keras_bridge.members.SharedMember`), or None.
 
     Returns:
         A functional `keras.Model` with input ``inputs`` and the outputs of
@@ -34,15 +55,18 @@ def build_inference_model(
 
     >>> mode = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     >>> index = [layer.name for layer in mode.layers].index("stage2")
-    >>> model = build_inference_model([mode], index, [ModeMember(0)], {})
+    >>> member = keras_bridge.members.ModeMember(0)
+    >>> model = build_inference_model([mode], index, [member], {})
     >>> sorted(model.output)
     ['class_ids', 'member_probabilities', 'mutual_information',
      'predictive_entropy', 'probabilities']
     """
     if not members:
         raise ValueError("`members` must hold at least one member.")
-    needed = sorted({i for member in members for i in member.sources})
-    with_logits = {m.index for m in members if isinstance(m, ModeMember)}
+    needed = sorted({i for member in members for i in member.sources}, key=str)
+    with_logits = {
+        m.sources[0] for m in members if not isinstance(m, BridgeMember)
+    }
     for member in members:
         if isinstance(member, BridgeMember) and heads[member.base].base_logits:
             with_logits.update(member.sources)
@@ -53,7 +77,7 @@ def build_inference_model(
     features, logits = {}, {}
     for index in needed:
         trunk = feature_model(
-            modes[index],
+            network(modes, shared, index),
             feature_index,
             index in with_logits,
             name=f"trunk_{index}",
@@ -64,10 +88,9 @@ def build_inference_model(
             features[index] = trunk(inputs)
     member_logits = []
     for member in members:
-        if isinstance(member, ModeMember):
-            member_logits.append(logits[member.index])
+        if not isinstance(member, BridgeMember):
+            member_logits.append(logits[member.sources[0]])
             continue
-        assert isinstance(member, BridgeMember)
         head = heads[member.base]
         member_logits.append(
             head.apply(

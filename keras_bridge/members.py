@@ -1,10 +1,17 @@
 """Ensemble members as small typed values, with their one name format.
 
-A member is a full network (`ModeMember`, named ``"mode_0"``) or a bridge
-(`BridgeMember`, named ``"type1_0-1_r0.5"``: its kind, the curve's pair of
-modes and the curve point r it imitates). An r-conditioned bridge has
-``point="any"`` (``"type1_0-1_rany"``) and is evaluated at `DEFAULT_POINT`
-unless a name asks for another point: ``"type1_0-1_rany@0.3"``.
+A member is a full network (`ModeMember`, named ``"mode_0"``), the
+shared trunk's own network (`SharedMember`, named ``"shared"``: a trunk
+trained for every head, with the anchor's tail distilling the anchor) or a
+bridge (`BridgeMember`, named ``"type1_0-1_r0.5"``: its kind, the curve's
+pair of modes and the curve point r it imitates; ``"shared_type1_0-1_r0.5"``
+when it reads the shared trunk rather than mode 0's frozen features). An
+r-conditioned bridge has ``point="any"`` (``"type1_0-1_rany"``) and is
+evaluated at `DEFAULT_POINT` unless a name asks for another point:
+``"type1_0-1_rany@0.3"``.
+
+A member's ``sources`` are the networks whose feature maps it reads: mode
+indices, or `SHARED` for the shared trunk.
 
 Example:
 
@@ -27,11 +34,17 @@ DEFAULT_POINT = 0.5
 #: The ``point`` of an r-conditioned bridge.
 ANY_POINT = "any"
 KINDS = ("type1", "type2")
+#: The key of the shared trunk among a member's ``sources``.
+SHARED = "shared"
+#: How a bridge's trunk is trained: ``"frozen"`` (it reads a mode's own
+#: features, the paper's bridges) or ``"shared"`` (one trunk, started from
+#: the anchor's, trained with every head of the call).
+TRUNKS = ("frozen", "shared")
 
 _MODE = re.compile(r"mode_(\d+)")
 _NUMBER = r"\d+(?:\.\d+)?(?:e-?\d+)?"
 _BRIDGE = re.compile(
-    rf"(type1|type2)_(\d+)-(\d+)_r(any|{_NUMBER})(?:@({_NUMBER}))?"
+    rf"(shared_)?(type1|type2)_(\d+)-(\d+)_r(any|{_NUMBER})(?:@({_NUMBER}))?"
 )
 
 
@@ -51,6 +64,35 @@ class ModeMember:
 
 
 @dataclasses.dataclass(frozen=True)
+class SharedMember:
+    """The shared trunk's own network: the trunk and the anchor's tail.
+
+    Trained with the shared-trunk bridges to imitate the anchor, it is
+    the full network those bridges extend (``"Shared trunk + k Type I"``
+    rows of the report), as the anchor mode is for frozen-trunk bridges.
+    """
+
+    @property
+    def name(self) -> str:
+        return SHARED
+
+    @property
+    def sources(self) -> tuple:
+        return (SHARED,)
+
+
+def source_member(key) -> "ModeMember | SharedMember":
+    """The full-network member that computes the feature map ``key``.
+
+    Example:
+
+    >>> source_member(2).name, source_member(SHARED).name
+    ('mode_2', 'shared')
+    """
+    return SharedMember() if key == SHARED else ModeMember(int(key))
+
+
+@dataclasses.dataclass(frozen=True)
 class BridgeMember:
     """A bridge: a head imitating the curve of ``pair`` at ``point``.
 
@@ -62,12 +104,15 @@ class BridgeMember:
             an r-conditioned bridge.
         at: where an r-conditioned bridge is evaluated; None means
             `DEFAULT_POINT`. Always None for a fixed-point bridge.
+        shared: whether the bridge reads the shared trunk (see
+            `SharedMember`) instead of mode ``pair[0]``'s frozen features.
     """
 
     kind: str
     pair: tuple
     point: object = DEFAULT_POINT
     at: float | None = None
+    shared: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -84,6 +129,12 @@ class BridgeMember:
                 )
         if self.at is not None:
             object.__setattr__(self, "at", check_point(self.at, "members"))
+        object.__setattr__(self, "shared", bool(self.shared))
+        if self.shared and self.kind != "type1":
+            raise ValueError(
+                "Only Type I bridges read the shared trunk; received "
+                f"kind={self.kind!r} with a shared trunk."
+            )
 
     @property
     def conditioned(self) -> bool:
@@ -91,7 +142,10 @@ class BridgeMember:
 
     @property
     def sources(self) -> tuple:
-        """The modes whose feature maps the bridge reads."""
+        """The networks whose feature maps the bridge reads: mode indices,
+        or `SHARED`."""
+        if self.shared:
+            return (SHARED,)
         return self.pair[:1] if self.kind == "type1" else self.pair
 
     @property
@@ -110,6 +164,8 @@ class BridgeMember:
     def name(self) -> str:
         point = ANY_POINT if self.conditioned else f"{self.point:g}"
         name = f"{self.kind}_{self.pair[0]}-{self.pair[1]}_r{point}"
+        if self.shared:
+            name = f"{SHARED}_{name}"
         return name if self.at is None else f"{name}@{self.at:g}"
 
 
@@ -127,26 +183,29 @@ def check_point(r, argument: str = "points") -> float:
     return float(r)
 
 
-def parse(name) -> ModeMember | BridgeMember:
+def parse(name) -> ModeMember | SharedMember | BridgeMember:
     """The member called ``name`` (a member object is returned as is).
 
     Raises:
         ValueError: naming ``members`` and the accepted formats.
     """
-    if isinstance(name, (ModeMember, BridgeMember)):
+    if isinstance(name, (ModeMember, SharedMember, BridgeMember)):
         return name
+    if name == SHARED:
+        return SharedMember()
     if isinstance(name, str):
         match = _MODE.fullmatch(name)
         if match:
             return ModeMember(int(match.group(1)))
         match = _BRIDGE.fullmatch(name)
         if match:
-            kind, i, j, point, at = match.groups()
+            shared, kind, i, j, point, at = match.groups()
             return BridgeMember(
                 kind,
                 (int(i), int(j)),
                 point if point == ANY_POINT else float(point),
                 None if at is None else float(at),
+                shared=bool(shared),
             )
     raise ValueError(
         "`members` must hold member names such as 'mode_0', "
@@ -201,10 +260,12 @@ def resolve_pairs(
     return resolved
 
 
-def resolve(names, num_modes: int, bridges) -> list:
+def resolve(names, num_modes: int, bridges, has_shared: bool = False) -> list:
     """The members called ``names``, checked against an ensemble of
-    ``num_modes`` modes and the trained ``bridges`` (`BridgeMember`s)."""
+    ``num_modes`` modes, the trained ``bridges`` (`BridgeMember`s) and,
+    with ``has_shared``, a shared trunk."""
     known = [ModeMember(i).name for i in range(num_modes)]
+    known += [SHARED] if has_shared else []
     known += [bridge.name for bridge in bridges]
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
         raise ValueError(
@@ -222,11 +283,12 @@ def resolve(names, num_modes: int, bridges) -> list:
             f"`members` must not repeat a member; received {list(names)}."
         )
     for member in found:
-        exists = (
-            member.index < num_modes
-            if isinstance(member, ModeMember)
-            else member.base in bridges
-        )
+        if isinstance(member, ModeMember):
+            exists = member.index < num_modes
+        elif isinstance(member, SharedMember):
+            exists = has_shared
+        else:
+            exists = member.base in bridges
         if not exists:
             raise ValueError(
                 "`members` must name modes or fitted bridges; received "

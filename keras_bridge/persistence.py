@@ -99,7 +99,8 @@ class PersistenceMixin:
                 "Nothing to save: the ensemble has no modes yet. Call "
                 "`fit_modes` or `set_modes` first."
             )
-        for model in [*self.modes, *self.bridges.values()]:
+        shared = [] if self.shared is None else [self.shared]
+        for model in [*self.modes, *shared, *self.bridges.values()]:
             training.check_finite_weights(model, "save")
         state = {
             key: getattr(self, key)
@@ -109,6 +110,7 @@ class PersistenceMixin:
             curve_checks=self.curve_checks,
             bridges=self.bridges,
             points=self._points,
+            shared=self.shared,
             temperature=self.temperature,
             mode_epochs=self.mode_epochs,
             anchor=self.anchor,

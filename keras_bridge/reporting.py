@@ -13,7 +13,7 @@ from keras_bridge import evaluation, inputs, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
 from keras_bridge.flops import flops
-from keras_bridge.members import ModeMember
+from keras_bridge.members import BridgeMember, source_member
 from keras_bridge.profile import CurveProfile
 
 
@@ -105,7 +105,7 @@ class ReportingMixin:
         members = self.members()
         teachers = {
             (m.pair, m.r): self.point_model(m.pair, m.r)
-            for m in evaluation.fidelity_members(members[len(self.modes) :])
+            for m in evaluation.fidelity_members(members)
         }
         report = evaluation.evaluate(
             members,
@@ -152,8 +152,8 @@ class ReportingMixin:
         probs = model.predict(x, verbose=0)["member_probabilities"]
         names = self.member_names()
         requires = [
-            [names.index(ModeMember(i).name) for i in member.sources]
-            if not isinstance(member, ModeMember)
+            [names.index(source_member(i).name) for i in member.sources]
+            if isinstance(member, BridgeMember)
             else []
             for member in self.members(names)
         ]

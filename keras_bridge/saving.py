@@ -14,11 +14,13 @@ import keras
 from keras_bridge import curves as curves_lib
 from keras_bridge.files import atomic_write, check_target
 from keras_bridge.inference import build_inference_model
-from keras_bridge.members import BridgeMember, ModeMember
+from keras_bridge.members import BridgeMember, ModeMember, SharedMember
 
 #: Version of the archive layout, stored in the file. 2: bridge heads are
-#: `BridgeHead` or `TailHead`.
-FORMAT_VERSION = 2
+#: `BridgeHead` or `TailHead`. 3: a shared trunk and its bridges.
+FORMAT_VERSION = 3
+#: Older layouts this version reads.
+READABLE_VERSIONS = (2, 3)
 
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
@@ -45,6 +47,7 @@ class EnsembleArchive(keras.Model):
             ``metadata["bridges"]``.
         points: list of materialised curve points, in the order of
             ``metadata["points"]``.
+        shared: a list of the shared trunk's network, or an empty list.
         metadata: JSON-serializable dict of everything else.
         **kwargs: forwarded to `keras.Model`.
 
@@ -57,11 +60,13 @@ class EnsembleArchive(keras.Model):
     """
 
     def __init__(
-        self, backbone, modes, curves, heads, points, metadata, **kwargs
-    ):
+        self, backbone, modes, curves, heads, points, metadata, shared=(),
+        **kwargs,
+    ):  # fmt: skip
         super().__init__(**kwargs)
         self.backbone = backbone
         self.modes = list(modes)
+        self.shared = list(shared)
         self.curves = list(curves)
         self.heads = list(heads)
         self.points = list(points)
@@ -71,12 +76,14 @@ class EnsembleArchive(keras.Model):
     def build(self, input_shape=None):
         state = _state(self)
         members = [ModeMember(i) for i in range(len(self.modes))]
+        members += [SharedMember()] if self.shared else []
         self._serving = build_inference_model(
             self.modes,
             _feature_index(self.backbone, state["feature_layer"]),
             members + list(state["bridges"]),
             state["bridges"],
             state["temperature"],
+            state["shared"],
         )
         self.built = True
 
@@ -94,6 +101,7 @@ class EnsembleArchive(keras.Model):
             "curves": serialize(self.curves),
             "heads": serialize(self.heads),
             "points": serialize(self.points),
+            "shared": serialize(self.shared),
             "metadata": self.metadata,
         }
 
@@ -101,7 +109,7 @@ class EnsembleArchive(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         version = config["metadata"].get("format_version", 0)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(
                 f"The file holds an ensemble in format {version}; this "
                 f"keras-bridge reads format {FORMAT_VERSION}. Save it again "
@@ -114,8 +122,8 @@ class EnsembleArchive(keras.Model):
             )
 
         config["backbone"] = deserialize(config["backbone"])
-        for key in ("modes", "curves", "heads", "points"):
-            config[key] = [deserialize(item) for item in config[key]]
+        for key in ("modes", "curves", "heads", "points", "shared"):
+            config[key] = [deserialize(item) for item in config.get(key, [])]
         return cls(**config)
 
 
@@ -146,9 +154,15 @@ def _state(archive) -> dict:
             tuple(pair): checks for pair, checks in meta["curve_checks"]
         },
         "bridges": {
-            BridgeMember(s["kind"], tuple(s["pair"]), s["point"]): head
+            BridgeMember(
+                s["kind"],
+                tuple(s["pair"]),
+                s["point"],
+                shared=s.get("shared", False),
+            ): head
             for s, head in zip(meta["bridges"], archive.heads)
         },
+        "shared": archive.shared[0] if archive.shared else None,
         "points": {
             (tuple(pair), float(t)): model
             for (pair, t), model in zip(meta["points"], archive.points)
@@ -165,7 +179,8 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
     ``state`` has the keys ``feature_layer``, ``seed``, ``curve``,
     ``modes``, ``curves`` ({pair: curve model}), ``curve_checks``,
     ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
-    ``temperature``, ``mode_epochs`` and ``anchor``. The file is written
+    ``shared`` (the shared trunk's network or None), ``temperature``,
+    ``mode_epochs`` and ``anchor``. The file is written
     atomically (`keras_bridge.files.atomic_write`).
 
     Returns:
@@ -200,7 +215,12 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
             for pair, checks in state["curve_checks"].items()
         ],
         "bridges": [
-            {"kind": b.kind, "pair": list(b.pair), "point": b.point}
+            {
+                "kind": b.kind,
+                "pair": list(b.pair),
+                "point": b.point,
+                "shared": b.shared,
+            }
             for b in state["bridges"]
         ],
         "points": [[list(pair), t] for pair, t in point_keys],
@@ -211,6 +231,7 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
         curves=[state["curves"][pair] for pair in curve_pairs],
         heads=list(state["bridges"].values()),
         points=[state["points"][key] for key in point_keys],
+        shared=[] if state["shared"] is None else [state["shared"]],
         metadata=metadata,
         name="bridge_ensemble_archive",
     )

@@ -81,6 +81,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
+def copy_model(model, name: str) -> keras.Model:
+    """A copy of ``model`` with its own weights, equal to ``model``'s:
+    training the copy leaves ``model`` as it was."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.name = name
+    return copy
+
+
 def check_finite_weights(model, stage: str) -> None:
     """Raises `FloatingPointError` when a weight of ``model`` is not finite."""
     for variable in model.weights:

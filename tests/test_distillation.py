@@ -169,3 +169,61 @@ def test_bridge_distiller_trains_only_the_head():
     assert all(len(values) == 30 for values in logs.values())
     np.testing.assert_allclose(logs["loss"], logs["kl"], rtol=1e-5)
     assert all(0.0 <= value <= 1.0 for value in logs["agreement"])
+
+
+def test_bridge_distiller_adds_the_heads_regularisation_losses():
+    # A head rebuilt from an L2-regularised tail must train with its weight
+    # decay: with a learning rate of 0 the logged loss of one step is the
+    # KL plus exactly the regularisation of the head's weights.
+    keras.utils.set_random_seed(0)
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    tail = kb.splitting.slim_tail(backbone, "stage2", 8, 1)
+    head = kb.layers.TailHead(10, tail)
+    mode = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    index = [layer.name for layer in mode.layers].index("stage2")
+    trunk = kb.graph.feature_model(mode, index, name="trunk_0")
+    teacher = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    bridge = dict(head=head, sources=(0,), teachers=[teacher], points=[0.5])
+    distiller = BridgeDistiller({0: trunk}, [bridge], mixup_alpha=0.0)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    distiller(x)
+    penalty = float(sum(keras.ops.sum(loss) for loss in head.losses))
+    assert head.losses and penalty > 0
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
+    logs = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history
+    np.testing.assert_allclose(
+        logs["loss"][0], logs["kl"][0] + penalty, rtol=1e-5
+    )
+
+
+def test_shared_trunk_trains_with_its_heads_and_imitates_its_teacher():
+    keras.utils.set_random_seed(0)
+    anchor, teacher, network = _mode("anchor"), _mode("teacher"), _mode("net")
+    network.set_weights(anchor.get_weights())
+    index = [layer.name for layer in network.layers].index("feat")
+    trunk = kb.graph.feature_model(network, index, True, name="trunk_shared")
+    head = kb.layers.BridgeHead(3, width=4, depth=1)
+    bridge = dict(
+        head=head, sources=(kb.members.SHARED,), teachers=[teacher],
+        points=[0.5],
+    )  # fmt: skip
+    distiller = BridgeDistiller(
+        {}, [bridge], shared={"trunk": trunk, "teacher": anchor}
+    )
+    # The trunk's weights are the distiller's too; the teachers' are not.
+    own = {id(w) for w in distiller.trainable_variables}
+    assert {id(w) for w in network.trainable_variables} <= own
+    assert not own & {id(w) for w in anchor.weights + teacher.weights}
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 1)).astype("float32")
+    anchor_before, network_before = _values(anchor), _values(network)
+    kl_before = float(kl_divergence(teacher(x), head(trunk(x)[0])))
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    distiller.fit(x, epochs=20, batch_size=16, verbose=0)
+    assert float(kl_divergence(teacher(x), head(trunk(x)[0]))) < kl_before
+    # The trunk moved; the anchor it started from did not.
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(network_before, _values(network))
+    )
+    for before, after in zip(anchor_before, _values(anchor)):
+        np.testing.assert_array_equal(before, after)

@@ -1,0 +1,221 @@
+"""`fit_bridge(trunk="shared")`: one trunk trained for every Type I head."""
+
+import itertools
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tensorflow as tf
+
+import keras_bridge as kb
+from keras_bridge.members import SHARED, BridgeMember, SharedMember, parse
+
+NAMES = ["mode_0", "mode_1", "shared", "shared_type1_0-1_r0.5"]
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def shared_file(ensemble_files, digits, tmp_path_factory):
+    """The two digits modes and their curve, with a shared-trunk bridge."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    ens.fit_bridge(
+        digits.train, trunk="shared", epochs=30,
+        validation_data=digits.validation, verbose=0,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("shared") / "shared.keras"
+    ens.save(path)
+    return path
+
+
+@pytest.fixture
+def shared_ensemble(shared_file):
+    return kb.BridgeEnsemble.load(shared_file)
+
+
+def test_member_names_parse_back():
+    member = BridgeMember("type1", (0, 2), 0.5, shared=True)
+    assert member.name == "shared_type1_0-2_r0.5"
+    assert member.sources == (SHARED,)
+    assert parse(member.name) == member
+    assert parse("shared") == SharedMember()
+    assert parse("type1_0-2_r0.5").shared is False
+    with pytest.raises(ValueError, match="Only Type I bridges"):
+        BridgeMember("type2", (0, 1), 0.5, shared=True)
+
+
+def test_shared_trunk_outputs_equal_its_parts(
+    shared_ensemble, ensemble_files, digits
+):
+    ens = shared_ensemble
+    assert ens.member_names() == NAMES
+    # The modes are those the bridge was fitted on: the trunk is a copy.
+    before = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    for mode, original in zip(ens.modes, before.modes):
+        for a, b in zip(mode.get_weights(), original.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(ens.shared.get_weights(), ens.modes[0].get_weights())
+    )
+    x, _ = kb.data.to_numpy(digits.test)
+    x = x[:29]
+    trunk = kb.graph.feature_model(ens.shared, ens.feature_index, False)
+    head = ens.bridges[parse("shared_type1_0-1_r0.5")]
+    assert not head.base_logits
+    by_hand = [
+        np.asarray(ens.modes[0](x)),
+        np.asarray(ens.modes[1](x)),
+        np.asarray(ens.shared(x)),
+        np.asarray(head(trunk(x))),
+    ]
+    members = np.stack([_softmax(z) for z in by_hand], axis=1)
+    outputs = ens.predict(x)
+    np.testing.assert_allclose(
+        outputs["member_probabilities"], members, atol=1e-5
+    )
+
+
+def test_shared_trunk_is_computed_once(shared_ensemble):
+    ens = shared_ensemble
+    base = kb.flops(ens.backbone)
+    alone = kb.flops(ens.inference_model(["shared"]))
+    both = kb.flops(ens.inference_model(["shared", "shared_type1_0-1_r0.5"]))
+    assert alone == pytest.approx(base, rel=0.01)
+    # The head adds well under a second backbone pass.
+    assert 0 < both - alone < 0.2 * base
+
+
+@pytest.mark.large
+def test_shared_heads_follow_their_teachers(shared_ensemble, digits):
+    ens = shared_ensemble
+    x, y = kb.data.to_numpy(digits.test)
+    teacher = ens.point_model((0, 1), 0.5).predict(x, verbose=0).argmax(1)
+    members = ens.predict(x)["member_probabilities"]
+    anchor = ens.modes[0].predict(x, verbose=0).argmax(1)
+    # Chance is about 0.1: the shared network keeps imitating the anchor
+    # and the head its teacher.
+    assert (members[:, 2].argmax(1) == anchor).mean() > 0.85
+    assert (members[:, 3].argmax(1) == teacher).mean() > 0.85
+    assert (members[:, 3].argmax(1) == y).mean() > 0.85
+
+
+def test_report_has_the_shared_rows_and_expected_deep_ensembles(
+    shared_ensemble, digits
+):
+    report = shared_ensemble.evaluate(
+        digits.test, calibration_data=digits.validation
+    )
+    names = [row["name"] for row in report.rows]
+    assert {"Shared trunk", "Shared trunk + 1 Type I"} <= set(names)
+    assert "Single + 1 Type I" not in names
+    assert report.row("Shared trunk")["flops"] == pytest.approx(1.0, abs=0.01)
+    row = report.row("Shared trunk + 1 Type I")
+    assert 1.0 < row["flops"] < 1.2
+    single = report.row("mode 0")["cnll"]
+    points = report.row("Single + 1 curve points")["cnll"]
+    if single > points:
+        assert row["captured"] == pytest.approx(
+            (single - row["cnll"]) / (single - points)
+        )
+    # DE-k is the mean over subsets of k modes: DE-1 is the modes' mean.
+    modes = [report.row(f"mode {i}") for i in range(2)]
+    for key in ("accuracy", "nll", "cnll", "brier"):
+        assert report.row("DE-1")[key] == pytest.approx(
+            np.mean([m[key] for m in modes])
+        )
+
+
+def test_deep_ensemble_rows_do_not_depend_on_the_order_of_the_modes():
+    modes = [kb.members.ModeMember(i) for i in range(4)]
+    subsets = kb.evaluation.mode_subsets(4, 2)
+    assert subsets == list(itertools.combinations(range(4), 2))
+    rows = dict(kb.evaluation._configurations(modes, []))
+    assert len(rows["DE-2"]) == 6
+    assert all(len(draw) == 2 for draw in rows["DE-2"])
+    assert len(kb.evaluation.mode_subsets(12, 6)) == (
+        kb.evaluation.MAX_SUBSETS
+    )
+
+
+@pytest.mark.large
+def test_shared_trunk_round_trips_and_exports(shared_ensemble, digits, tmp_path):
+    ens = shared_ensemble
+    x, _ = kb.data.to_numpy(digits.test)
+    x = x[:17]
+    expected = ens.predict(x)
+    loaded = kb.BridgeEnsemble.load(ens.save(tmp_path / "again.keras"))
+    assert loaded.member_names() == NAMES
+    for key, value in loaded.predict(x).items():
+        np.testing.assert_allclose(value, expected[key], atol=1e-5)
+    path = ens.export(tmp_path / "serving" / "1", verbose=False)
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    for key, value in served(inputs=tf.constant(x)).items():
+        np.testing.assert_allclose(value.numpy(), expected[key], atol=1e-5)
+    onnx_path = ens.export(
+        tmp_path / "shared.onnx", format="onnx", verbose=False
+    )
+    session = ort.InferenceSession(
+        onnx_path, providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    for name, value in zip(names, session.run(None, {"inputs": x})):
+        np.testing.assert_allclose(value, expected[name], atol=1e-5)
+    lite = ens.export(tmp_path / "shared.tflite", format="tflite", verbose=0)
+    interpreter = tf.lite.Interpreter(model_path=lite)
+    runner = interpreter.get_signature_runner("serving_default")
+    for row in range(2):
+        out = runner(inputs=x[row : row + 1])
+        np.testing.assert_allclose(
+            out["probabilities"], expected["probabilities"][row : row + 1],
+            atol=1e-5,
+        )  # fmt: skip
+
+
+def test_bad_shared_requests_are_refused(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    with pytest.raises(ValueError, match="`trunk` must be 'frozen' or"):
+        ens.fit_bridge(digits.train, trunk="hydra")
+    with pytest.raises(ValueError, match="Type II bridges read two"):
+        ens.fit_bridge(digits.train, kind="type2", trunk="shared")
+    with pytest.raises(ValueError, match="`keep_best=True`.*validation_data"):
+        ens.fit_bridge(digits.train, trunk="shared", keep_best=True)
+    with pytest.raises(ValueError, match="`augmentation` must be None"):
+        ens.fit_bridge(digits.train, augmentation="flip")
+    assert ens.shared is None and not ens.bridges
+
+
+def test_a_failed_shared_call_changes_nothing(tiny_ensemble, digits):
+    ens = tiny_ensemble
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("interrupted")
+
+    weights = ens.modes[0].get_weights()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        ens.fit_bridge(
+            digits.train, trunk="shared", epochs=2, callbacks=[Crash()],
+            verbose=0,
+        )  # fmt: skip
+    assert ens.shared is None and not ens.bridges
+    for a, b in zip(weights, ens.modes[0].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    ens.fit_bridge(digits.train, trunk="shared", epochs=1, verbose=0)
+    first = ens.shared
+    with pytest.warns(UserWarning, match="heads of the old one are dropped"):
+        ens.fit_bridge(
+            digits.train, trunk="shared", points=0.25, epochs=1, verbose=0
+        )
+    assert ens.shared is not first
+    assert ens.member_names() == [
+        "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.25",
+    ]  # fmt: skip
