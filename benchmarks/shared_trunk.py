@@ -138,7 +138,7 @@ def run_variant(name, options, path, data, splits, args):
     row = report.row(row_name)
     single = report.row(f"mode {ens.anchor}")
     bridges = [n for n in ens.member_names() if "type1" in n]
-    members = ([kb.members.SHARED] if shared else [f"mode_{ens.anchor}"])
+    members = [kb.members.SHARED] if shared else [f"mode_{ens.anchor}"]
     members += bridges
     diff = per_image_nll(ens, members, splits) - per_image_nll(
         ens, [f"mode_{ens.anchor}"], splits

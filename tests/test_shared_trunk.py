@@ -137,13 +137,13 @@ def test_deep_ensemble_rows_do_not_depend_on_the_order_of_the_modes():
     rows = dict(kb.evaluation._configurations(modes, []))
     assert len(rows["DE-2"]) == 6
     assert all(len(draw) == 2 for draw in rows["DE-2"])
-    assert len(kb.evaluation.mode_subsets(12, 6)) == (
-        kb.evaluation.MAX_SUBSETS
-    )
+    assert len(kb.evaluation.mode_subsets(12, 6)) == (kb.evaluation.MAX_SUBSETS)
 
 
 @pytest.mark.large
-def test_shared_trunk_round_trips_and_exports(shared_ensemble, digits, tmp_path):
+def test_shared_trunk_round_trips_and_exports(
+    shared_ensemble, digits, tmp_path
+):
     ens = shared_ensemble
     x, _ = kb.data.to_numpy(digits.test)
     x = x[:17]
