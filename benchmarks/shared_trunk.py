@@ -11,7 +11,9 @@ each on a fresh copy of the saved ensemble (the same teachers):
   (``points=1.0``: the curves' ends), to see what the curves bring;
 - ``shared_aug`` / ``frozen_aug``: with random translation (and flips
   where ``--flip``) of the distillation inputs, as the paper's training;
-- ``shared_best``: keeping the epoch of the lowest validation KL.
+- ``shared_best``: keeping the epoch of the lowest validation KL;
+- ``shared_lr2``: the shared trunk at a learning rate of 2e-3 (the
+  modes' own) rather than fit_bridge's 6e-3.
 
 For each it prints the single network (the anchor), the expected DE-k,
 the variant's "+ k" row (FLOPs, cNLL, DEE, the share of the curve points'
@@ -65,6 +67,7 @@ def variants(flip):
         "shared_aug": {"trunk": "shared", "augmentation": augmentation(flip)},
         "frozen_aug": {"augmentation": augmentation(flip)},
         "shared_best": {"trunk": "shared", "keep_best": True},
+        "shared_lr2": {"trunk": "shared", "learning_rate": 2e-3},
     }
 
 

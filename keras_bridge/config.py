@@ -88,7 +88,10 @@ class CurvesConfig(_Section):
 class BridgesConfig(_Section):
     """`BridgeEnsemble.fit_bridge`: Type I bridges on every curve, and a
     Type II bridge on the anchor's first curve when ``type2``; early
-    stopping on ``val_kl`` after ``patience`` epochs without progress."""
+    stopping on ``val_kl`` after ``patience`` epochs without progress.
+    ``trunk``: ``"frozen"`` (heads read the anchor's own features) or
+    ``"shared"`` (one trunk trained with every Type I head; see
+    `BridgeEnsemble.fit_bridge`)."""
 
     epochs: PositiveInt = 60
     patience: PositiveInt | None = 10
@@ -96,6 +99,7 @@ class BridgesConfig(_Section):
     mixup_alpha: NonNegativeFloat = 0.4
     max_flops: PositiveFloat | None = None
     type2: bool = True
+    trunk: Literal["frozen", "shared"] = "frozen"
 
 
 class TuningConfig(_Section):

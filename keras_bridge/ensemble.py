@@ -621,6 +621,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         directory=None,
         overwrite: bool = False,
         verbose="auto",
+        trunk: str = "frozen",
     ):
         """Searches the head of one bridge with KerasTuner; installs the best.
 
@@ -650,6 +651,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 ``overwrite=False``, an earlier search there is resumed.
             overwrite: start the search in ``directory`` afresh.
             verbose: KerasTuner's and `fit`'s verbosity.
+            trunk: ``"frozen"``, or ``"shared"``: each trial trains the
+                head with a fresh shared trunk (see `fit_bridge`), and
+                the best installs both (replacing an earlier shared
+                trunk and its heads). ``fit_kwargs`` do not hold it:
+                pass ``trunk="shared"`` with them.
 
         Returns:
             A `keras_bridge.tuning.TuningResult`: ``.trials``, ``.pareto``,
@@ -675,8 +681,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         )
         with self._scope():
             hypermodel = tuning.BridgeHyperModel(
-                self, data, kind=kind, pair=pair, max_flops=max_flops
-            )
+                self, data, kind=kind, pair=pair, max_flops=max_flops,
+                trunk=trunk,
+            )  # fmt: skip
         seed = self.seed
         result, model = tuning.search(
             hypermodel, hypermodel.data, validation_data,
@@ -689,10 +696,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         hypermodel.install(model)
         return result
 
-    def _install_bridge(self, member, head, teacher) -> None:
-        """Makes ``head`` the bridge ``member``, imitating ``teacher``."""
+    def _install_bridge(self, member, head, teacher, shared=None) -> None:
+        """Makes ``head`` the bridge ``member``, imitating ``teacher``
+        (reading ``shared``, a new shared trunk's network, if given)."""
         self._check_new_bridges({member: head})
         self._points[(member.pair, member.point)] = teacher
+        if shared is not None:
+            self._replace_shared(shared, {member: head})
         self._add_bridges({member: head}, "tune_bridge")
 
     # Inference ---------------------------------------------------------

@@ -151,12 +151,17 @@ def _fit_bridges(ens, data, bridges, log, backup, kind, pairs, options):
 
 def _type1(ens, data, config, log, backup, records):
     log.stage("type1", "Type I bridges")
-    options = {"head": None, **_bridge_options(config.bridges)}
+    options = {
+        "head": None,
+        "trunk": config.bridges.trunk,
+        **_bridge_options(config.bridges),
+    }
     pairs = sorted(ens.curves)
     tuned = (records.get("tuning") or {}).get("tuning")
     if tuned:  # the tuned bridge stays; the others train like it
-        options = tuned["fit_kwargs"]
-        pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
+        options = {**tuned["fit_kwargs"], "trunk": config.bridges.trunk}
+        if config.bridges.trunk == "frozen":
+            pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
     if pairs:
         _fit_bridges(
             ens, data, config.bridges, log, backup, "type1", pairs, options

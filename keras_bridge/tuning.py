@@ -29,7 +29,12 @@ from keras_bridge import distillation, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.graph import feature_model
 from keras_bridge.inputs import positive_int
-from keras_bridge.members import DEFAULT_POINT, BridgeMember, check_point
+from keras_bridge.members import (
+    DEFAULT_POINT,
+    SHARED,
+    BridgeMember,
+    check_point,
+)
 
 #: The tuners `BridgeEnsemble.tune_bridge` accepts.
 TUNERS = ("random", "bayesian", "hyperband")
@@ -94,6 +99,9 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         point: the curve point r the bridge imitates.
         max_flops: the most the head may cost, as a fraction of one
             backbone pass; default 0.12 per feature map it reads.
+        trunk: ``"frozen"``, or ``"shared"`` for a Type I head on a
+            shared trunk (each trial trains a fresh copy of mode
+            ``pair[0]`` with the head; see `BridgeEnsemble.fit_bridge`).
 
     Example:
 
@@ -117,6 +125,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         pair=None,
         point: float = DEFAULT_POINT,
         max_flops=None,
+        trunk: str = "frozen",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,7 +133,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         pairs = None if pair is None else [pair]
         pairs, _ = bridges_lib.check_request(
             kind, pairs, (point,), ensemble.curves, len(ensemble.modes),
-            max_flops,
+            max_flops, trunk,
         )  # fmt: skip
         pair = default_pair(ensemble) if pair is None else pairs[0]
         self.data, self.steps_per_epoch = ensemble._data(
@@ -132,7 +141,8 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         )
         data = self.data
         self.ensemble = ensemble
-        self.member = BridgeMember(kind, pair, point)
+        self.member = BridgeMember(kind, pair, point, shared=trunk == "shared")
+        self._networks = {}  # id of a built distiller -> its shared network
         self.max_flops = bridges_lib.check_budget(
             max_flops, len(self.member.sources)
         )
@@ -150,6 +160,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 name=f"trunk_{i}",
             )
             for i in self.member.sources
+            if i != SHARED
         }
         self._sample = next(iter(data.take(1)))
         self._sample = (
@@ -231,6 +242,9 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         ``head_cost`` is the head's FLOPs relative to one backbone."""
         values = self.declare(hp)
         head = _head_config(values)
+        if self.member.shared:
+            head["base_logits"] = False
+        shared, network = self._shared()
         first, *_ = bridges_lib.size_head(
             self.ensemble.backbone,
             self.ensemble.feature_layer,
@@ -251,10 +265,25 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 }
             ],
             mixup_alpha=values["mixup_alpha"],
+            shared=shared,
         )
+        if network is not None:
+            self._networks[id(distiller)] = network
         distiller(self._sample)  # builds the head before weights load
         distiller.head_cost = self.cost(head)
         return distiller
+
+    def _shared(self):
+        """``(shared, network)``: a fresh shared trunk for one trial (the
+        distiller's ``shared`` argument) and its network, or Nones."""
+        if not self.member.shared:
+            return None, None
+        source = self.ensemble.modes[self.member.pair[0]]
+        network = training.copy_model(source, SHARED)
+        trunk = feature_model(
+            network, self.ensemble.feature_index, True, name="trunk_shared"
+        )
+        return {"trunk": trunk, "teacher": source}, network
 
     def fit(self, hp, model, *args, **kwargs):
         """Compiles ``model`` for the trial's epochs and trains it; a head
@@ -289,7 +318,17 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 f"{self.member.name!r}); received {model!r}."
             )
         training.check_finite_weights(heads[0], "tune_bridge")
-        self.ensemble._install_bridge(self.member, heads[0], self.teacher)
+        network = self._networks.get(id(model))
+        if network is not None:
+            spec = {"head": heads[0], "sources": self.member.sources}
+            bridges_lib.recalibrate_shared(
+                model.shared_trunk, [{**spec, "points": [self.member.point]}],
+                self.data,
+            )  # fmt: skip
+            training.check_finite_weights(network, "tune_bridge")
+        self.ensemble._install_bridge(
+            self.member, heads[0], self.teacher, network
+        )
 
 
 @dataclasses.dataclass

@@ -52,7 +52,9 @@ class WorkflowMixin:
             run_dir: folder of the run's checkpoints; None for none.
             modes, curves, bridges: keyword arguments of `fit_modes`,
                 `fit_curves` and `fit_bridge` (e.g. ``{"epochs": 20}``);
-                ``bridges`` may also hold ``"type2": False``.
+                ``bridges`` may also hold ``"type2": False``; with
+                ``"trunk": "shared"`` the Type I bridges share a trained
+                trunk (the Type II bridge reads the frozen modes).
             callbacks: Keras callbacks added to every stage's training.
             verbose: as in `fit_modes`.
 
@@ -107,10 +109,11 @@ class WorkflowMixin:
                 **{**common, **options["bridges"]},
             )  # fmt: skip
         elif stage == "type2" and type2 and len(self.modes) > 1:
+            # Type II bridges read two modes' frozen features.
+            frozen = {**options["bridges"], "trunk": "frozen"}
             self.fit_bridge(
                 data, kind="type2", pairs=[default_pair(self)],
-                validation_data=validation_data,
-                **{**common, **options["bridges"]},
+                validation_data=validation_data, **{**common, **frozen},
             )  # fmt: skip
         elif stage == "calibration" and validation_data is not None:
             self.calibrate(validation_data)
@@ -129,7 +132,7 @@ class WorkflowMixin:
             )
         for key in (
             "modes", "num_modes", "curves", "curve_checks", "bridges",
-            "temperature", "mode_epochs", "anchor", "_points",
+            "shared", "temperature", "mode_epochs", "anchor", "_points",
         ):  # fmt: skip
             setattr(self, key, getattr(other, key))
         self._predictors = {}

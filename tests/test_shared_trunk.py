@@ -219,3 +219,37 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
     assert ens.member_names() == [
         "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.25",
     ]  # fmt: skip
+
+
+def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens.fit(
+        digits.train, digits.validation, str(tmp_path / "run"),
+        modes={"epochs": 1}, curves={"epochs": 1},
+        bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
+    )  # fmt: skip
+    assert ens.member_names() == [
+        "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.5",
+        "type2_0-1_r0.5",
+    ]  # fmt: skip
+    # Resuming the finished run gives the same ensemble, shared trunk too.
+    again = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    again.fit(
+        digits.train, digits.validation, str(tmp_path / "run"),
+        modes={"epochs": 1}, curves={"epochs": 1},
+        bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
+    )  # fmt: skip
+    x, _ = kb.data.to_numpy(digits.test)
+    np.testing.assert_allclose(
+        again.predict(x[:9])["member_probabilities"],
+        ens.predict(x[:9])["member_probabilities"],
+        atol=1e-5,
+    )
+
+
+def test_run_config_takes_the_trunk():
+    config = kb.config.RunConfig(bridges={"trunk": "shared"})
+    assert config.bridges.trunk == "shared"
+    with pytest.raises(ValueError, match="trunk"):
+        kb.config.RunConfig(bridges={"trunk": "hydra"})

@@ -155,3 +155,28 @@ def test_default_pair_is_the_anchors_first_curve():
     assert tuning.default_pair(Fake) == (2, 0)
     Fake.anchor = 1
     assert tuning.default_pair(Fake) == (0, 1)
+
+
+def test_search_with_a_shared_trunk_installs_trunk_and_head(
+    tiny_ensemble, digits, tmp_path
+):
+    ens = tiny_ensemble
+    anchor = ens.modes[0].get_weights()
+    result = ens.tune_bridge(
+        digits.train, digits.validation, tuner="random", max_trials=2,
+        epochs=1, directory=str(tmp_path), verbose=0, trunk="shared",
+    )  # fmt: skip
+    assert result.member == "shared_type1_0-1_r0.5"
+    assert ens.member_names() == [
+        "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.5",
+    ]  # fmt: skip
+    # The trunk trained as a copy: the anchor mode is as it was.
+    for a, b in zip(anchor, ens.modes[0].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(ens.shared.get_weights(), anchor)
+    )
+    x, _ = kb.data.to_numpy(digits.test)
+    probs = ens.predict(x[:8])["member_probabilities"]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
