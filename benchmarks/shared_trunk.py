@@ -13,7 +13,14 @@ each on a fresh copy of the saved ensemble (the same teachers):
   where ``--flip``) of the distillation inputs, as the paper's training;
 - ``shared_best``: keeping the epoch of the lowest validation KL;
 - ``shared_lr2``: the shared trunk at a learning rate of 2e-3 (the
-  modes' own) rather than fit_bridge's 6e-3.
+  modes' own) rather than fit_bridge's 6e-3;
+- ``shared_corr``: shared-trunk heads that correct the shared network's
+  logits (``base_logits``) instead of predicting them from scratch.
+
+With ``--widened-epochs N``, the user's obvious alternative is trained
+too: one network of the backbone's family widened until it costs what the
+first variant's "+ k" row costs, trained for N epochs, and compared image
+by image (paired bootstrap of the cNLL difference) with every variant.
 
 For each it prints the single network (the anchor), the expected DE-k,
 the variant's "+ k" row (FLOPs, cNLL, DEE, the share of the curve points'
@@ -43,11 +50,11 @@ import numpy as np  # noqa: E402
 import keras_bridge as kb  # noqa: E402
 
 BACKBONES = {
-    "resnet": lambda data: kb.models.resnet(
-        data.input_shape, data.num_classes, depth=8, width=0.5
+    "resnet": lambda data, scale=1.0: kb.models.resnet(
+        data.input_shape, data.num_classes, depth=8, width=0.5 * scale
     ),
-    "cnn": lambda data: kb.models.plain_cnn(
-        data.input_shape, data.num_classes, width=0.25
+    "cnn": lambda data, scale=1.0: kb.models.plain_cnn(
+        data.input_shape, data.num_classes, width=0.25 * scale
     ),
 }
 
@@ -68,6 +75,7 @@ def variants(flip):
         "frozen_aug": {"augmentation": augmentation(flip)},
         "shared_best": {"trunk": "shared", "keep_best": True},
         "shared_lr2": {"trunk": "shared", "learning_rate": 2e-3},
+        "shared_corr": {"trunk": "shared", "head": {"base_logits": True}},
     }
 
 
@@ -143,13 +151,9 @@ def run_variant(name, options, path, data, splits, args):
     bridges = [n for n in ens.member_names() if "type1" in n]
     members = [kb.members.SHARED] if shared else [f"mode_{ens.anchor}"]
     members += bridges
-    diff = per_image_nll(ens, members, splits) - per_image_nll(
-        ens, [f"mode_{ens.anchor}"], splits
-    )
-    draws = np.random.default_rng(0).integers(
-        0, len(diff), (args.bootstrap, len(diff))
-    )
-    means = diff[draws].mean(axis=1)
+    nll = per_image_nll(ens, members, splits)
+    diff = nll - per_image_nll(ens, [f"mode_{ens.anchor}"], splits)
+    low, high = paired_interval(diff, args.bootstrap)
     result = {
         "variant": name,
         "row": row_name,
@@ -162,10 +166,7 @@ def run_variant(name, options, path, data, splits, args):
         "single_cnll": single["cnll"],
         "single_accuracy": single["accuracy"],
         "cnll_minus_single": float(diff.mean()),
-        "interval": [
-            float(np.percentile(means, 2.5)),
-            float(np.percentile(means, 97.5)),
-        ],
+        "interval": [low, high],
         "agreement": [b["agreement"] for b in report.bridges],
         "followed": [followed(ens, b, splits) for b in bridges],
     }
@@ -174,7 +175,50 @@ def run_variant(name, options, path, data, splits, args):
     print(f"\n## {name}: fit_bridge({options})\n", flush=True)
     print(report)
     print(json.dumps(result, indent=1, default=float), flush=True)
-    return result, report
+    return result, report, nll
+
+
+def paired_interval(diff, draws):
+    """95 % bootstrap interval of the mean of per-image differences."""
+    samples = np.random.default_rng(0).integers(
+        0, len(diff), (draws, len(diff))
+    )
+    means = diff[samples].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def widened(data, splits, target, args, nlls):
+    """One network of the backbone's family widened to ``target`` FLOPs
+    (relative to the backbone), trained for ``--widened-epochs``."""
+    base = kb.flops(BACKBONES[args.backbone](data))
+    low, high = 1.0, 3.0
+    for _ in range(20):  # bisection on the width multiplier
+        scale = (low + high) / 2
+        cost = kb.flops(BACKBONES[args.backbone](data, scale)) / base
+        low, high = (scale, high) if cost < target else (low, scale)
+    model = BACKBONES[args.backbone](data, low)
+    cost = kb.flops(model) / base
+    ens = kb.BridgeEnsemble(model, num_modes=1, seed=args.seed)
+    start = time.perf_counter()
+    ens.fit_modes(
+        data.train, epochs=args.widened_epochs,
+        validation_data=data.validation, verbose=args.verbose,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    report = ens.evaluate(data.test, calibration_data=data.validation)
+    row = report.row("mode 0")
+    nll = per_image_nll(ens, ["mode_0"], splits)
+    print(
+        f"\n## Widened single network: width x{low:.3f}, {cost:.2f}x FLOPs, "
+        f"{args.widened_epochs} epochs ({seconds:.0f} s): acc "
+        f"{row['accuracy']:.4f}, cNLL {row['cnll']:.4f}\n"
+    )
+    for name, other in nlls.items():
+        low_ci, high_ci = paired_interval(other - nll, args.bootstrap)
+        print(
+            f"- {name} minus widened: {float((other - nll).mean()):+.4f} "
+            f"(95 % CI {low_ci:+.4f} to {high_ci:+.4f})"
+        )
 
 
 def main(argv=None):
@@ -191,6 +235,7 @@ def main(argv=None):
     parser.add_argument("--flip", action="store_true")
     parser.add_argument("--ensemble", help="the modes-and-curves file")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--widened-epochs", type=int, default=0)
     parser.add_argument("--output", default="runs/benchmarks")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -202,9 +247,9 @@ def main(argv=None):
     prepare(path, data, args)
     splits = (kb.data.to_numpy(data.validation), kb.data.to_numpy(data.test))
     known = variants(args.flip)
-    results, first = [], None
+    results, first, nlls = [], None, {}
     for name in args.variants.split(","):
-        result, report = run_variant(
+        result, report, nlls[name] = run_variant(
             name, known[name], path, data, splits, args
         )
         results.append(result)
@@ -233,6 +278,8 @@ def main(argv=None):
             f"{max(r['agreement']):.3f} | {min(r['followed']):.2f}-"
             f"{max(r['followed']):.2f} | {r['seconds']:.0f} |"
         )
+    if args.widened_epochs:
+        widened(data, splits, results[0]["flops"], args, nlls)
     stem = os.path.splitext(os.path.basename(path))[0]
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, f"{stem}_shared.json"), "w") as f:
