@@ -70,6 +70,10 @@ CHILD = textwrap.dedent(
     ens.fit_bridge(
         train, epochs=8, mixup_alpha=0.0, max_flops=1.0, verbose=0
     )
+    ens.fit_bridge(
+        train, epochs=8, mixup_alpha=0.0, max_flops=1.0, verbose=0,
+        trunk="shared",
+    )
     x, _ = kb.data.to_numpy(data.test)
     outputs = ens.predict(x)
     np.save(out, outputs["member_probabilities"])
@@ -102,7 +106,8 @@ def test_mirrored_training_matches_one_device_and_runs_repeat(tmp_path, digits):
     np.testing.assert_array_equal(single, again)
     mirrored, out = _train(tmp_path, "mirrored", "mirrored")
     assert "replicas 2" in out
-    assert single.shape == mirrored.shape == (360, 3, 10)
+    # mode_0, mode_1, shared, type1_0-1_r0.5, shared_type1_0-1_r0.5
+    assert single.shape == mirrored.shape == (360, 5, 10)
     # The modes: the same maths on the same batches.
     np.testing.assert_allclose(mirrored[:, :2], single[:, :2], atol=1e-4)
     # The bridge imitates the curve, whose t per batch comes from a
@@ -110,8 +115,13 @@ def test_mirrored_training_matches_one_device_and_runs_repeat(tmp_path, digits):
     # another order: another draw of the same training, so it must agree
     # with the single-device bridge as two such draws do, not to 1e-4.
     labels = kb.data.to_numpy(digits.test)[1]
-    agree = (mirrored[:, 2].argmax(-1) == single[:, 2].argmax(-1)).mean()
-    assert agree > 0.7, agree
+    # The same holds for the shared trunk and its head, trained on those
+    # teachers.
+    for column in (2, 3, 4):
+        agree = (
+            mirrored[:, column].argmax(-1) == single[:, column].argmax(-1)
+        ).mean()
+        assert agree > 0.7, (column, agree)
     # ... and everything learned: every member is far above chance (10 %).
     for probabilities in (single, mirrored):
         accuracy = (probabilities.argmax(-1) == labels[:, None]).mean(0)
