@@ -52,6 +52,11 @@ FAMILIES = (
     (r"mode \d+", "single modes", "modes"),
     (r"DE-\d+", "DE-k", "ensemble"),
     (r"Single \+ \d+ Type I", "Single + k Type I", "type1"),
+    (
+        r"Shared trunk(?: \+ \d+ Type I)?",
+        "Shared trunk + k Type I",
+        "shared",
+    ),
     (r"DE-(?P<m>\d+) \+ \d+ Type II", "DE-{m} + k Type II", "type2"),
     (r"Single \+ \d+ curve points", "Single + k curve points", "reference"),
     (
@@ -480,7 +485,7 @@ def _default_reliability_names(rows) -> list:
     singles = [r for r in rows if r["name"] == "DE-1"]
     singles = singles or [r for r in rows if r.get("members") == 1][:1]
     names = [r["name"] for r in singles]
-    for group in ("ensemble", "type1", "type2"):
+    for group in ("ensemble", "type1", "shared", "type2"):
         members = [r for r in rows if _family_of(r["name"])[1] == group]
         if members:
             largest = max(

@@ -253,3 +253,27 @@ def test_run_config_takes_the_trunk():
     assert config.bridges.trunk == "shared"
     with pytest.raises(ValueError, match="trunk"):
         kb.config.RunConfig(bridges={"trunk": "hydra"})
+
+
+def test_the_flops_plot_draws_the_shared_rows_as_one_family():
+    def row(name, flops, cnll):
+        return {
+            "name": name, "members": round(flops), "flops": flops,
+            "accuracy": 0.9, "nll": cnll, "cnll": cnll,
+        }  # fmt: skip
+
+    report = kb.evaluation.EnsembleReport(
+        [
+            row("DE-1", 1.0, 0.35),
+            row("DE-2", 2.0, 0.25),
+            row("Shared trunk", 1.0, 0.34),
+            row("Shared trunk + 1 Type I", 1.1, 0.31),
+            row("Shared trunk + 2 Type I", 1.2, 0.28),
+        ],
+        bridges=[],
+    )
+    figure = kb.plots.flops_tradeoff(report)
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert "Shared trunk + k Type I" in labels
+    line = figure.axes[0].lines[labels.index("Shared trunk + k Type I")]
+    np.testing.assert_allclose(line.get_xdata(), [1.0, 1.1, 1.2])
