@@ -563,7 +563,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         if verbose:
             print(
                 f"Training {len(new)} {kind} bridge(s): {[b.name for b in new]}"
-                f"; head: {what}, {cost:.3f}x of one backbone pass."
+                f"; head: {what}, {cost:.3f}x of one backbone pass"
+                + (
+                    f"; trunk: a copy of mode {pairs[0][0]}, trained with "
+                    "the heads."
+                    if trunk == "shared"
+                    else "."
+                )
             )
         with self._scope():
             history = bridges_lib.distill(
