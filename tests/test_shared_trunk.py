@@ -137,7 +137,8 @@ def test_deep_ensemble_rows_do_not_depend_on_the_order_of_the_modes():
     rows = dict(kb.evaluation._configurations(modes, []))
     assert len(rows["DE-2"]) == 6
     assert all(len(draw) == 2 for draw in rows["DE-2"])
-    assert len(kb.evaluation.mode_subsets(12, 6)) == (kb.evaluation.MAX_SUBSETS)
+    subsets = kb.evaluation.mode_subsets(12, 6)
+    assert len(subsets) == kb.evaluation.MAX_SUBSETS
 
 
 @pytest.mark.large
@@ -223,23 +224,22 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
 
 def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-    ens.fit(
-        digits.train, digits.validation, str(tmp_path / "run"),
-        modes={"epochs": 1}, curves={"epochs": 1},
-        bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
-    )  # fmt: skip
+
+    def run():
+        ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        return ens.fit(
+            digits.train, digits.validation, str(tmp_path / "run"),
+            modes={"epochs": 1}, curves={"epochs": 1},
+            bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
+        )  # fmt: skip
+
+    ens = run()
     assert ens.member_names() == [
         "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.5",
         "type2_0-1_r0.5",
     ]  # fmt: skip
     # Resuming the finished run gives the same ensemble, shared trunk too.
-    again = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-    again.fit(
-        digits.train, digits.validation, str(tmp_path / "run"),
-        modes={"epochs": 1}, curves={"epochs": 1},
-        bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
-    )  # fmt: skip
+    again = run()
     x, _ = kb.data.to_numpy(digits.test)
     np.testing.assert_allclose(
         again.predict(x[:9])["member_probabilities"],
