@@ -277,3 +277,42 @@ def test_the_flops_plot_draws_the_shared_rows_as_one_family():
     assert "Shared trunk + k Type I" in labels
     line = figure.axes[0].lines[labels.index("Shared trunk + k Type I")]
     np.testing.assert_allclose(line.get_xdata(), [1.0, 1.1, 1.2])
+
+
+def test_keep_best_keeps_the_epoch_of_the_lowest_val_kl(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    history = ens.fit_bridge(
+        digits.train, epochs=4, learning_rate=0.05,
+        validation_data=digits.validation, keep_best=True, verbose=0,
+    )  # fmt: skip
+    member = parse("type1_0-1_r0.5")
+    teacher = ens.point_model((0, 1), 0.5)
+    trunk = kb.graph.feature_model(ens.modes[0], ens.feature_index, True)
+    head = ens.bridges[member]
+    kls = []
+    for x, _ in digits.validation:  # as Keras averages: over batches
+        features, logits = trunk(x)
+        student = head(features, logits=logits, training=False)
+        kls.append(float(kb.distillation.kl_divergence(teacher(x), student)))
+    assert np.mean(kls) == pytest.approx(min(history.history["val_kl"]), 1e-4)
+
+
+def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
+    seen = []
+
+    class Spy(keras.layers.Layer):
+        def call(self, x, training=None):
+            seen.append(training)
+            return x * 0.0
+
+    ens = tiny_ensemble
+    history = ens.fit_bridge(
+        digits.train, epochs=1, augmentation=Spy(), mixup_alpha=0.0,
+        verbose=0,
+    )  # fmt: skip
+    assert seen and all(flag is True for flag in seen)
+    # Every training input was blanked, so each batch's rows are equal and
+    # its agreement is 0 or 1: the epoch's is a whole number of batches.
+    steps = sum(1 for _ in digits.train)
+    batches = history.history["agreement"][0] * steps
+    assert batches == pytest.approx(round(batches), abs=1e-4)
