@@ -52,7 +52,9 @@ def main(path):
     x_train, _ = kb.data.to_numpy(data.train.take(79))
     for member, _ in ens.bridges.items():
         teacher = ens.point_model(member.pair, member.r)
-        names = [member.name] + [f"mode_{i}" for i in member.sources]
+        names = [member.name] + [
+            kb.members.source_member(i).name for i in member.sources
+        ]
         for split, x in (("train", x_train), ("test", x_test)):
             votes = ens.predict(x, members=names)["member_probabilities"]
             agree = np.mean(

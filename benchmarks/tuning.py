@@ -31,9 +31,8 @@ def fidelity(ens, member, x):
     """KL and agreement of the installed head with its teacher on x."""
     teacher = ens._points[(member.pair, member.point)]
     head = ens.bridges[member]
-    trunk = feature_model(
-        ens.modes[member.sources[0]], ens.feature_index, head.base_logits
-    )
+    network = ens.shared if member.shared else ens.modes[member.sources[0]]
+    trunk = feature_model(network, ens.feature_index, head.base_logits)
     if head.base_logits:
         features, logits = trunk.predict(x, verbose=0)
         student = head(features, logits=logits, training=False)
@@ -56,7 +55,7 @@ def score(ens, member, data, seconds):
         "test_agree": test["agreement"],
         "flops": row["flops"] - 1.0,
         "cnll": row["cnll"],
-        "single_cnll": report.row("DE-1")["cnll"],
+        "single_cnll": report.row(f"mode {ens.anchor}")["cnll"],
         "seconds": seconds,
     }
 

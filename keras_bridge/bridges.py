@@ -460,6 +460,7 @@ def distill(modes, feature_index, specs, data, steps, options):
                 shared["network"], feature_index, True, name="trunk_shared"
             ),
             "teacher": shared["teacher"],
+            "network": shared["network"],
         }
     distiller = distillation.BridgeDistiller(
         trunks,
@@ -485,7 +486,7 @@ def distill(modes, feature_index, specs, data, steps, options):
     if options.get("keep_best") and options["validation_data"] is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_kl",
+                monitor="val_kl" if shared is None else "val_loss",
                 mode="min",
                 patience=options["epochs"],
                 restore_best_weights=True,

@@ -52,10 +52,11 @@ class _Frozen:
     nothing sets ``trainable`` on the (shared) layers of a mode or
     teacher."""
 
-    def __init__(self, trunks, teachers, anchor=None):
+    def __init__(self, trunks, teachers, anchor=None, network=None):
         self.trunks = trunks
         self.teachers = teachers
         self.anchor = anchor
+        self.network = network
 
 
 class BridgeDistiller(keras.Model):
@@ -90,8 +91,9 @@ class BridgeDistiller(keras.Model):
         mixup_alpha: Beta parameter of mixup; 0 turns mixup off.
         shared: None, or a dict with ``trunk`` (a model from inputs to
             ``[feature map, logits]`` whose layers train: the shared
-            trunk and its own tail) and ``teacher`` (the model its logits
-            imitate, usually the anchor mode).
+            trunk and its own tail), ``teacher`` (the model its logits
+            imitate, usually the anchor mode) and optionally ``network``
+            (the full model the trunk was cut from: `shared_network`).
         augmentation: None, or a layer (e.g. a `keras.Sequential` of
             Keras' random preprocessing layers) applied to each training
             batch before mixup; teacher and student see the same
@@ -146,10 +148,17 @@ class BridgeDistiller(keras.Model):
             [trunks[k] for k in self._trunk_keys],
             [list(spec["teachers"]) for spec in bridges],
             None if shared is None else shared["teacher"],
+            None if shared is None else shared.get("network"),
         )
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
         self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def shared_network(self):
+        """The full network the shared trunk was cut from (it shares its
+        layers), if it was given; else None."""
+        return self._frozen.network
 
     @property
     def metrics(self):

@@ -455,7 +455,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         bridges of one call train together through `keras.Model.fit`, so
         callbacks work; logs are ``loss``, ``kl`` and ``agreement`` (with
         the teacher's top-1) and their ``val_`` twins. Modes and teachers
-        are never changed, and checkpoints hold the heads only.
+        are never changed, and checkpoints hold the heads only (and a
+        shared trunk, below).
 
         With ``trunk="shared"`` (Type I only), the heads do not read a
         mode's frozen features: one trunk, a copy of the mode's network
@@ -498,8 +499,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 inputs), e.g. ``keras.Sequential([keras.layers.
                 RandomTranslation(0.1, 0.1)])``.
             keep_best: keep the weights of the epoch with the lowest
-                ``val_kl`` (needs ``validation_data``), as the paper's
-                training does.
+                ``val_kl`` (``val_loss`` with a shared trunk, which also
+                counts its own tail's KL to the anchor; needs
+                ``validation_data``), as the paper's training does.
 
         Returns:
             The `keras.callbacks.History` of the training.
@@ -513,14 +515,21 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         >>> sorted(history.history)
         ['agreement', 'kl', 'loss', 'val_agreement', 'val_kl', 'val_loss']
         """
+        if trunk == "shared" and pairs is None:
+            # One trunk, copied from one mode: the anchor's curves.
+            own = [p for p in sorted(self.curves) if p[0] == self.anchor]
+            pairs = own or None
         pairs, points = bridges_lib.check_request(
             kind, pairs, points, self.curves, len(self.modes), max_flops,
             trunk,
         )  # fmt: skip
-        if augmentation is not None and not callable(augmentation):
+        if augmentation is not None and not isinstance(
+            augmentation, keras.layers.Layer
+        ):
             raise ValueError(
-                "`augmentation` must be None or a Keras layer (a callable "
-                f"on a batch); received augmentation={augmentation!r}."
+                "`augmentation` must be None or a Keras layer (e.g. "
+                "`keras.layers.RandomTranslation`); received "
+                f"augmentation={augmentation!r}."
             )
         if keep_best and validation_data is None:
             raise ValueError(

@@ -413,7 +413,8 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
         data["test"], calibration,
     )  # fmt: skip
     _add_dee(rows)
-    _add_captured(rows, anchor)
+    sources = {b.pair[0] for b in bridges if b.shared}
+    _add_captured(rows, anchor, sources.pop() if len(sources) == 1 else None)
     for row in bridge_rows:
         row.pop("member")
     return EnsembleReport(rows, bridge_rows)
@@ -431,16 +432,21 @@ def _mean_scores(found) -> dict:
     return mean
 
 
-def _add_captured(rows, anchor: int) -> None:
+def _add_captured(rows, anchor: int, shared_source=None) -> None:
     """The ``captured`` column: the share of the curve points' cNLL gain
     over the single network that k bridges reach, ``(cNLL(Single) -
-    cNLL(row)) / (cNLL(Single) - cNLL(Single + k curve points))``."""
+    cNLL(row)) / (cNLL(Single) - cNLL(Single + k curve points))``; for
+    shared-trunk rows only when the trunk is a copy of the anchor
+    (``shared_source``)."""
+    prefixes = ("Single + ",)
+    if shared_source == anchor:
+        prefixes += ("Shared trunk + ",)
     by_name = {row["name"]: row for row in rows}
     single = by_name.get(f"mode {anchor}", {}).get("cnll")
     if single is None:
         return
     for row in rows:
-        for prefix in ("Single + ", "Shared trunk + "):
+        for prefix in prefixes:
             if not (row["name"].startswith(prefix) and "Type I" in row["name"]):
                 continue
             k = row["name"][len(prefix) :].split(" ")[0]

@@ -133,7 +133,7 @@ def _tuning(ens, data, config, log, backup, records):
     result = ens.tune_bridge(
         data.train, data.validation, tuner=tuning.tuner,
         max_trials=tuning.max_trials, epochs=tuning.epochs,
-        max_flops=tuning.max_flops,
+        max_flops=tuning.max_flops, trunk=config.bridges.trunk,
         directory=backup,  # KerasTuner resumes its own search there
         verbose=log.verbose,
     )  # fmt: skip

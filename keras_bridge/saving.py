@@ -94,16 +94,18 @@ class EnsembleArchive(keras.Model):
         def serialize(objects):
             return [_without_compile(o) for o in objects]
 
-        return {
+        config = {
             **super().get_config(),
             "backbone": _without_compile(self.backbone),
             "modes": serialize(self.modes),
             "curves": serialize(self.curves),
             "heads": serialize(self.heads),
             "points": serialize(self.points),
-            "shared": serialize(self.shared),
             "metadata": self.metadata,
         }
+        if self.shared:  # absent from format 2, which older versions read
+            config["shared"] = serialize(self.shared)
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -112,8 +114,9 @@ class EnsembleArchive(keras.Model):
         if version not in READABLE_VERSIONS:
             raise ValueError(
                 f"The file holds an ensemble in format {version}; this "
-                f"keras-bridge reads format {FORMAT_VERSION}. Save it again "
-                "with the keras-bridge that wrote it, or refit its bridges."
+                f"keras-bridge reads formats {list(READABLE_VERSIONS)}. "
+                "Save it again with the keras-bridge that wrote it, or refit "
+                "its bridges."
             )
 
         def deserialize(item):
@@ -202,7 +205,9 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
     curve_pairs = sorted(state["curves"])
     point_keys = sorted(state["points"])
     metadata = {
-        "format_version": FORMAT_VERSION,
+        # Without a shared trunk the layout is format 2's: older versions
+        # of keras-bridge still read the file.
+        "format_version": FORMAT_VERSION if state["shared"] is not None else 2,
         "feature_layer": state["feature_layer"],
         "seed": state["seed"],
         "curve": keras.saving.serialize_keras_object(state["curve"]),

@@ -130,7 +130,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
     ):
         super().__init__(**kwargs)
         point = check_point(point)
-        pairs = None if pair is None else [pair]
+        pairs = [default_pair(ensemble) if pair is None else pair]
         pairs, _ = bridges_lib.check_request(
             kind, pairs, (point,), ensemble.curves, len(ensemble.modes),
             max_flops, trunk,
@@ -142,7 +142,6 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         data = self.data
         self.ensemble = ensemble
         self.member = BridgeMember(kind, pair, point, shared=trunk == "shared")
-        self._networks = {}  # id of a built distiller -> its shared network
         self.max_flops = bridges_lib.check_budget(
             max_flops, len(self.member.sources)
         )
@@ -244,7 +243,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         head = _head_config(values)
         if self.member.shared:
             head["base_logits"] = False
-        shared, network = self._shared()
+        shared = self._shared()
         first, *_ = bridges_lib.size_head(
             self.ensemble.backbone,
             self.ensemble.feature_layer,
@@ -267,23 +266,21 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             mixup_alpha=values["mixup_alpha"],
             shared=shared,
         )
-        if network is not None:
-            self._networks[id(distiller)] = network
         distiller(self._sample)  # builds the head before weights load
         distiller.head_cost = self.cost(head)
         return distiller
 
     def _shared(self):
-        """``(shared, network)``: a fresh shared trunk for one trial (the
-        distiller's ``shared`` argument) and its network, or Nones."""
+        """A fresh shared trunk for one trial (the distiller's ``shared``
+        argument), or None."""
         if not self.member.shared:
-            return None, None
+            return None
         source = self.ensemble.modes[self.member.pair[0]]
         network = training.copy_model(source, SHARED)
         trunk = feature_model(
             network, self.ensemble.feature_index, True, name="trunk_shared"
         )
-        return {"trunk": trunk, "teacher": source}, network
+        return {"trunk": trunk, "teacher": source, "network": network}
 
     def fit(self, hp, model, *args, **kwargs):
         """Compiles ``model`` for the trial's epochs and trains it; a head
@@ -318,7 +315,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 f"{self.member.name!r}); received {model!r}."
             )
         training.check_finite_weights(heads[0], "tune_bridge")
-        network = self._networks.get(id(model))
+        network = model.shared_network
         if network is not None:
             spec = {"head": heads[0], "sources": self.member.sources}
             bridges_lib.recalibrate_shared(

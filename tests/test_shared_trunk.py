@@ -1,6 +1,8 @@
 """`fit_bridge(trunk="shared")`: one trunk trained for every Type I head."""
 
 import itertools
+import json
+import zipfile
 
 import keras
 import numpy as np
@@ -186,7 +188,7 @@ def test_bad_shared_requests_are_refused(tiny_ensemble, digits):
     with pytest.raises(ValueError, match="`keep_best=True`.*validation_data"):
         ens.fit_bridge(digits.train, trunk="shared", keep_best=True)
     with pytest.raises(ValueError, match="`augmentation` must be None"):
-        ens.fit_bridge(digits.train, augmentation="flip")
+        ens.fit_bridge(digits.train, augmentation=lambda x: x)
     assert ens.shared is None and not ens.bridges
 
 
@@ -316,3 +318,17 @@ def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
     steps = sum(1 for _ in digits.train)
     batches = history.history["agreement"][0] * steps
     assert batches == pytest.approx(round(batches), abs=1e-4)
+
+
+def test_files_without_a_shared_trunk_keep_format_2(
+    bridged_ensemble, shared_file, tmp_path
+):
+    def config(path):
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))["config"]
+
+    plain = config(bridged_ensemble.save(tmp_path / "plain.keras"))
+    # Older keras-bridge versions read format 2 files.
+    assert plain["metadata"]["format_version"] == 2
+    assert "shared" not in plain
+    assert config(shared_file)["metadata"]["format_version"] == 3
