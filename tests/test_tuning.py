@@ -163,7 +163,7 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     ens = tiny_ensemble
     anchor = ens.modes[0].get_weights()
     result = ens.tune_bridge(
-        digits.train, digits.validation, tuner="random", max_trials=2,
+        digits.train, digits.validation, tuner="random", max_trials=1,
         epochs=1, directory=str(tmp_path), verbose=0, trunk="shared",
     )  # fmt: skip
     assert result.member == "shared_type1_0-1_r0.5"
