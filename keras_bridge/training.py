@@ -83,7 +83,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 def copy_model(model, name: str) -> keras.Model:
     """A copy of ``model`` with its own weights, equal to ``model``'s:
-    training the copy leaves ``model`` as it was."""
+    training the copy leaves ``model`` as it was.
+
+    Example:
+
+    >>> model = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> copy = copy_model(model, "shared")
+    >>> copy.name, copy.weights[0] is model.weights[0]
+    ('shared', False)
+    """
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     copy.name = name
