@@ -128,7 +128,7 @@ class BridgeDistiller(keras.Model):
         self._sources = [tuple(spec["sources"]) for spec in bridges]
         self._points = [tuple(spec["points"]) for spec in bridges]
         self.mixup_alpha = float(mixup_alpha)
-        self._trunk_keys = sorted(trunks, key=str)
+        self._trunk_keys = sorted(trunks)
         self.augmentation = augmentation
         self.shared_trunk = None if shared is None else shared["trunk"]
         every = dict(trunks)
