@@ -20,7 +20,10 @@ import tensorflow as tf
 
 #: Batch size for NumPy data, as in `keras.Model.fit`.
 DEFAULT_BATCH_SIZE = 32
-_FRACTIONAL = "keras-bridge: fractional label"
+# Class ids that stand for a label the conversion could not make an id of;
+# `scan` reports them with their batch. No real label is this negative.
+_NOT_ONE_HOT = -(2**31)
+_FRACTIONAL = -(2**31) + 1
 
 
 def positive_int(value, argument: str, minimum: int = 1) -> int:
@@ -88,9 +91,25 @@ def check_x(x, input_shape, argument="x", dtype="float32") -> np.ndarray:
     return x.astype(dtype, copy=False)
 
 
+def _check_numeric(dtype, argument, part) -> None:
+    """Refuses strings, objects and other non-numbers before TensorFlow
+    does with an error that names none of the user's arguments."""
+    # NumPy strings and objects become tf.string.
+    as_tf = tf.as_dtype(dtype)
+    if not (as_tf.is_integer or as_tf.is_floating or as_tf.is_bool):
+        raise ValueError(
+            f"`{argument}` must hold numbers; its {part} have dtype "
+            f"{getattr(dtype, 'name', dtype)}. "
+            "Convert them first, e.g. with `np.asarray(x, 'float32')` for "
+            "inputs or a lookup of class names to ids for labels."
+        )
+
+
 def _from_arrays(data, argument, needs_labels):
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = (np.asarray(part) for part in data)
+        _check_numeric(x.dtype, argument, "inputs")
+        _check_numeric(y.dtype, argument, "labels")
         if len(x) != len(y):
             raise ValueError(
                 f"`{argument}` must hold as many labels as inputs; received "
@@ -106,6 +125,7 @@ def _from_arrays(data, argument, needs_labels):
                 "dataset of `(x, y)` batches; received an array of inputs "
                 "only."
             )
+        _check_numeric(data.dtype, argument, "inputs")
         return tf.data.Dataset.from_tensor_slices(data).batch(
             DEFAULT_BATCH_SIZE
         )
@@ -159,6 +179,7 @@ def dataset(
             f"`{argument}` must yield one input tensor per batch; received "
             f"{x_spec}."
         )
+    _check_numeric(x_spec.dtype, argument, "inputs")
     shape = tuple(x_spec.shape)
     expected = _shape_text(input_shape)
     if len(shape) == len(input_shape) and _compatible(
@@ -199,30 +220,40 @@ def _label_converter(y_spec, argument, num_classes):
             f"or (batch, {num_classes}) (one-hot); received labels of "
             f"shape {shape}."
         )
-    if not one_hot and not (
-        y_spec.dtype.is_integer or y_spec.dtype.is_floating
-    ):
-        raise ValueError(
-            f"`{argument}` must have numeric labels; received dtype "
-            f"{y_spec.dtype.name}."
-        )
+    _check_numeric(y_spec.dtype, argument, "labels")
 
     def convert(x, y):
         if one_hot:
-            return x, tf.argmax(y, axis=-1, output_type=tf.int32)
+            return x, _one_hot_ids(y)
         if len(shape) == 2 and shape[-1] is None:
             # Only known per batch: one-hot rows or a column of ids.
             return x, tf.cond(
                 tf.shape(y)[-1] > 1,
-                lambda: tf.argmax(y, axis=-1, output_type=tf.int32),
-                lambda: tf.cast(tf.reshape(y, [-1]), tf.int32),
+                lambda: _one_hot_ids(y),
+                lambda: _class_ids(tf.reshape(y, [-1])),
             )
-        y = tf.reshape(y, [-1])
-        if y.dtype.is_floating:
-            tf.debugging.assert_equal(tf.math.floor(y), y, message=_FRACTIONAL)
-        return x, tf.cast(y, tf.int32)
+        return x, _class_ids(tf.reshape(y, [-1]))
 
     return convert
+
+
+def _one_hot_ids(y):
+    """Class ids of one-hot rows; `_NOT_ONE_HOT` for a row that is not
+    exactly one 1 among 0s (all zeros, label smoothing, multi-hot)."""
+    exact = tf.reduce_all((y == 0) | (y == 1), axis=-1) & (
+        tf.reduce_sum(tf.cast(y, "float32"), axis=-1) == 1
+    )
+    ids = tf.argmax(y, axis=-1, output_type=tf.int32)
+    return tf.where(exact, ids, _NOT_ONE_HOT)
+
+
+def _class_ids(y):
+    """Integer ids of a vector of labels; `_FRACTIONAL` for a float label
+    that is not a whole number."""
+    if not y.dtype.is_floating:
+        return tf.cast(y, tf.int32)
+    whole = tf.math.floor(y) == y
+    return tf.where(whole, tf.cast(y, tf.int32), _FRACTIONAL)
 
 
 def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
@@ -230,19 +261,8 @@ def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
     that every batch has the input shape, that inputs are finite and labels
     in ``[0, num_classes)``. Returns the number of batches; with a list as
     ``keep``, appends each batch to it as NumPy arrays."""
-    count, batches = 0, iter(data)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        except tf.errors.InvalidArgumentError as error:
-            if _FRACTIONAL not in str(error):
-                raise
-            raise ValueError(
-                f"`{argument}` must have integer class ids or one-hot "
-                f"labels; batch {count + 1} holds a fractional label."
-            ) from None
+    count = 0
+    for batch in data:
         count += 1
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         x = np.asarray(x)
@@ -262,6 +282,7 @@ def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
             )
         if y is not None:
             y = np.asarray(y)
+            _check_converted(y, argument, count)
             bad = y[(y < 0) | (y >= num_classes)]
             if bad.size:
                 raise ValueError(
@@ -271,6 +292,21 @@ def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
     if count == 0:
         raise ValueError(f"`{argument}` is empty: it holds no batches.")
     return count
+
+
+def _check_converted(y, argument, count) -> None:
+    if (y == _NOT_ONE_HOT).any():
+        raise ValueError(
+            f"`{argument}` must have integer class ids or one-hot labels; "
+            f"batch {count} holds a row that is not one-hot (all zeros, "
+            "label smoothing or several classes). Pass class ids, or rows "
+            "with exactly one 1."
+        )
+    if (y == _FRACTIONAL).any():
+        raise ValueError(
+            f"`{argument}` must have integer class ids or one-hot labels; "
+            f"batch {count} holds a fractional label."
+        )
 
 
 def checked(

@@ -153,3 +153,48 @@ def test_one_hot_labels_of_unknown_width_become_ids():
     )
     checked = inputs.dataset(data, "data", (4,), 3)
     np.testing.assert_array_equal(next(iter(checked))[1], [2, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[0.0, 0.0, 0.0], [0.9, 0.05, 0.05], [1.0, 1.0, 0.0]],
+    ids=["all_zero", "label_smoothing", "multi_hot"],
+)
+@pytest.mark.parametrize("width", [3, None], ids=["static", "unknown_width"])
+def test_rows_that_are_not_one_hot_are_refused_with_their_batch(row, width):
+    labels = np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2]]
+    labels[4] = row  # the second batch of 3
+    data = tf.data.Dataset.from_tensor_slices((_x(6), labels)).batch(3)
+    if width is None:
+        data = tf.data.Dataset.from_generator(
+            lambda: iter(zip(_x(6).reshape(2, 3, 4), labels.reshape(2, 3, 3))),
+            output_signature=(
+                tf.TensorSpec((None, 4), tf.float32),
+                tf.TensorSpec((None, None), tf.float32),
+            ),
+        )
+    with pytest.raises(ValueError, match="batch 2 holds a row that is not"):
+        inputs.checked(data, "data", (4,), 3, "Training")
+
+
+@pytest.mark.parametrize(
+    "data, part",
+    [
+        ((np.full((4, 4), "a"), np.zeros(4, "int32")), "inputs have dtype str"),
+        ((_x(4), np.array(["cat", "dog", "cat", "dog"])), "labels have dtype"),
+        ((_x(4).astype(object), np.zeros(4, "int32")), "dtype object"),
+    ],
+    ids=["string_inputs", "string_labels", "object_inputs"],
+)
+def test_non_numeric_arrays_are_refused_naming_the_argument(data, part):
+    with pytest.raises(ValueError, match="`data` must hold numbers") as info:
+        inputs.checked(data, "data", (4,), 3, "Training")
+    assert part in str(info.value)
+
+
+def test_string_dataset_is_refused_naming_the_argument():
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.full((4, 4), "a"), np.zeros(4, "int32"))
+    ).batch(2)
+    with pytest.raises(ValueError, match="`validation_data` must hold numbers"):
+        inputs.checked(data, "validation_data", (4,), 3, "Training")
