@@ -768,6 +768,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         key = (names, self.temperature)
         if key not in self._predictors:
             self._predictors[key] = self.inference_model(list(names))
+        # Every call: a member's weights may have been changed since.
+        training.check_finite_weights(
+            self._predictors[key], "predict", training.BROKEN_MEMBER
+        )
         return self._predictors[key].predict(
             x, batch_size=batch_size, verbose=0
         )

@@ -88,6 +88,15 @@ def check_x(x, input_shape, argument="x", dtype="float32") -> np.ndarray:
             f"`{argument}` must hold at least one input; received an empty "
             f"batch of shape {x.shape}."
         )
+    if np.issubdtype(x.dtype, np.floating):
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise FloatingPointError(
+                f"`{argument}` holds non-finite inputs (NaN or inf) at index "
+                f"{int(np.argmin(finite))} ({int((~finite).sum())} of "
+                f"{len(x)} inputs); their outputs would be meaningless. "
+                "Clean the data first."
+            )
     return x.astype(dtype, copy=False)
 
 

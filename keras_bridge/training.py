@@ -27,6 +27,11 @@ MIDPOINT_TOLERANCE = 0.02
 #: accuracy (last epoch) is reported: usually BatchNorm moving statistics
 #: that lag the weights after few steps, sometimes overfitting.
 MODE_GAP_TOLERANCE = 0.2
+#: Why `predict` and `evaluate` refuse a member with a NaN or inf weight.
+BROKEN_MEMBER = (
+    "Its outputs would be meaningless: refit or reload the member (only "
+    "code outside keras-bridge changes a member's weights)."
+)
 
 
 def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
@@ -98,8 +103,11 @@ def copy_model(model, name: str) -> keras.Model:
     return copy
 
 
-def check_finite_weights(model, stage: str) -> None:
-    """Raises `FloatingPointError` when a weight of ``model`` is not finite."""
+def check_finite_weights(
+    model, stage: str, consequence: str = "Nothing was kept."
+) -> None:
+    """Raises `FloatingPointError` when a weight of ``model`` is not
+    finite; the message ends in ``consequence``."""
     for variable in model.weights:
         value = np.asarray(variable)
         if (
@@ -108,7 +116,7 @@ def check_finite_weights(model, stage: str) -> None:
         ):
             raise FloatingPointError(
                 f"{stage}: the weight {variable.path!r} is not finite (NaN "
-                "or inf). Nothing was kept."
+                f"or inf). {consequence}"
             )
 
 

@@ -496,3 +496,23 @@ def test_integer_images_are_accepted_everywhere(modes_only):
     np.testing.assert_allclose(
         ens.predict(x.astype("float64"))["probabilities"], as_float, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_predict_refuses_non_finite_inputs_naming_the_index(modes_only, value):
+    x = X[:6].copy()
+    x[4] = value  # an all-NaN (or all-inf) image
+    with pytest.raises(FloatingPointError, match="at index 4 \\(1 of 6"):
+        modes_only.predict(x)
+
+
+def test_predict_and_evaluate_refuse_a_member_with_a_nan_weight(modes_only):
+    before = modes_only.predict(X[:4])["probabilities"]  # caches the graph
+    kernel = modes_only.modes[1].trainable_weights[0]
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    with pytest.raises(FloatingPointError, match="predict: the weight") as info:
+        modes_only.predict(X[:4])
+    assert kernel.path in str(info.value)
+    with pytest.raises(FloatingPointError, match="evaluate: the weight"):
+        modes_only.evaluate(_ds(X, Y))
+    assert np.isfinite(before).all()
