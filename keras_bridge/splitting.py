@@ -15,20 +15,41 @@ from keras_bridge.graph import (
     spatial_size,
 )
 
+#: Output activations by the name of their function or `keras.ops`
+#: operation: a softmax is removed; one that squashes each logit alone
+#: cannot be undone into softmax logits, so it is refused.
+_SOFTMAX = {"softmax", "softmax_v2"}
+_SQUASHING = {"sigmoid", "hard_sigmoid"}
+
 
 def prepare_backbone(backbone) -> keras.Model:
     """Checks that a backbone is functional and outputs logits.
 
-    A trailing softmax (a ``Softmax`` layer, an ``Activation("softmax")``
-    or a final layer built with ``activation="softmax"``) is removed, with
-    a warning: every part of keras-bridge works on logits.
+    A trailing softmax (a ``Softmax`` layer, an ``Activation("softmax")``,
+    a final layer built with ``activation="softmax"`` or a
+    ``keras.ops.softmax`` call) is removed, with a warning: every part of
+    keras-bridge works on logits. A trailing sigmoid (or another
+    activation that squashes each output alone) is refused, and so is a
+    backbone with fewer than 2 classes: keras-bridge trains multi-class
+    classifiers with softmax cross-entropy.
 
     Args:
         backbone: a functional or Sequential `keras.Model` with one input
-            and one output of shape ``(batch, num_classes)``.
+            and one output of shape ``(batch, num_classes)``,
+            ``num_classes >= 2``.
 
     Returns:
         The backbone, or a copy of it without the trailing softmax.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> outputs = keras.ops.softmax(keras.layers.Dense(3)(inputs))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = prepare_backbone(keras.Model(inputs, outputs))
+    >>> producer(model.outputs[0]).name, "softmax" in str(caught[0].message)
+    ('dense', True)
     """
     model = as_functional(backbone, "backbone")
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
@@ -40,15 +61,36 @@ def prepare_backbone(backbone) -> keras.Model:
         raise ValueError(
             f"`backbone` must have one input; received {len(model.inputs)}."
         )
+    num_classes = model.outputs[0].shape[-1]
+    if num_classes is None or num_classes < 2:
+        raise ValueError(
+            "`backbone` must output one logit per class for at least 2 "
+            f"classes; received an output of shape "
+            f"{tuple(model.outputs[0].shape)}. keras-bridge ensembles "
+            "classifiers: for a binary task, end in `Dense(2)` (logits) "
+            "instead of `Dense(1)`."
+        )
     last = producer(model.outputs[0])
-    if _is_softmax_layer(last):
+    layer_kind, own_kind = _activation_kinds(last)
+    if "squashing" in (layer_kind, own_kind):
+        raise ValueError(
+            f"`backbone` ends in a {_activation_name(last)} activation "
+            f"({last.name!r}), which scores each class alone; keras-bridge "
+            "ensembles multi-class classifiers trained with softmax "
+            "cross-entropy. End the backbone in logits (no activation)."
+        )
+    if layer_kind == "softmax":
         warnings.warn(
             f"`backbone` ends in a softmax ({last.name!r}); it was removed "
             "so that the backbone outputs logits.",
             stacklevel=3,
         )
-        return keras.Model(model.inputs[0], last.input, name=model.name)
-    if getattr(last, "activation", None) is keras.activations.softmax:
+        history = model.outputs[0]._keras_history
+        node = last._inbound_nodes[history.node_index]
+        return keras.Model(
+            model.inputs[0], node.input_tensors[0], name=model.name
+        )
+    if own_kind == "softmax":
         warnings.warn(
             f"`backbone`'s last layer {last.name!r} has a softmax "
             "activation; it was replaced by a linear one so that the "
@@ -59,12 +101,36 @@ def prepare_backbone(backbone) -> keras.Model:
     return model
 
 
-def _is_softmax_layer(layer) -> bool:
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return isinstance(layer, keras.layers.Activation) and (
-        layer.activation is keras.activations.softmax
-    )
+def _activation_name(operation) -> str:
+    if isinstance(operation, keras.layers.Layer):
+        function = getattr(operation, "activation", None)
+        if function is not None:
+            return getattr(function, "__name__", str(function))
+    return type(operation).__name__.lower()
+
+
+def _kind(name: str):
+    if name in _SOFTMAX:
+        return "softmax"
+    return "squashing" if name in _SQUASHING else None
+
+
+def _activation_kinds(operation) -> tuple:
+    """``(kind of the operation itself, kind of its built-in activation)``:
+    each ``"softmax"``, ``"squashing"`` or None. The operation is an
+    activation when it is a ``Softmax`` layer, an ``Activation`` layer or
+    a `keras.ops` call (``keras.ops.softmax``, ``keras.ops.sigmoid``);
+    a layer such as ``Dense`` has its own ``activation``."""
+    if isinstance(operation, keras.layers.Softmax):
+        return "softmax", None
+    if isinstance(operation, keras.layers.Activation):
+        return _kind(_activation_name(operation)), None
+    if not isinstance(operation, keras.layers.Layer):  # a keras.ops call
+        return _kind(type(operation).__name__.lower()), None
+    function = getattr(operation, "activation", None)
+    if function is None:
+        return None, None
+    return None, _kind(getattr(function, "__name__", ""))
 
 
 def _without_final_activation(model, last):

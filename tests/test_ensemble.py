@@ -3,6 +3,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_bridge as kb
 
@@ -45,14 +46,45 @@ def test_trailing_softmax_is_removed_with_a_warning():
     as_activation = keras.Model(
         inputs, keras.layers.Dense(3, activation="softmax")(hidden)
     )
+    as_op = keras.Model(inputs, keras.ops.softmax(logits))
+    as_activation_layer = keras.Model(
+        inputs, keras.layers.Activation(tf.nn.softmax)(logits)
+    )
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
-    for model in (as_layer, as_activation):
+    for model in (as_layer, as_activation, as_op, as_activation_layer):
         with pytest.warns(UserWarning, match="softmax"):
             backbone = kb.splitting.prepare_backbone(model)
         probabilities = np.asarray(model(x))
         np.testing.assert_allclose(
             keras.ops.softmax(backbone(x)), probabilities, atol=1e-6
         )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda h: keras.layers.Dense(3, activation="sigmoid")(h),
+        lambda h: keras.ops.sigmoid(keras.layers.Dense(3)(h)),
+        lambda h: keras.layers.Activation("hard_sigmoid")(
+            keras.layers.Dense(3)(h)
+        ),
+    ],
+    ids=["dense_sigmoid", "ops_sigmoid", "activation_layer"],
+)
+def test_a_sigmoid_output_is_refused(head):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, head(keras.layers.Dense(8)(inputs)))
+    with pytest.raises(ValueError, match="sigmoid activation") as info:
+        kb.BridgeEnsemble(model)
+    assert "End the backbone in logits" in str(info.value)
+
+
+def test_a_backbone_with_one_class_is_refused():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    with pytest.raises(ValueError, match="at least 2 classes") as info:
+        kb.BridgeEnsemble(model)
+    assert "Dense(2)" in str(info.value)
 
 
 def test_bad_backbones_and_modes_are_refused():
