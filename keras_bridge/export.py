@@ -36,7 +36,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bridge.files import atomic_write, check_target
+from keras_bridge.files import (
+    atomic_write,
+    check_target,
+    clean_leftovers,
+    saved_model_or_empty,
+)
 from keras_bridge.version import __version__
 
 FORMATS = ("tf_saved_model", "onnx", "tflite")
@@ -139,7 +144,8 @@ def export_saved_model(
         model: the inference model of `BridgeEnsemble.inference_model`.
         path: the version folder, e.g. ``"serving/digits/1"``.
         info: the `metadata` of the export.
-        overwrite: replace an existing ``path``.
+        overwrite: replace an existing SavedModel (or empty folder) at
+            ``path``; any other folder is refused.
         verbose: print where the model was written.
 
     Returns:
@@ -166,7 +172,9 @@ def export_saved_model(
         )
     names = info["serving_names"]
     archive = _serving_archive(model, names)
-    with atomic_write(path, overwrite=overwrite, folder=True) as staging:
+    with atomic_write(
+        path, overwrite=overwrite, folder=True, replaces=saved_model_or_empty
+    ) as staging:
         archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
@@ -430,7 +438,14 @@ def export(
     True
     """
     check_arguments(format, quantization)
-    check_target(path, format == "tf_saved_model", overwrite)
+    saved_model = format == "tf_saved_model"
+    # Checked before the (slow) conversion, and after an interrupted
+    # replace's previous version is put back: `overwrite` protects it too.
+    clean_leftovers(path)
+    check_target(
+        path, saved_model, overwrite,
+        replaces=saved_model_or_empty if saved_model else None,
+    )  # fmt: skip
     suffix = SUFFIXES.get(format)
     if suffix and not os.fspath(path).endswith(suffix):
         raise ValueError(

@@ -96,10 +96,17 @@ def clean_leftovers(path) -> list:
     return found
 
 
-def check_target(path, folder: bool, overwrite, argument: str = "path"):
+def check_target(
+    path, folder: bool, overwrite, argument: str = "path", replaces=None
+):
     """Checks that ``path`` may be written: a file (``folder=False``) or a
     folder, replacing an existing one of the same kind only with
     ``overwrite=True``. Returns the absolute path.
+
+    ``replaces`` narrows what ``overwrite=True`` may replace: a function
+    of the existing path that returns None when it may be replaced, or
+    a sentence saying what it holds (e.g. "is a folder holding 1, 2, not
+    a SavedModel"), which is refused with a `ValueError`.
 
     Example:
 
@@ -129,12 +136,59 @@ def check_target(path, folder: bool, overwrite, argument: str = "path"):
             raise FileExistsError(
                 f"{path!r} exists; pass `overwrite=True` to replace it."
             )
+        problem = None if replaces is None else replaces(path)
+        if problem:
+            raise ValueError(
+                f"`{argument}` {path!r} {problem}; nothing was written. "
+                "Choose another path, or move it away first."
+            )
     return path
+
+
+def saved_model_or_empty(path) -> str | None:
+    """`check_target`'s ``replaces`` for a SavedModel: None when ``path``
+    is a folder holding ``saved_model.pb`` or nothing, else why not.
+
+    ``overwrite=True`` replaces what an export wrote, never a user's
+    folder: a SavedModel's parent (``serving/digits`` holding the
+    versions ``1/``, ``2/``) or any other folder is refused.
+
+    Example:
+
+    >>> os.makedirs("serving/digits/1")
+    >>> open("serving/digits/1/saved_model.pb", "w").close()
+    >>> saved_model_or_empty("serving/digits/1") is None
+    True
+    >>> print(saved_model_or_empty("serving/digits"))
+    is a folder holding ['1'], not a SavedModel (it has no saved_model.pb):
+    `overwrite=True` replaces only a SavedModel or an empty folder. A new
+    version goes to a new numbered folder, e.g. serving/digits/2
+    """
+    names = sorted(os.listdir(path))
+    if not names or "saved_model.pb" in names:
+        return None
+    shown = names if len(names) <= 5 else [*names[:5], "..."]
+    versions = [int(name) for name in names if name.isdigit()]
+    hint = ""
+    if versions:
+        hint = (
+            ". A new version goes to a new numbered folder, e.g. "
+            f"{os.path.join(path, str(max(versions) + 1))}"
+        )
+    return (
+        f"is a folder holding {shown}, not a SavedModel (it has no "
+        "saved_model.pb): `overwrite=True` replaces only a SavedModel or "
+        f"an empty folder{hint}"
+    )
 
 
 @contextlib.contextmanager
 def atomic_write(
-    path, overwrite: bool = False, suffix: str = "", folder: bool = False
+    path,
+    overwrite: bool = False,
+    suffix: str = "",
+    folder: bool = False,
+    replaces=None,
 ):
     """Yields a staging path; on success it is renamed to ``path``.
 
@@ -150,6 +204,8 @@ def atomic_write(
             `FileExistsError`.
         suffix: ending of the staging name.
         folder: whether a folder (rather than a file) is written.
+        replaces: what ``overwrite=True`` may replace (see
+            `check_target`); None: any file or folder of its kind.
 
     Example:
 
@@ -159,9 +215,11 @@ def atomic_write(
     >>> os.listdir(".")
     ['model.keras']
     """
-    path = check_target(path, folder, overwrite)
+    # Leftovers first: one may be the previous version, put back in
+    # place, which `overwrite` must then protect like any other.
+    clean_leftovers(os.path.abspath(os.fspath(path)))
+    path = check_target(path, folder, overwrite, replaces=replaces)
     parent, base = os.path.split(path)
-    clean_leftovers(path)
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, _staging_name(base, suffix))
     try:

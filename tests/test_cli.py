@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import yaml
@@ -175,3 +176,15 @@ def test_quiet_silences_tensorflow_notices(tmp_path, caplog, capsys):
         assert "missing.keras" in capsys.readouterr().err
     finally:
         logger.setLevel(level)
+
+
+def test_export_overwrite_keeps_a_users_folder(tiny_ensemble, tmp_path, capsys):
+    ensemble = tiny_ensemble.save(tmp_path / "ensemble.keras")
+    userdir = tmp_path / "userdir"
+    os.makedirs(userdir / "keep")
+    (userdir / "keep" / "file.txt").write_text("mine")
+    argv = ["export", ensemble, str(userdir), "--overwrite", "--quiet"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "userdir" in err and "not a SavedModel" in err
+    assert (userdir / "keep" / "file.txt").read_text() == "mine"

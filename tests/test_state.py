@@ -340,6 +340,39 @@ def test_a_write_interrupted_mid_swap_restores_the_old_version(tmp_path):
     assert (tmp_path / "1" / "saved_model.pb").read_bytes() == b"version 1"
 
 
+def test_an_old_version_put_back_is_not_overwritten(tiny_ensemble, tmp_path):
+    # Killed between the two renames of a replace: only `.old` is left.
+    old = tmp_path / f".1.{_dead_pid()}-0badc0de.partial.old"
+    os.makedirs(old)
+    (old / "saved_model.pb").write_bytes(b"version 1")
+    with pytest.warns(UserWarning, match="put back"):
+        with pytest.raises(FileExistsError, match="overwrite=True"):
+            tiny_ensemble.export(tmp_path / "1", verbose=False)
+    assert os.listdir(tmp_path) == ["1"]
+    assert (tmp_path / "1" / "saved_model.pb").read_bytes() == b"version 1"
+
+
+def test_overwrite_replaces_only_what_an_export_wrote(tiny_ensemble, tmp_path):
+    ens = tiny_ensemble
+    model = tmp_path / "serving" / "digits"
+    for version in ("1", "2"):
+        os.makedirs(model / version)
+        (model / version / "saved_model.pb").write_text(f"v{version}")
+    (model / "NOTES.txt").write_text("my notes")
+    with pytest.raises(ValueError, match="not a SavedModel") as error:
+        ens.export(model, overwrite=True, verbose=False)  # version forgotten
+    assert "NOTES.txt" in str(error.value) and "digits/3" in str(error.value)
+    assert sorted(os.listdir(model)) == ["1", "2", "NOTES.txt"]
+    assert (model / "NOTES.txt").read_text() == "my notes"
+    assert (model / "2" / "saved_model.pb").read_text() == "v2"
+    # A SavedModel version and an empty folder are replaced.
+    os.makedirs(model / "3")
+    for path in (model / "2", model / "3"):
+        ens.export(path, overwrite=True, verbose=False)
+        assert (path / "assets.extra" / "keras_bridge.json").is_file()
+    assert (model / "1" / "saved_model.pb").read_text() == "v1"
+
+
 def test_a_live_writer_is_left_alone(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "input()"], stdin=-1)
     try:
