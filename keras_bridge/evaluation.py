@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 
 from keras_bridge import metrics as metrics_lib
-from keras_bridge import plots
+from keras_bridge import plots, report_text
 from keras_bridge.distillation import teacher_fidelity
 from keras_bridge.flops import flops
 from keras_bridge.members import (
@@ -49,8 +49,9 @@ class EnsembleReport:
             (FLOPs relative to one backbone; ``c*`` columns after
             temperature scaling fitted on calibration data; DEE: the
             interpolated number of full members a deep ensemble needs for
-            the same accuracy / calibrated NLL; agreement and KL: mean
-            fidelity of the row's bridges to their teachers).
+            the same accuracy / calibrated NLL, printed ``< 1`` below
+            DE-1 and ``>= N`` beyond the largest DE-N; agreement and KL:
+            mean fidelity of the row's bridges to their teachers).
         bridges: one dict per bridge (and point r for conditioned ones):
             agreement, KL, the bridge's and the teacher's accuracy, and
             FLOPs relative to one backbone; with calibration data also
@@ -66,9 +67,10 @@ class EnsembleReport:
 
     Each row also keeps ``reliability``, the data of its reliability
     diagram (not a table column): `keras_bridge.metrics.reliability_bins`
-    of the test predictions in `RELIABILITY_BINS` bins, plus
-    ``calibrated``: True when they are of the temperature-scaled mean
-    (with calibration data), False when of the raw mean.
+    of the test predictions in equal-count bins of at least `MIN_PER_BIN`
+    inputs (at most `RELIABILITY_BINS` bins), plus ``calibrated``: True
+    when they are of the temperature-scaled mean (with calibration data),
+    False when of the raw mean.
 
     Example:
 
@@ -158,8 +160,38 @@ class EnsembleReport:
         cells = []
         for key, _, fmt in self._columns():
             value = row.get(key)
-            cells.append("-" if value is None else fmt.format(value))
+            if key in report_text.DEE_SCORES:
+                cells.append(report_text.dee_cell(key, row, self.rows))
+            else:
+                cells.append("-" if value is None else fmt.format(value))
         return cells
+
+    def _bridge_keys(self) -> list:
+        """The columns of the bridges table."""
+        keys = [
+            "name",
+            "point",
+            "agreement",
+            "kl",
+            "accuracy",
+            "teacher_accuracy",
+            "flops",
+        ]
+        return keys + [
+            key
+            for key in ("val_agreement", "val_cnll_change", "flag")
+            if any(key in bridge for bridge in self.bridges)
+        ]
+
+    def legend(self, anchor=None) -> str:
+        """What the rows and columns mean, as Markdown (`report.md`'s
+        legend); ``anchor``: the mode of the "Single" rows."""
+        return report_text.legend(
+            [title for _, title, _ in self._columns()],
+            [row["name"] for row in self.rows],
+            self._bridge_keys() if self.bridges else (),
+            anchor,
+        )
 
     def to_markdown(self) -> str:
         """The report as two Markdown tables."""
@@ -170,20 +202,7 @@ class EnsembleReport:
         ]
         lines += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
         if self.bridges:
-            keys = [
-                "name",
-                "point",
-                "agreement",
-                "kl",
-                "accuracy",
-                "teacher_accuracy",
-                "flops",
-            ]
-            keys += [
-                key
-                for key in ("val_agreement", "val_cnll_change", "flag")
-                if any(key in bridge for bridge in self.bridges)
-            ]
+            keys = self._bridge_keys()
             lines += [
                 "",
                 "| " + " | ".join(keys) + " |",
@@ -225,9 +244,13 @@ def _fmt(value):
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-#: Equal-width confidence bins of each row's ``reliability`` entry (those
-#: of the ECE columns).
+#: Equal-width confidence bins of the ECE columns, and the most bins of
+#: each row's ``reliability`` entry.
 RELIABILITY_BINS = 15
+
+#: The fewest test inputs per bin of a row's ``reliability`` entry: its
+#: bins hold equal counts, fewer bins on a small test set.
+MIN_PER_BIN = 25
 
 #: Points at which an r-conditioned bridge's fidelity is reported (on
 #: `keras_bridge.bridges.CONDITIONED_GRID`, so the teachers exist).
@@ -551,9 +574,10 @@ def _score(test_p, y, val_p, calibration) -> dict:
         )
     # The diagram shows what a user would serve: the calibrated mean
     # when a temperature could be fitted.
+    num_bins = max(1, min(RELIABILITY_BINS, len(y) // MIN_PER_BIN))
     row["reliability"] = {
         "calibrated": val_p is not None,
-        **metrics_lib.reliability_bins(shown, y, RELIABILITY_BINS),
+        **metrics_lib.reliability_bins(shown, y, num_bins, "quantile"),
     }
     return row
 

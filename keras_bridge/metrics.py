@@ -107,16 +107,24 @@ def ece(probabilities, labels, num_bins: int = 15) -> float:
     return float(total)
 
 
-def reliability_bins(probabilities, labels, num_bins: int = 15) -> dict:
+def reliability_bins(
+    probabilities, labels, num_bins: int = 15, strategy: str = "uniform"
+) -> dict:
     """The data of a reliability diagram: accuracy per confidence bin.
 
-    The bins are those of `ece` (equal width, ``(lo, hi]``), so
-    ``sum_b count_b / n * |accuracy_b - confidence_b|`` is the ECE.
+    With ``strategy="uniform"`` the bins are those of `ece` (equal width,
+    ``(lo, hi]``), so ``sum_b count_b / n * |accuracy_b - confidence_b|``
+    is the ECE. With ``"quantile"`` each bin holds the same number of
+    inputs (give or take one), in order of confidence: on a confident
+    model and a small test set, equal-width bins put nearly every input
+    in the top bin, equal-count bins spread them out.
 
     Args:
         probabilities: ``(n, num_classes)`` predicted probabilities.
         labels: ``(n,)`` integer labels.
-        num_bins: number of equal-width bins over ``[0, 1]``.
+        num_bins: number of bins (``"quantile"``: at most ``n``).
+        strategy: ``"uniform"`` (equal-width bins over ``[0, 1]``) or
+            ``"quantile"`` (equal-count bins).
 
     Returns:
         A JSON-ready dict of lists: ``edges`` (``num_bins + 1`` floats),
@@ -129,14 +137,45 @@ def reliability_bins(probabilities, labels, num_bins: int = 15) -> dict:
     >>> bins = reliability_bins([[0.8, 0.2], [0.6, 0.4]], [0, 1], 2)
     >>> bins["count"], bins["accuracy"], bins["confidence"]
     ([0, 2], [None, 0.5], [None, 0.7])
+    >>> bins = reliability_bins([[0.8, 0.2], [0.6, 0.4]], [0, 1], 2,
+    ...                         strategy="quantile")
+    >>> bins["count"], bins["accuracy"], bins["confidence"]
+    ([1, 1], [0.0, 1.0], [0.6, 0.8])
     """
-    edges, bins, _ = _calibration_bins(probabilities, labels, num_bins)
+    if strategy == "uniform":
+        edges, bins, _ = _calibration_bins(probabilities, labels, num_bins)
+    elif strategy == "quantile":
+        edges, bins = _quantile_bins(probabilities, labels, num_bins)
+    else:
+        raise ValueError(
+            "`strategy` must be 'uniform' or 'quantile'; received "
+            f"strategy={strategy!r}."
+        )
     return {
         "edges": edges.tolist(),
         "confidence": [s / c if c else None for c, _, s in bins],
         "accuracy": [k / c if c else None for c, k, _ in bins],
         "count": [c for c, _, _ in bins],
     }
+
+
+def _quantile_bins(probabilities, labels, num_bins):
+    """As `_calibration_bins`, with bins of equal count in order of
+    confidence; the edges are the lowest confidence of each bin and the
+    highest of the last."""
+    probabilities, labels = _check(probabilities, labels)
+    if not len(labels):
+        raise ValueError("`probabilities` must hold at least one input.")
+    confidence = probabilities.max(axis=1)
+    correct = np.argmax(probabilities, axis=1) == labels
+    order = np.argsort(confidence, kind="stable")
+    chunks = np.array_split(order, max(1, min(num_bins, len(order))))
+    bins = [
+        (len(c), float(correct[c].sum()), float(confidence[c].sum()))
+        for c in chunks
+    ]
+    edges = [confidence[c[0]] for c in chunks] + [confidence[order[-1]]]
+    return np.asarray(edges, dtype="float64"), bins
 
 
 def temperature_scale(probabilities, temperature: float) -> np.ndarray:

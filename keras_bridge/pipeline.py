@@ -17,7 +17,7 @@ import keras
 
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
-from keras_bridge import models, plots
+from keras_bridge import models, plots, report_text
 from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.profile import CurveProfile
 from keras_bridge.tuning import default_pair
@@ -245,12 +245,8 @@ def evaluate(ens, data, folder, plots=True, profiles=(), verbose=1) -> dict:
     if verbose:
         print(report, flush=True)
         print(f"Members that pay off on validation data: {selected}")
-    lines = [report.to_markdown(), ""]
-    for bridge in report.flagged:
-        lines.append(f"- {bridge['name']}: {bridge['flag']}")
-    lines.append(f"\nMembers selected on validation data: {selected}\n")
     with open(os.path.join(folder, "report.md"), "w") as handle:
-        handle.write("\n".join(lines))
+        handle.write(report_text.markdown(report, selected, ens.anchor))
     if plots:
         _plots(report, profiles, folder, verbose)
     return {"evaluation": report.to_dict(), "selected_members": selected}
@@ -264,7 +260,9 @@ def _plots(report, profiles, folder, verbose) -> None:
         )
         if profiles:
             profiles[0].plot(
-                path=os.path.join(folder, "curves.png"), others=profiles[1:]
+                path=os.path.join(folder, "curves.png"),
+                others=profiles[1:],
+                scored_on="test set",
             )
     except ImportError as error:
         if verbose:

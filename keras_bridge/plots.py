@@ -140,18 +140,24 @@ def flops_tradeoff(report, path=None, metrics=("accuracy", "cnll"), ax=None):
     return _finish(figure, path)
 
 
-def curve_profile(profiles, path=None, metric: str = "nll", ax=None):
+def curve_profile(
+    profiles, path=None, metric: str = "nll", ax=None, scored_on=None
+):
     """NLL (or accuracy) along paths between modes, against t.
 
-    Draw the straight line and the fitted curve between the same two
-    modes together to see the barrier that curve training removes: lines
-    are dashed, curves solid, one colour per pair of modes.
+    Draw the straight line and the fitted curves together to see the
+    barrier that curve training removes: lines are dashed, curves solid,
+    one colour per pair of modes. With both, a second panel shows the
+    curves alone on their own scale, so that no curve is flattened under
+    the line's barrier (not when drawing into ``ax``).
 
     Args:
         profiles: a `keras_bridge.CurveProfile` or a list of them.
         path: where to save the figure as a PNG; default not saved.
         metric: ``"nll"`` or ``"accuracy"``.
         ax: a `matplotlib.axes.Axes` to draw into; default a new figure.
+        scored_on: the data the profiles were measured on, for the axis
+            label, e.g. ``"test set"``.
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -163,9 +169,10 @@ def curve_profile(profiles, path=None, metric: str = "nll", ax=None):
     >>> t = np.linspace(0.0, 1.0, 3)
     >>> line = CurveProfile("line", (0, 1), t, [0.9, 0.4, 0.9], [0.3, 2, 0.3])
     >>> curve = CurveProfile("curve", (0, 1), t, [0.9, 0.9, 0.9], [0.3] * 3)
-    >>> figure = curve_profile([line, curve], metric="accuracy")
-    >>> figure.axes[0].get_ylabel()
-    'accuracy'
+    >>> figure = curve_profile([line, curve], metric="accuracy",
+    ...                        scored_on="test set")
+    >>> [axes.get_ylabel() for axes in figure.axes]
+    ['accuracy on the test set', 'accuracy on the test set']
     """
     if metric not in ("nll", "accuracy"):
         raise ValueError(
@@ -179,22 +186,31 @@ def curve_profile(profiles, path=None, metric: str = "nll", ax=None):
             "`profiles` must be a CurveProfile or a non-empty list of "
             f"them; received {profiles!r}."
         )
-    figure, (axes,) = _panels(ax, 1, (5.0, 3.4))
+    curves = [p for p in profiles if p.kind != "line"]
+    zoom = ax is None and 0 < len(curves) < len(profiles)
+    figure, panels = _panels(ax, 1 + zoom, (5.0 + 4.0 * zoom, 3.4))
     pairs = list(dict.fromkeys(p.pair for p in profiles))
-    for profile in profiles:
-        axes.plot(
-            profile.t,
-            getattr(profile, metric),
-            color=_BRIDGE_COLORS[pairs.index(profile.pair) % 8],
-            linestyle="--" if profile.kind == "line" else "-",
-            marker="o",
-            markersize=3,
-            label=f"{profile.kind} {profile.pair[0]} -> {profile.pair[1]}",
-        )
-    axes.set_xlabel("t (0 and 1: the two modes)")
-    axes.set_ylabel(METRIC_LABELS[metric])
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    label = METRIC_LABELS[metric]
+    if scored_on:
+        label += f" on the {scored_on}"
+    for axes, drawn in zip(panels, (profiles, curves)):
+        for profile in drawn:
+            axes.plot(
+                profile.t,
+                getattr(profile, metric),
+                color=_BRIDGE_COLORS[pairs.index(profile.pair) % 8],
+                linestyle="--" if profile.kind == "line" else "-",
+                marker="o",
+                markersize=3,
+                label=f"{profile.kind} {profile.pair[0]} -> {profile.pair[1]}",
+            )
+        axes.set_xlabel("t (0 and 1: the two modes)")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+    if zoom:
+        panels[0].set_title("straight line and curves", fontsize="medium")
+        panels[1].set_title("fitted curves only", fontsize="medium")
+    _legend(figure, panels, own_figure=ax is None)
     return _finish(figure, path)
 
 
@@ -202,11 +218,13 @@ def reliability(report, path=None, names=None, ax=None):
     """Reliability diagram: accuracy per confidence bin of chosen rows.
 
     Each configuration is a line through its bins' (mean confidence,
-    accuracy) points, with marker area proportional to the share of test
-    inputs in the bin; points under the diagonal are overconfident. The
-    bins are those of the ECE columns, stored in each row's
-    ``reliability`` entry (of the temperature-scaled mean when the
-    report had calibration data).
+    accuracy) points; points under the diagonal are overconfident. The
+    bins are stored in each row's ``reliability`` entry: equal-count bins
+    of the test predictions (of the temperature-scaled mean when the
+    report had calibration data), so that a confident model on a small
+    test set still gets several bins; the legend gives their number and
+    counts. Confidence is on a logit scale (0.9, 0.99, 0.999 equally
+    apart), so that bins near 1 do not pile up at (1, 1).
 
     Args:
         report: an `keras_bridge.evaluation.EnsembleReport`.
@@ -224,32 +242,41 @@ def reliability(report, path=None, names=None, ax=None):
     >>> from keras_bridge import metrics
     >>> from keras_bridge.evaluation import EnsembleReport
     >>> probabilities = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]])
-    >>> bins = metrics.reliability_bins(probabilities, [0, 0, 1])
-    >>> row = {"name": "DE-1", "members": 1, "flops": 1.0,
+    >>> bins = metrics.reliability_bins(probabilities, [0, 0, 1], 3,
+    ...                                 strategy="quantile")
+    >>> row = {"name": "DE-1", "members": 1, "flops": 1.0, "ece": 0.333,
     ...        "accuracy": 2 / 3, "reliability": {"calibrated": False, **bins}}
     >>> figure = reliability(EnsembleReport([row], bridges=[]))
     >>> [line.get_label() for line in figure.axes[0].get_lines()]
-    ['perfect calibration', 'DE-1 (ECE 0.333)']
+    ['perfect calibration', 'DE-1 (ECE 0.333; 3 bins of 1)']
     """
     rows = _report_rows(report)
     chosen = _reliability_rows(rows, names)
     figure, (axes,) = _panels(ax, 1, (4.8, 5.6))
+    points = [_reliability_points(row) for row in chosen]
+    low = min(min(x.min(), 0.5) for x, _, _ in points)
+    high = max(max(x.max(), 0.99) for x, _, _ in points)
+    diagonal = 1 / (1 + np.exp(-np.linspace(_logit(low), _logit(high), 50)))
     axes.plot(
-        [0, 1], [0, 1], color="0.6", linestyle=":", label="perfect calibration"
+        diagonal,
+        diagonal,
+        color="0.6",
+        linestyle=":",
+        label="perfect calibration",
     )
-    for index, row in enumerate(chosen):
-        _draw_reliability(axes, row, _BRIDGE_COLORS[index % 8])
+    for index, (row, found) in enumerate(zip(chosen, points)):
+        _draw_reliability(axes, row, found, _BRIDGE_COLORS[index % 8])
     calibrated = {row["reliability"].get("calibrated") for row in chosen}
     title = {
         frozenset([True]): "temperature-scaled test predictions",
         frozenset([False]): "uncalibrated test predictions",
     }.get(frozenset(calibrated), "test predictions")
     axes.set_title(title, fontsize="medium")
-    # A little beyond [0, 1], so that markers of empty-accuracy or
-    # full-confidence bins are not cut in half.
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_aspect("equal")
+    _logit_axis(axes)
+    axes.set_xlim(low / 1.05, 1 - (1 - high) / 1.5)
+    bottom = min(min(y.min() for _, y, _ in points), low)
+    # A little beyond the data, so that markers are not cut in half.
+    axes.set_ylim(max(0.0, np.floor(bottom * 10) / 10) - 0.02, 1.02)
     axes.set_xlabel("confidence (mean top-class probability in bin)")
     axes.set_ylabel("accuracy in bin")
     axes.grid(alpha=0.3)
@@ -257,7 +284,7 @@ def reliability(report, path=None, names=None, ax=None):
         figure,
         [axes],
         own_figure=ax is None,
-        columns=2,
+        columns=1,
         title="marker area: share of test inputs",
     )
     return _finish(figure, path)
@@ -496,20 +523,54 @@ def _default_reliability_names(rows) -> list:
     return names
 
 
-def _draw_reliability(axes, row, color) -> None:
+#: Confidences this close to 0 or 1 are drawn at the bound: the logit
+#: axis has no room for 1 itself.
+_LOGIT_BOUND = 1e-6
+
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+def _logit_axis(axes) -> None:
+    """A logit x-axis labelled 0.5, 0.9, 0.99, ... (not 1 - 10^-2)."""
+    from matplotlib import ticker
+
+    axes.set_xscale("logit")
+    axes.xaxis.set_major_formatter(
+        ticker.FuncFormatter(lambda value, _: f"{value:.10g}")
+    )
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _reliability_points(row):
+    """(confidence, accuracy, count) of a row's non-empty bins."""
     bins = row["reliability"]
     filled = [i for i, count in enumerate(bins["count"]) if count]
     confidence = np.array([bins["confidence"][i] for i in filled])
+    confidence = np.clip(confidence, _LOGIT_BOUND, 1 - _LOGIT_BOUND)
     accuracy = np.array([bins["accuracy"][i] for i in filled])
-    share = np.array([bins["count"][i] for i in filled], dtype="float64")
-    share /= share.sum()
-    ece = float(np.sum(share * np.abs(accuracy - confidence)))
+    count = np.array([bins["count"][i] for i in filled], dtype="int64")
+    return confidence, accuracy, count
+
+
+def _draw_reliability(axes, row, points, color) -> None:
+    confidence, accuracy, count = points
+    share = count / count.sum()
+    # The table's own ECE when the row has it (its bins are equal-width).
+    ece = row.get("cece") if row["reliability"].get("calibrated") else None
+    ece = ece if ece is not None else row.get("ece")
+    if ece is None:
+        ece = float(np.sum(share * np.abs(accuracy - confidence)))
+    counts = f"{count.min()}" if count.min() == count.max() else (
+        f"{count.min()}-{count.max()}"
+    )  # fmt: skip
     axes.plot(
         confidence,
         accuracy,
         color=color,
         linewidth=1.2,
-        label=f"{row['name']} (ECE {ece:.3f})",
+        label=f"{row['name']} (ECE {ece:.3f}; {len(count)} bins of {counts})",
     )
     # Area, not radius, proportional to the share, so that sizes compare.
     axes.scatter(

@@ -55,7 +55,10 @@ class CurveProfile:
         """Largest NLL along the path minus the mean NLL of its ends."""
         return float(self.nll.max() - (self.nll[0] + self.nll[-1]) / 2)
 
-    def plot(self, path=None, metric: str = "nll", ax=None, others=()):
+    def plot(
+        self, path=None, metric: str = "nll", ax=None, others=(),
+        scored_on=None,
+    ):  # fmt: skip
         """Draws the profile against t (needs matplotlib).
 
         Args:
@@ -65,6 +68,8 @@ class CurveProfile:
                 figure.
             others: more `CurveProfile`s for the same axes, e.g. the
                 straight line and the fitted curve between two modes.
+            scored_on: the data the profiles were measured on, for the
+                axis label, e.g. ``"test set"``.
 
         Returns:
             The `matplotlib.figure.Figure`
@@ -82,8 +87,9 @@ class CurveProfile:
         ['line 0 -> 1', 'curve 0 -> 1']
         """
         return plots.curve_profile(
-            [self, *others], path=path, metric=metric, ax=ax
-        )
+            [self, *others], path=path, metric=metric, ax=ax,
+            scored_on=scored_on,
+        )  # fmt: skip
 
     def to_dict(self) -> dict:
         return {

@@ -174,7 +174,9 @@ def test_curve_profile_draws_line_and_curve(tmp_path):
     path = tmp_path / "profile.png"
     figure = line.plot(path=path, others=[curve])
     _check_png(path, figure)
-    (axes,) = figure.axes
+    # Both on the first panel; the curve alone on the second.
+    axes, zoomed = figure.axes
+    assert _labels(zoomed) == ["curve 0 -> 1"]
     assert _labels(axes) == ["line 0 -> 1", "curve 0 -> 1"]
     drawn = axes.get_lines()
     assert [d.get_linestyle() for d in drawn] == ["--", "-"]
@@ -203,7 +205,7 @@ def test_reliability_draws_the_chosen_rows(tmp_path):
     # The ECE in each label is that of the predictions behind the bins.
     seed = [spec[0] for spec in ROW_SPECS].index("DE-3")
     ece = metrics.ece(*_probabilities(seed))
-    assert labels[2] == f"DE-3 (ECE {ece:.3f})"
+    assert labels[2].startswith(f"DE-3 (ECE {ece:.3f}; ")
     assert "temperature-scaled" in axes.get_title()
     assert axes.get_xlabel().startswith("confidence")
     assert axes.get_ylabel() == "accuracy in bin"
@@ -248,20 +250,18 @@ def test_evaluation_rows_keep_their_reliability_bins():
     row = evaluation._score(test_p, test_y, val_p, (None, val_y))
     bins = row["reliability"]
     assert bins["calibrated"] is True
-    assert len(bins["count"]) == evaluation.RELIABILITY_BINS
-    weighted = sum(
-        c / len(test_y) * abs(a - p)
-        for c, a, p in zip(bins["count"], bins["accuracy"], bins["confidence"])
-        if c
-    )
-    # Of the temperature-scaled predictions: the cECE column, not ECE.
-    assert weighted == pytest.approx(row["cece"], abs=1e-9)
-    assert abs(row["cece"] - row["ece"]) > 1e-3
+    # Equal-count bins of MIN_PER_BIN inputs: 300 inputs, 12 bins.
+    assert bins["count"] == [evaluation.MIN_PER_BIN] * 12
+    # Of the temperature-scaled predictions, not of the raw ones.
+    scaled = metrics.temperature_scale(test_p, row["temperature"])
+    assert bins == {
+        "calibrated": True,
+        **metrics.reliability_bins(scaled, test_y, 12, "quantile"),
+    }
     row = evaluation._score(test_p, test_y, None, None)
-    assert row["reliability"]["calibrated"] is False
     assert row["reliability"] == {
         "calibrated": False,
-        **metrics.reliability_bins(test_p, test_y),
+        **metrics.reliability_bins(test_p, test_y, 12, "quantile"),
     }
 
 
@@ -357,3 +357,76 @@ def test_without_matplotlib_the_error_says_how_to_install(monkeypatch):
 def test_docstring_examples_run(module):
     results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
+
+def _confident(seed, n=300, num_classes=10):
+    """A good model on a small test set: every confidence above 0.96
+    (one equal-width bin of 15), 97 % right."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(num_classes, size=n)
+    top = 1 - 10 ** -rng.uniform(1.5, 5, size=n)
+    wrong = rng.random(n) < 0.03
+    predicted = np.where(wrong, (labels + 1) % num_classes, labels)
+    probabilities = np.tile(((1 - top) / (num_classes - 1))[:, None], (1, 10))
+    probabilities[np.arange(n), predicted] = top
+    return probabilities, labels
+
+
+def test_reliability_bins_adapt_to_a_confident_model(tmp_path):
+    probabilities, labels = _confident(0)
+    row = {"name": "DE-1", "members": 1, "flops": 1.0}
+    row.update(evaluation._score(probabilities, labels, None, None))
+    path = tmp_path / "reliability.png"
+    figure = plots.reliability(EnsembleReport([row], []), path=path)
+    axes = figure.axes[0]
+    drawn = axes.get_lines()[1]
+    points = np.column_stack([drawn.get_xdata(), drawn.get_ydata()])
+    # Several bins, and their markers apart on the figure, not piled up
+    # at (1, 1): at least half at distinct places (1 % of the axes).
+    assert len(points) >= 8
+    placed = axes.transAxes.inverted().transform(
+        axes.transData.transform(points)
+    )
+    distinct = {tuple(p) for p in np.round(placed * 100)}
+    assert len(distinct) >= len(points) // 2
+    # The counts per bin are shown.
+    counts = row["reliability"]["count"]
+    assert sum(counts) == len(labels) and max(counts) - min(counts) <= 1
+    assert f"bins of {min(counts)}" in drawn.get_label()
+
+
+def test_curves_show_every_curve_and_the_data_scored(tmp_path):
+    line, curve = _profiles()
+    t = line.t
+    other = CurveProfile(
+        "curve", (0, 2), t, [0.9] * 5, [0.3, 0.45, 0.55, 0.42, 0.31]
+    )
+    path = tmp_path / "curves.png"
+    figure = plots.curve_profile(
+        [line, curve, other], path=path, scored_on="test set"
+    )
+    _check_png(path, figure)
+    texts = [a.get_ylabel() + a.get_title() for a in figure.axes]
+    texts.append(figure.get_suptitle())
+    assert any("test set" in text for text in texts)
+    # Each curve is drawn, in its own colour, on axes whose height its
+    # values fill: not flattened under the straight line's barrier.
+    for drawn_curve in (curve, other):
+        label = f"curve {drawn_curve.pair[0]} -> {drawn_curve.pair[1]}"
+        holding = [
+            axes
+            for axes in figure.axes
+            if label in [drawn.get_label() for drawn in axes.get_lines()]
+        ]
+        spans = [
+            np.ptp(drawn_curve.nll) / (a.get_ylim()[1] - a.get_ylim()[0])
+            for a in holding
+        ]
+        assert max(spans) > 0.25
+    colours = {
+        drawn.get_color()
+        for axes in figure.axes
+        for drawn in axes.get_lines()
+        if drawn.get_label().startswith("curve")
+    }
+    assert len(colours) == 2
