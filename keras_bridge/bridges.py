@@ -481,7 +481,11 @@ def distill(modes, feature_index, specs, data, steps, options):
         ),
         jit_compile=False,
     )
-    callbacks = [training.StopOnNonFinite("fit_bridge")]
+    callbacks = [
+        training.StopOnNonFinite(
+            "fit_bridge", int(modes[0].outputs[0].shape[-1]), "agreement"
+        )
+    ]
     callbacks += list(options["callbacks"] or [])
     if options.get("keep_best") and options["validation_data"] is not None:
         callbacks.append(
@@ -504,14 +508,19 @@ def distill(modes, feature_index, specs, data, steps, options):
         return keras.callbacks.History()
     if checkpoints is not None:
         callbacks += checkpoints.callbacks(unit)
-    history = distiller.fit(
-        data,
-        epochs=options["epochs"],
-        validation_data=options["validation_data"],
-        callbacks=callbacks,
-        verbose=options["verbose"],
-        shuffle=False,
-    )
+    try:
+        history = distiller.fit(
+            data,
+            epochs=options["epochs"],
+            validation_data=options["validation_data"],
+            callbacks=callbacks,
+            verbose=options["verbose"],
+            shuffle=False,
+        )
+    except FloatingPointError:
+        if checkpoints is not None:  # a retry must not resume the divergence
+            checkpoints.discard(unit)
+        raise
     if shared is not None:
         recalibrate_shared(shared["trunk"], specs, data)
         training.check_finite_weights(shared["trunk"], "fit_bridge")

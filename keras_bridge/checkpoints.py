@@ -19,6 +19,7 @@ completed.
 
 import json
 import os
+import shutil
 
 import keras
 
@@ -137,10 +138,23 @@ class Checkpoints:
         """Loads the final weights of ``unit`` into ``model``."""
         model.load_weights(self._weights(unit))
 
+    def discard(self, unit: str) -> None:
+        """Removes everything kept of ``unit`` (its epoch backups, final
+        weights and progress), e.g. after it diverged."""
+        shutil.rmtree(os.path.join(self.backup_dir, unit), ignore_errors=True)
+        if os.path.isfile(self._weights(unit)):
+            os.remove(self._weights(unit))
+        progress = self.progress()
+        if progress.pop(unit, None) is not None:
+            self._write_progress(progress)
+
     def record(self, unit: str, epochs: int) -> None:
         """Notes that ``unit`` has completed ``epochs`` epochs."""
         progress = self.progress()
         progress[unit] = int(epochs)
+        self._write_progress(progress)
+
+    def _write_progress(self, progress: dict) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         path = os.path.join(self.backup_dir, "progress.json")
         with atomic_write(path, overwrite=True, suffix=".json") as staging:

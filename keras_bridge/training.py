@@ -27,6 +27,11 @@ MIDPOINT_TOLERANCE = 0.02
 #: accuracy (last epoch) is reported: usually BatchNorm moving statistics
 #: that lag the weights after few steps, sometimes overfitting.
 MODE_GAP_TOLERANCE = 0.2
+#: A stage whose epoch loss exceeds this multiple of its first batch's
+#: has diverged (`StopOnNonFinite`).
+DIVERGENCE_FACTOR = 10
+#: Accuracy (or agreement) up to ``1 / num_classes`` plus this is chance.
+CHANCE_MARGIN = 0.02
 #: Why `predict` and `evaluate` refuse a member with a NaN or inf weight.
 BROKEN_MEMBER = (
     "Its outputs would be meaningless: refit or reload the member (only "
@@ -57,33 +62,87 @@ def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops a stage with `FloatingPointError` when its loss is not finite.
+    """Stops a stage with `FloatingPointError` when it diverges.
 
     Unlike `keras.callbacks.TerminateOnNaN`, which ends training quietly
     and leaves NaN weights, the error names the stage, so the caller keeps
-    its state as it was.
+    its state as it was. A stage diverges when a batch's loss is not
+    finite, when an epoch's mean loss is more than `DIVERGENCE_FACTOR`
+    times the larger of the first batch's loss and ``log(num_classes)``
+    (what a uniform guess scores), or when training ends with its
+    ``score`` metric (accuracy, or agreement with a teacher) at chance
+    while its loss went up.
 
     Args:
         stage: what is being trained, e.g. ``"fit_modes (mode 2/5)"``.
+        num_classes: the number of classes; None checks non-finite losses
+            only.
+        score: the metric checked for chance level at the end.
+
+    Example:
+
+    >>> check = StopOnNonFinite("fit_modes (mode 1/1)", num_classes=10)
+    >>> check.on_train_batch_end(0, {"loss": 2.3})
+    >>> check.on_epoch_end(0, {"loss": 4.0e6, "accuracy": 0.1})
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: fit_modes (mode 1/1): the training diverged: ...
     """
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, num_classes=None, score="accuracy"):
         super().__init__()
         self.stage = stage
+        self.num_classes = num_classes
+        self.score = score
         self._epoch = 0
+        self._reference = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is None:
+            return
+        if not math.isfinite(float(loss)):
             raise FloatingPointError(
                 f"{self.stage}: the training loss became {float(loss)} at "
                 f"epoch {self._epoch + 1}, batch {batch + 1}: the inputs are "
                 "finite, so the training diverged. Lower the learning rate. "
                 "Nothing was kept."
             )
+        if self._reference is None and self.num_classes:
+            self._reference = max(float(loss), math.log(self.num_classes))
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self._reference is None or loss is None:
+            return
+        if float(loss) > DIVERGENCE_FACTOR * self._reference:
+            self._diverged(
+                f"its mean loss at epoch {epoch + 1}, {float(loss):.4g}, is "
+                f"over {DIVERGENCE_FACTOR}x its first batch's "
+                f"({self._reference:.4g})"
+            )
+
+    def on_train_end(self, logs=None):
+        logs = logs or {}
+        loss, score = logs.get("loss"), logs.get(self.score)
+        if self._reference is None or loss is None or score is None:
+            return
+        chance = 1.0 / self.num_classes + CHANCE_MARGIN
+        if score <= chance and float(loss) > 1.5 * self._reference:
+            self._diverged(
+                f"it ended with {self.score} {float(score):.4f}, chance "
+                f"level, and a loss {float(loss):.4g} above its first "
+                f"batch's ({self._reference:.4g})"
+            )
+
+    def _diverged(self, why: str):
+        raise FloatingPointError(
+            f"{self.stage}: the training diverged: {why}. Lower the "
+            "learning rate. Nothing was kept."
+        )
 
 
 def copy_model(model, name: str) -> keras.Model:
@@ -139,7 +198,10 @@ def fit_classifier(model, data, steps, options, stage):
         data,
         epochs=epochs,
         validation_data=options.get("validation_data"),
-        callbacks=[StopOnNonFinite(stage), *(options["callbacks"] or [])],
+        callbacks=[
+            StopOnNonFinite(stage, int(model.outputs[0].shape[-1])),
+            *(options["callbacks"] or []),
+        ],
         verbose=options["verbose"],
         shuffle=False,  # the pipeline shuffles
     )
@@ -183,9 +245,14 @@ def resumable_fit(model, data, steps, options, stage, unit):
             print(f"{unit}: finished before, loaded from the backup.")
         return keras.callbacks.History()
     callbacks = [*(options["callbacks"] or []), *checkpoints.callbacks(unit)]
-    history = fit_classifier(
-        model, data, steps, {**options, "callbacks": callbacks}, stage
-    )
+    try:
+        history = fit_classifier(
+            model, data, steps, {**options, "callbacks": callbacks}, stage
+        )
+    except FloatingPointError:
+        # A retry (at a lower learning rate) must not resume the divergence.
+        checkpoints.discard(unit)
+        raise
     checkpoints.finish(unit, model)
     return history
 

@@ -300,7 +300,11 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             jit_compile=False,
         )  # fmt: skip
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks.append(training.StopOnNonFinite("tune_bridge"))
+        callbacks.append(
+            training.StopOnNonFinite(
+                "tune_bridge", self.ensemble.num_classes, "agreement"
+            )
+        )
         kwargs["shuffle"] = False  # datasets come shuffled
         return model.fit(*args, callbacks=callbacks, **kwargs)
 

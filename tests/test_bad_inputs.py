@@ -516,3 +516,35 @@ def test_predict_and_evaluate_refuse_a_member_with_a_nan_weight(modes_only):
     with pytest.raises(FloatingPointError, match="evaluate: the weight"):
         modes_only.evaluate(_ds(X, Y))
     assert np.isfinite(before).all()
+
+
+def test_a_diverging_stage_is_refused_and_its_backup_dropped(tmp_path):
+    backbone = _backbone()
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone)])
+    kept = ens.modes[0]
+    backup = str(tmp_path / "backup")
+    # Adam at 1e3: losses in the millions, finite, accuracy at chance.
+    with pytest.raises(FloatingPointError, match="the training diverged"):
+        ens.fit_modes(
+            _ds(X, Y), epochs=2, learning_rate=1e3, verbose=0, backup_dir=backup
+        )
+    assert ens.modes == [kept]
+    assert not os.path.exists(os.path.join(backup, "mode_0"))
+    assert not os.path.exists(os.path.join(backup, "mode_0.weights.h5"))
+    # The retry at a sane rate trains afresh instead of resuming.
+    (history,) = ens.fit_modes(
+        _ds(X, Y), epochs=2, learning_rate=1e-3, verbose=0, backup_dir=backup
+    )
+    assert len(history.history["loss"]) == 2
+    assert max(history.history["loss"]) < 10
+
+
+def test_divergence_check_catches_a_loss_risen_to_chance():
+    check = kb.training.StopOnNonFinite("fit_bridge", 10, "agreement")
+    check.on_train_batch_end(0, {"loss": 3.0})
+    check.on_epoch_end(0, {"loss": 5.0})  # under 10x: not yet diverged
+    with pytest.raises(FloatingPointError, match="agreement 0.1000, chance"):
+        check.on_train_end({"loss": 5.0, "agreement": 0.1})
+    # A loss that fell is no divergence, even at chance (random labels).
+    check.on_train_end({"loss": 2.9, "agreement": 0.1})
