@@ -33,7 +33,11 @@ class PersistenceMixin:
         input and outputs, optionally quantised; the member order and
         temperature are embedded in it
         (`keras_bridge.export.read_tflite_metadata`). Written atomically;
-        an existing ``path`` is replaced only with ``overwrite=True``.
+        an existing ``path`` is replaced only with ``overwrite=True``, and
+        only when it is what an export writes: a SavedModel folder (one
+        holding ``saved_model.pb``), an empty folder, or a ``.onnx`` or
+        ``.tflite`` file. Any other folder (a model's folder of versions,
+        say) is refused, so a forgotten version number loses nothing.
         Refused when a weight is not finite.
 
         Args:
@@ -42,7 +46,8 @@ class PersistenceMixin:
             format: ``"tf_saved_model"``, ``"onnx"`` or ``"tflite"``.
             members: member names to serve (e.g. from `select_members`);
                 default all, in the order of `member_names`.
-            overwrite: replace an existing ``path`` of the same kind.
+            overwrite: replace an existing SavedModel, empty folder or
+                file of the format at ``path``.
             verbose: print where the model was written.
             quantization: TFLite only: None (float32),
                 ``"dynamic_range"`` (int8 weights) or ``"float16"``
@@ -72,7 +77,7 @@ class PersistenceMixin:
             model, path, info, format, overwrite, verbose, quantization
         )
 
-    def save(self, filepath, overwrite: bool = True) -> str:
+    def save(self, filepath, overwrite: bool | None = None) -> str:
         """Saves the whole ensemble to one ``.keras`` file, atomically.
 
         Modes, curves, bridges, cached curve points and the temperature
@@ -80,9 +85,16 @@ class PersistenceMixin:
         and `keras.saving.load_model` alone gives a model that returns
         the serving outputs. Refused when a weight is not finite.
 
+        As with Keras' ``save``, an existing ensemble archive is replaced
+        by default; any other file (a user's Keras model, say) is
+        replaced only with an explicit ``overwrite=True``.
+
         Args:
             filepath: a path ending in ``.keras``.
-            overwrite: replace an existing file.
+            overwrite: None (default): replace an existing file only when
+                it is a keras-bridge ensemble archive, else `ValueError`;
+                True: replace any existing file; False: never replace
+                (`FileExistsError`).
 
         Returns:
             The absolute path written.

@@ -5,6 +5,7 @@ into one Keras archive; `read` returns the backbone and that dict. This
 module never sees `BridgeEnsemble` itself.
 """
 
+import json
 import os
 import re
 import zipfile
@@ -176,7 +177,7 @@ def _state(archive) -> dict:
     }
 
 
-def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
+def write(filepath, backbone, state: dict, overwrite=None) -> str:
     """Writes an ensemble's ``state`` and ``backbone`` to a ``.keras`` file.
 
     ``state`` has the keys ``feature_layer``, ``seed``, ``curve``,
@@ -184,7 +185,9 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
     ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
     ``shared`` (the shared trunk's network or None), ``temperature``,
     ``mode_epochs`` and ``anchor``. The file is written
-    atomically (`keras_bridge.files.atomic_write`).
+    atomically (`keras_bridge.files.atomic_write`). An existing file is
+    replaced when it is an ensemble archive (``overwrite=None``), in any
+    case (``True``) or never (``False``).
 
     Returns:
         The absolute path written.
@@ -201,7 +204,10 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
             "`filepath` must end in '.keras' (Keras' archive format); "
             f"received {filepath!r}."
         )
-    check_target(filepath, False, overwrite, "filepath")
+    replaces = None
+    if overwrite is None:
+        overwrite, replaces = True, not_an_ensemble
+    check_target(filepath, False, overwrite, "filepath", replaces)
     curve_pairs = sorted(state["curves"])
     point_keys = sorted(state["points"])
     metadata = {
@@ -241,9 +247,42 @@ def write(filepath, backbone, state: dict, overwrite: bool = True) -> str:
         name="bridge_ensemble_archive",
     )
     archive.build()
-    with atomic_write(filepath, overwrite=overwrite, suffix=".keras") as tmp:
+    with atomic_write(
+        filepath, overwrite=overwrite, suffix=".keras", replaces=replaces
+    ) as tmp:
         keras.saving.save_model(archive, tmp)
     return os.path.abspath(filepath)
+
+
+def not_an_ensemble(filepath) -> str | None:
+    """None when ``filepath`` is a ``.keras`` archive of an ensemble (one
+    `write` wrote), else what it holds: `BridgeEnsemble.save` replaces
+    only an ensemble unless told ``overwrite=True``.
+
+    Example:
+
+    >>> not_an_ensemble("ensemble.keras") is None
+    True
+    >>> ens.backbone.save("backbone.keras")
+    >>> print(not_an_ensemble("backbone.keras"))
+    holds a Functional, not a keras-bridge ensemble: `save` replaces only
+    an ensemble archive unless you pass `overwrite=True`
+    """
+    try:
+        with zipfile.ZipFile(filepath) as archive:
+            config = json.loads(archive.read("config.json"))
+        name = config.get("registered_name") or config.get("class_name")
+    except (zipfile.BadZipFile, OSError, EOFError, LookupError, ValueError):
+        name = None
+    except AttributeError:  # config.json holds no mapping
+        name = None
+    if name == "keras_bridge>EnsembleArchive":
+        return None
+    what = f"holds a {name}" if name else "is not a Keras archive"
+    return (
+        f"{what}, not a keras-bridge ensemble: `save` replaces only an "
+        "ensemble archive unless you pass `overwrite=True`"
+    )
 
 
 def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:

@@ -373,6 +373,24 @@ def test_overwrite_replaces_only_what_an_export_wrote(tiny_ensemble, tmp_path):
     assert (model / "1" / "saved_model.pb").read_text() == "v1"
 
 
+def test_save_replaces_only_an_ensemble_unless_told(tmp_path):
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+    path = tmp_path / "model.keras"
+    backbone.save(path)  # the user's own Keras model
+    users = path.read_bytes()
+    with pytest.raises(ValueError, match="holds a Functional") as error:
+        ens.save(path)
+    assert "model.keras" in str(error.value)
+    assert "overwrite=True" in str(error.value)
+    assert path.read_bytes() == users
+    assert os.listdir(tmp_path) == ["model.keras"]
+    ens.save(path, overwrite=True)  # explicit: replaced
+    ens.save(path)  # an ensemble archive: replaced, as Keras' default
+    assert kb.BridgeEnsemble.load(path).member_names() == ["mode_0", "mode_1"]
+
+
 def test_a_live_writer_is_left_alone(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "input()"], stdin=-1)
     try:
