@@ -10,6 +10,7 @@ state, and it changes it only when a step has succeeded.
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_bridge import bridges as bridges_lib
@@ -115,6 +116,29 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         one (a `strategy.scope()` the caller entered, or none)."""
         strategy = self.strategy or tf.distribute.get_strategy()
         return strategy.scope()
+
+    @property
+    def anchor(self) -> int:
+        """The mode of "Single" and of "Single + k Type I": the index of
+        the mode Type I bridges extend (by default the best mode on
+        validation NLL after `fit_modes`). Set it to pick another mode;
+        it must index a mode."""
+        return self._anchor
+
+    @anchor.setter
+    def anchor(self, value) -> None:
+        modes = len(self.modes)
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, np.integer))
+            or not 0 <= value < max(modes, 1)
+        ):
+            raise ValueError(
+                "`anchor` must be the index of a mode, an integer in "
+                f"[0, {max(modes, 1)}); received anchor={value!r}"
+                + (" (the ensemble has no modes yet)." if not modes else ".")
+            )
+        self._anchor = int(value)
 
     @property
     def input_shape(self) -> tuple:

@@ -548,3 +548,12 @@ def test_divergence_check_catches_a_loss_risen_to_chance():
         check.on_train_end({"loss": 5.0, "agreement": 0.1})
     # A loss that fell is no divergence, even at chance (random labels).
     check.on_train_end({"loss": 2.9, "agreement": 0.1})
+
+
+@pytest.mark.parametrize("value", [7, 2, -1, 1.5, True, "1"])
+def test_anchor_must_index_a_mode(modes_only, value):
+    with pytest.raises(ValueError, match=r"`anchor` must be the index of a "):
+        modes_only.anchor = value
+    assert modes_only.anchor == 0
+    modes_only.anchor = np.int64(1)
+    assert modes_only.anchor == 1 and type(modes_only.anchor) is int
