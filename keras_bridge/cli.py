@@ -209,6 +209,8 @@ def run(args) -> dict:
                 f"`--resume` {resume!r} is not a run folder (it has no "
                 "config.yaml)."
             )
+        if os.path.isfile(os.path.join(resume, "report.json")):
+            return _finished(resume, args)
     config = _config(args)
     if getattr(args, "print_config", False):
         print(config_lib.dump(config), end="")
@@ -218,6 +220,22 @@ def run(args) -> dict:
     if verbose:
         print(f"Writing this run to {folder}")
     return pipeline.run(config, folder, verbose)
+
+
+def _finished(folder: str, args) -> dict:
+    """`--resume` of a run that finished (its report.json, written last,
+    is there): nothing is run or rewritten."""
+    if _verbosity(args):
+        print(
+            f"{folder} is a finished run (it has report.json): nothing to "
+            "resume, and it is left as it is. To run its config again, in "
+            f"a new folder: keras-bridge run {args.config}"
+        )
+    try:
+        with open(os.path.join(folder, "report.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
 
 
 def evaluate(args) -> dict:

@@ -19,6 +19,7 @@ from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
 from keras_bridge import models, plots, report_text
 from keras_bridge.checkpoints import RunState, jsonable
+from keras_bridge.files import atomic_write
 from keras_bridge.profile import CurveProfile
 from keras_bridge.tuning import default_pair
 
@@ -326,8 +327,11 @@ def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
     report["paths"] = export(ens, config, folder, verbose)
     log.end()
     report["seconds"] = log.seconds
+    # Written last and atomically: its presence means the run finished
+    # (`keras-bridge run --resume` then leaves the folder alone).
     path = os.path.join(folder, "report.json")
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2, default=jsonable)
+    with atomic_write(path, overwrite=True, suffix=".json") as staging:
+        with open(staging, "w") as handle:
+            json.dump(report, handle, indent=2, default=jsonable)
     log.say(f"Report written to {path} and report.md")
     return report

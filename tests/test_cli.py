@@ -189,3 +189,29 @@ def test_export_overwrite_keeps_a_users_folder(tiny_ensemble, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "userdir" in err and "not a SavedModel" in err
     assert (userdir / "keep" / "file.txt").read_text() == "mine"
+
+
+def test_resume_of_a_finished_run_leaves_it_as_it_is(
+    tmp_path, capsys, monkeypatch
+):
+    from keras_bridge import pipeline
+
+    def train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pipeline, "train", train)
+    run = tmp_path / "run"
+    os.makedirs(run)
+    (run / "config.yaml").write_text(yaml.safe_dump(TINY))
+    files = {
+        "report.json": json.dumps({"seconds": {"modes": 12.5}}),
+        "ensemble.keras": "the ensemble",
+        "model.onnx": "the export",
+    }
+    for name, text in files.items():
+        (run / name).write_text(text)
+    assert cli.main(["run", "--resume", str(run)]) == 0
+    assert "finished run" in capsys.readouterr().out
+    for name, text in files.items():
+        assert (run / name).read_text() == text
+    assert sorted(os.listdir(run)) == sorted([*files, "config.yaml"])
