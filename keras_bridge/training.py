@@ -209,8 +209,59 @@ def fit_classifier(model, data, steps, options, stage):
     return history
 
 
+def frozen_layers(model, frozen: bool = False) -> list:
+    """The leaf layers of ``model`` that do not train: set
+    ``trainable=False`` themselves or inside a model that is (nested
+    models are walked), in graph order.
+
+    Example:
+
+    >>> model = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> model.get_layer("stem_conv").trainable = False
+    >>> [layer.name for layer in frozen_layers(model)]
+    ['stem_conv']
+    """
+    found = []
+    for layer in model.layers:
+        inner = frozen or not layer.trainable
+        if isinstance(layer, keras.Model):
+            found += frozen_layers(layer, inner)
+        elif inner and layer.weights:
+            found.append(layer)
+    return found
+
+
+def fresh_copy(backbone, name: str) -> keras.Model:
+    """A newly initialised copy of ``backbone`` to train as a mode, whose
+    frozen layers (`frozen_layers`: pretrained weights, say) keep the
+    backbone's weights, the same in every mode.
+
+    Example:
+
+    >>> backbone = keras_bridge.models.resnet(
+    ...     (8, 8, 1), 10, depth=8, width=0.25)
+    >>> backbone.get_layer("stem_conv").trainable = False
+    >>> mode = fresh_copy(backbone, "mode_0")
+    >>> kernel = lambda m: m.get_layer("stem_conv").kernel.numpy()
+    >>> bool((kernel(mode) == kernel(backbone)).all())
+    True
+    """
+    if not backbone.trainable_weights:
+        raise ValueError(
+            "`backbone` has no trainable weights (every layer is frozen), "
+            "so its modes would all be the same network. Unfreeze at "
+            "least its last layers (`layer.trainable = True`)."
+        )
+    model = keras.models.clone_model(backbone)
+    model.name = name
+    pairs = zip(frozen_layers(backbone), frozen_layers(model), strict=True)
+    for source, target in pairs:
+        target.set_weights(source.get_weights())
+    return model
+
+
 def train_modes(backbone, num_modes, data, steps, seed, options):
-    """Trains ``num_modes`` fresh copies of ``backbone``.
+    """Trains ``num_modes`` fresh copies of ``backbone`` (`fresh_copy`).
 
     Returns:
         ``(modes, histories)``: new models named ``mode_<i>``.
@@ -219,8 +270,7 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
     for index in range(num_modes):
         if seed is not None:
             keras.utils.set_random_seed(seed + MODE_SEED_OFFSET + index)
-        model = keras.models.clone_model(backbone)
-        model.name = f"mode_{index}"
+        model = fresh_copy(backbone, f"mode_{index}")
         stage = f"fit_modes (mode {index + 1}/{num_modes})"
         histories.append(
             resumable_fit(model, data, steps, options, stage, model.name)

@@ -193,3 +193,34 @@ def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
     assert profile.kind == "curve"
     assert profile.barrier < line.barrier
     assert "NLL barrier" in str(profile)
+
+
+def test_frozen_pretrained_layers_are_kept_in_every_mode():
+    backbone = _small_backbone()
+    stem = backbone.get_layer("stem_conv")
+    pretrained = [np.full(w.shape, 0.05, "float32") for w in stem.weights]
+    stem.set_weights(pretrained)
+    stem.trainable = False
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1), dtype="float32")
+    y = rng.integers(0, 10, 32)
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens.fit_modes((x, y), epochs=1, verbose=0)
+    for mode in ens.modes:
+        layer = mode.get_layer("stem_conv")
+        assert not layer.trainable
+        for weight, expected in zip(layer.get_weights(), pretrained):
+            np.testing.assert_array_equal(weight, expected)
+    # The layers that train start afresh in each mode.
+    kernels = [m.get_layer("logits").kernel.numpy() for m in ens.modes]
+    assert not np.allclose(kernels[0], kernels[1])
+
+
+def test_a_backbone_with_nothing_to_train_is_refused():
+    backbone = _small_backbone()
+    backbone.trainable = False
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    x = np.zeros((4, 8, 8, 1), "float32")
+    with pytest.raises(ValueError, match="no trainable weights"):
+        ens.fit_modes((x, np.zeros(4, "int32")), epochs=1, verbose=0)
+    assert ens.modes == []
