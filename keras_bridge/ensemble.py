@@ -36,6 +36,10 @@ from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 from keras_bridge.workflow import WorkflowMixin
 
 
+#: `BridgeEnsemble.calibrate` warns below this many examples.
+MIN_CALIBRATION_SIZE = 100
+
+
 class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     """A deep ensemble whose extra members are cheap bridge networks.
 
@@ -802,11 +806,43 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     def calibrate(self, data, members=None) -> float:
         """Fits, sets and returns `temperature`: the minimiser of the NLL
-        of the ensemble of ``members`` on labelled ``data``."""
+        of the ensemble of ``members`` on labelled ``data``.
+
+        Warns when ``data`` holds fewer than `MIN_CALIBRATION_SIZE`
+        examples, or when the temperature found is at a bound of the
+        search (`keras_bridge.metrics.TEMPERATURE_BOUNDS`): then it is
+        not a fitted value but where the search stopped, usually because
+        the data are too few or the ensemble is right (or wrong) on all
+        of them.
+
+        Example:
+
+        >>> temperature = ens.calibrate(data.validation)
+        >>> temperature == ens.temperature, 0.05 < temperature < 20
+        (True, True)
+        """
         x, y = self._arrays(data, "data", "calibrate")
         model = self.inference_model(members, temperature=1.0)
         outputs = model.predict(x, batch_size=256, verbose=0)
-        self.temperature = metrics_lib.fit_temperature(
-            outputs["probabilities"], y
-        )
+        temperature = metrics_lib.fit_temperature(outputs["probabilities"], y)
+        problems = []
+        if len(y) < MIN_CALIBRATION_SIZE:
+            problems.append(
+                f"it was fitted on {len(y)} examples (fewer than "
+                f"{MIN_CALIBRATION_SIZE})"
+            )
+        low, high = metrics_lib.TEMPERATURE_BOUNDS
+        if not low * 1.01 < temperature < high / 1.01:
+            problems.append(
+                f"it is at a bound of the search [{low:g}, {high:g}]"
+            )
+        if problems:
+            warnings.warn(
+                f"The temperature {temperature:.4g} is unreliable: "
+                + " and ".join(problems)
+                + ". Calibrate on a larger held-out set (a few hundred "
+                "examples or more).",
+                stacklevel=2,
+            )
+        self.temperature = temperature
         return self.temperature

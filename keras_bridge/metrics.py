@@ -187,11 +187,15 @@ def temperature_scale(probabilities, temperature: float) -> np.ndarray:
     return scaled / scaled.sum(axis=1, keepdims=True)
 
 
+#: The interval `fit_temperature` searches.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
 def fit_temperature(probabilities, labels) -> float:
     """The temperature minimising NLL of ``temperature_scale`` on the data.
 
     A one-dimensional bounded search (SciPy's Brent method) over
-    ``log(temperature)`` in ``[log 0.05, log 20]``.
+    ``log(temperature)`` in `TEMPERATURE_BOUNDS`, ``[0.05, 20]``.
 
     Example:
 
@@ -208,7 +212,7 @@ def fit_temperature(probabilities, labels) -> float:
         lambda log_t: nll(
             temperature_scale(probabilities, np.exp(log_t)), labels
         ),
-        bounds=(np.log(0.05), np.log(20.0)),
+        bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
         method="bounded",
     )
     return float(np.exp(result.x))

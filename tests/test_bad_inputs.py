@@ -557,3 +557,16 @@ def test_anchor_must_index_a_mode(modes_only, value):
     assert modes_only.anchor == 0
     modes_only.anchor = np.int64(1)
     assert modes_only.anchor == 1 and type(modes_only.anchor) is int
+
+
+def test_calibrate_warns_on_a_tiny_set_and_at_a_search_bound(modes_only):
+    # Three inputs the ensemble gets right: the NLL falls all the way to
+    # the smallest temperature searched.
+    x = X[:3]
+    y = modes_only.predict(x)["class_ids"]
+    with pytest.warns(UserWarning) as caught:
+        temperature = modes_only.calibrate((x, y))
+    message = " ".join(str(w.message) for w in caught)
+    assert temperature == pytest.approx(0.05, rel=0.01)
+    assert "fitted on 3 examples" in message
+    assert "at a bound of the search [0.05, 20]" in message
