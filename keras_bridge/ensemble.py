@@ -35,7 +35,6 @@ from keras_bridge.reporting import ReportingMixin
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
 from keras_bridge.workflow import WorkflowMixin
 
-
 #: `BridgeEnsemble.calibrate` warns below this many examples.
 MIN_CALIBRATION_SIZE = 100
 
