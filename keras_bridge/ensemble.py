@@ -110,6 +110,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self.shared = None  # the shared trunk's network (trunk="shared")
         self.temperature = 1.0
         self.mode_epochs = None
+        self.mode_checks: dict = {}  # mode -> train minus validation acc.
         self.anchor = 0  # the mode of "Single + k Type I"
         self._points: dict = {}  # (pair, t) -> curve network at t
         self._predictors: dict = {}
@@ -208,11 +209,15 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         trained with `keras.Model.fit` on cross-entropy, so callbacks and
         the progress bar work as usual. The new modes replace the old ones,
         and with them every curve and bridge, only once all have trained.
+        After training, each mode's BatchNorm statistics are recomputed
+        exactly on ``data`` (the moving averages lag the final weights).
         With ``validation_data``, the mode with the lowest validation NLL
         becomes the `anchor`: the "Single" network that Type I bridges
         extend (else mode 0), and a mode whose validation accuracy is far
-        below its training accuracy is warned of (see
-        `keras_bridge.training.MODE_GAP_TOLERANCE`).
+        below its training accuracy is warned of and listed in
+        ``mode_checks`` (gaps by mode; see
+        `keras_bridge.training.MODE_GAP_TOLERANCE`): `fit` and
+        ``keras-bridge run`` stop there rather than build on it.
 
         Args:
             data: a batched `tf.data.Dataset` of ``(x, y)`` or NumPy
@@ -241,14 +246,18 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             modes, histories = training.train_modes(
                 self.backbone, self.num_modes, data, steps, self.seed, options
             )
-        anchor = 0
+        anchor, checks = 0, {}
         if validation_data is not None:
-            training.mode_check(histories)
-            anchor = training.best_mode(modes, options["validation_data"])
+            scores = training.score_modes(modes, options["validation_data"])
+            checks = training.mode_check(
+                histories, [score["accuracy"] for score in scores]
+            )
+            anchor = int(np.argmin([score["nll"] for score in scores]))
             if verbose:
                 print(f"Anchor: mode {anchor}, the best on validation NLL.")
         self._replace_modes(modes)
         self.mode_epochs, self.anchor = epochs, anchor
+        self.mode_checks = checks
         return histories
 
     def set_modes(self, models) -> None:
@@ -279,6 +288,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     def _replace_modes(self, modes) -> None:
         self.modes, self.num_modes = modes, len(modes)
+        self.mode_checks = {}
         self.curves, self.curve_checks, self.bridges = {}, {}, {}
         self.shared = None
         self._points, self._predictors = {}, {}

@@ -12,7 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bridge import metrics as metrics_lib
-from keras_bridge.curve_model import point_model, to_curve_model
+from keras_bridge.curve_model import (
+    point_model,
+    recalibrate_batchnorm,
+    to_curve_model,
+)
 
 #: Seeds of the stages are ``seed + offset`` (+ the mode or pair index), so
 #: a stage's randomness does not depend on what ran before it.
@@ -275,6 +279,10 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
         histories.append(
             resumable_fit(model, data, steps, options, stage, model.name)
         )
+        # Exact statistics for the final weights: the moving averages lag
+        # them (badly after few steps), and every later stage builds on
+        # the modes (curve points get the same).
+        recalibrate_batchnorm(model, data)
         modes.append(model)
     return modes, histories
 
@@ -307,18 +315,20 @@ def resumable_fit(model, data, steps, options, stage, unit):
     return history
 
 
-def best_mode(modes, validation_data) -> int:
-    """The index of the mode with the lowest NLL on ``validation_data``
-    (batched ``(x, y)`` with integer labels)."""
+def score_modes(modes, validation_data) -> list:
+    """The NLL and accuracy of each mode on ``validation_data`` (batched
+    ``(x, y)`` with integer labels): ``[{"nll": ..., "accuracy": ...}]``."""
     scores = []
     for model in modes:
-        total, count = 0.0, 0
+        nll, correct, count = 0.0, 0, 0
         for x, y in validation_data:
             probabilities = softmax(model(x, training=False))
-            total += metrics_lib.nll(probabilities, np.asarray(y)) * len(y)
+            y = np.asarray(y)
+            nll += metrics_lib.nll(probabilities, y) * len(y)
+            correct += int((probabilities.argmax(axis=1) == y).sum())
             count += len(y)
-        scores.append(total / count)
-    return int(np.argmin(scores))
+        scores.append({"nll": nll / count, "accuracy": correct / count})
+    return scores
 
 
 def with_random_t(dataset, seed=None) -> tf.data.Dataset:
@@ -383,10 +393,16 @@ def midpoint_check(pair, ends, midpoint, x, y) -> dict:
     return scores
 
 
-def mode_check(histories) -> dict:
-    """Warns of modes whose last validation accuracy is more than
+def mode_check(histories, val_accuracies=None) -> dict:
+    """Warns of modes whose validation accuracy is more than
     `MODE_GAP_TOLERANCE` below their last training accuracy; returns the
     gaps by mode index (modes without both figures are skipped).
+
+    Args:
+        histories: the modes' `keras.callbacks.History`.
+        val_accuracies: the modes' validation accuracy as they are now
+            (after `fit_modes` recomputed their BatchNorm statistics);
+            default each history's last ``val_accuracy``.
 
     Example:
 
@@ -398,24 +414,57 @@ def mode_check(histories) -> dict:
     gaps = {}
     for index, history in enumerate(histories):
         logs = getattr(history, "history", None) or {}
-        if not (logs.get("accuracy") and logs.get("val_accuracy")):
+        val = (
+            (logs.get("val_accuracy") or [None])[-1]
+            if val_accuracies is None
+            else val_accuracies[index]
+        )
+        if not logs.get("accuracy") or val is None:
             continue
-        train, val = logs["accuracy"][-1], logs["val_accuracy"][-1]
+        train = logs["accuracy"][-1]
         gaps[index] = round(float(train - val), 6)
         if gaps[index] > MODE_GAP_TOLERANCE:
             warnings.warn(
                 f"Mode {index}'s validation accuracy {val:.4f} is far below "
-                f"its training accuracy {train:.4f}. After few training "
-                "steps this is usually BatchNorm moving statistics that lag "
-                "the weights (Keras' default momentum is 0.99), and every "
-                "later stage would build on it: recompute them with "
-                "`kb.recalibrate_batchnorm(model, train_data)` and pass the "
-                "modes back with `set_modes`, or train longer or with a "
-                "lower BatchNorm momentum. See the FAQ, 'A mode scores much "
-                "worse on validation than in training'.",
+                f"its training accuracy {train:.4f}, although its BatchNorm "
+                "statistics were recomputed on the training data: it "
+                "overfits, or the validation data differ from the training "
+                "data (preprocessing, labels), and every later stage would "
+                "build on it. See the FAQ, 'A mode scores much worse on "
+                "validation than in training'.",
                 stacklevel=3,
             )
     return gaps
+
+
+def stop_on_broken_modes(gaps) -> None:
+    """Raises `RuntimeError` when a mode of ``gaps`` (`mode_check`'s) is
+    too broken to build curves and bridges on: what `fit` and
+    ``keras-bridge run`` do after `fit_modes`.
+
+    Example:
+
+    >>> stop_on_broken_modes({0: 0.02, 1: 0.65})
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Stopped after `fit_modes`: mode 1 scores 0.65 lower ...
+    """
+    broken = {
+        i: gap for i, gap in sorted(gaps.items()) if gap > MODE_GAP_TOLERANCE
+    }
+    if broken:
+        described = ", ".join(
+            f"mode {i} scores {g:.2f}" for i, g in broken.items()
+        )
+        raise RuntimeError(
+            f"Stopped after `fit_modes`: {described} lower in accuracy on "
+            "validation than in training (more than "
+            f"{MODE_GAP_TOLERANCE}), so curves, bridges and the report "
+            "would build on broken modes. Check that the validation data "
+            "are preprocessed and labelled like the training data, or "
+            "train longer or with more regularisation. See the FAQ, 'A "
+            "mode scores much worse on validation than in training'."
+        )
 
 
 def curve_point(curve_model, t, template, bn_data) -> keras.Model:

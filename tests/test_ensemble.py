@@ -224,3 +224,35 @@ def test_a_backbone_with_nothing_to_train_is_refused():
     with pytest.raises(ValueError, match="no trainable weights"):
         ens.fit_modes((x, np.zeros(4, "int32")), epochs=1, verbose=0)
     assert ens.modes == []
+
+
+def test_modes_get_exact_batchnorm_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    ens.fit_modes(data, epochs=1, verbose=0)
+    mode = ens.modes[0]
+    exact = kb.recalibrate_batchnorm(kb.training.copy_model(mode, "c"), data)
+    for layer in kb.curve_model.batchnorm_layers(mode):
+        twin = exact.get_layer(layer.name)
+        np.testing.assert_allclose(
+            layer.moving_mean, twin.moving_mean, rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            layer.moving_variance, twin.moving_variance, rtol=1e-4, atol=1e-5
+        )
+
+
+def test_fit_stops_before_the_curves_on_broken_modes(digits):
+    x, y = kb.data.to_numpy(digits.validation)
+    wrong = (y + 1) % 10  # labelled unlike the training data
+    ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
+    with pytest.warns(UserWarning, match="far below"):
+        with pytest.raises(RuntimeError, match="Stopped after `fit_modes`"):
+            ens.fit(
+                digits.train, (x, wrong), modes={"epochs": 2}, verbose=0
+            )
+    assert len(ens.modes) == 1 and ens.curves == {}
+    assert ens.mode_checks[0] > kb.training.MODE_GAP_TOLERANCE
