@@ -682,8 +682,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         `keras_bridge.tuning.BridgeHyperModel`; the objective is
         ``val_kl`` (minimised). Only heads within ``max_flops`` are
         searched. The best completed trial's head becomes the ensemble's
-        bridge (replacing one fitted before); if the search fails, the
-        ensemble is unchanged.
+        bridge; a bridge fitted before is replaced only when the tuned
+        head has a lower validation KL, else it is kept (a warning says
+        which, and ``result.installed`` is False). If the search fails,
+        the ensemble is unchanged.
 
         Args:
             data: training data, ``x`` only or ``(x, y)``.
@@ -745,7 +747,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
              else seed + training.TUNING_SEED_OFFSET,
              "verbose": verbose, "strategy": self.strategy},
         )  # fmt: skip
-        hypermodel.install(model)
+        result.installed = hypermodel.install(model, validation_data)
         return result
 
     def _install_bridge(self, member, head, teacher, shared=None) -> None:

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import keras
 import keras_tuner
@@ -253,22 +254,53 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             float("inf"),
             name=bridges_lib.head_name(self.member),
         )
+        distiller = self._distiller(first, shared, values["mixup_alpha"])
+        distiller.head_cost = self.cost(head)
+        return distiller
+
+    def _distiller(self, head, shared, mixup_alpha=0.0):
         distiller = distillation.BridgeDistiller(
             self._trunks,
             [
                 {
-                    "head": first,
+                    "head": head,
                     "sources": self.member.sources,
                     "teachers": [self.teacher],
                     "points": [self.member.point],
                 }
             ],
-            mixup_alpha=values["mixup_alpha"],
+            mixup_alpha=mixup_alpha,
             shared=shared,
         )
         distiller(self._sample)  # builds the head before weights load
-        distiller.head_cost = self.cost(head)
         return distiller
+
+    def validation_kl(self, model, validation_data) -> float:
+        """The KL of ``model``'s head (a distiller from `build`) to its
+        teacher on ``validation_data``: the search's objective."""
+        if not model.compiled:  # a head fitted before: never trained here
+            model.compile(optimizer="adam", jit_compile=False)
+        logs = model.evaluate(validation_data, verbose=0, return_dict=True)
+        return float(logs["kl"])
+
+    def _fitted(self):
+        """A distiller of the bridge fitted before (`fit_bridge`), if
+        any, to compare the search's best with."""
+        head = self.ensemble.bridges.get(self.member)
+        if head is None:
+            return None
+        shared = None
+        if self.member.shared:
+            network = self.ensemble.shared
+            trunk = feature_model(
+                network, self.ensemble.feature_index, True, name="trunk_fit"
+            )
+            shared = {
+                "trunk": trunk,
+                "teacher": self.ensemble.modes[self.member.pair[0]],
+                "network": network,
+            }
+        return self._distiller(head, shared)
 
     def _shared(self):
         """A fresh shared trunk for one trial (the distiller's ``shared``
@@ -308,9 +340,14 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         kwargs["shuffle"] = False  # datasets come shuffled
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
-    def install(self, model) -> None:
+    def install(self, model, validation_data=None) -> bool:
         """Makes the head of ``model`` (built by this hypermodel, e.g.
-        ``tuner.get_best_models(1)[0]``) the ensemble's bridge."""
+        ``tuner.get_best_models(1)[0]``) the ensemble's bridge.
+
+        With ``validation_data`` (``x`` batches), a bridge fitted before
+        is kept, with a warning, when its validation KL to the teacher is
+        no higher than the new head's. Returns whether ``model``'s head
+        was installed."""
         heads = getattr(model, "heads", None)
         if not heads or heads[0].name != bridges_lib.head_name(self.member):
             raise ValueError(
@@ -319,6 +356,18 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 f"{self.member.name!r}); received {model!r}."
             )
         training.check_finite_weights(heads[0], "tune_bridge")
+        fitted = None if validation_data is None else self._fitted()
+        if fitted is not None:
+            old = self.validation_kl(fitted, validation_data)
+            new = self.validation_kl(model, validation_data)
+            if old <= new:
+                warnings.warn(
+                    f"`tune_bridge` kept the bridge {self.member.name!r} "
+                    f"fitted before: its validation KL {old:.4f} is no "
+                    f"higher than the best tuned head's ({new:.4f}).",
+                    stacklevel=3,
+                )
+                return False
         network = model.shared_network
         if network is not None:
             spec = {"head": heads[0], "sources": self.member.sources}
@@ -330,6 +379,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         self.ensemble._install_bridge(
             self.member, heads[0], self.teacher, network
         )
+        return True
 
 
 @dataclasses.dataclass
@@ -347,7 +397,10 @@ class TuningResult:
             that epoch).
         pareto: the completed trials no other completed trial beats on
             both FLOPs and val KL, by increasing FLOPs.
-        best: the trial whose head was installed.
+        best: the best trial.
+        installed: whether the best trial's head was installed; False
+            when a bridge fitted before scored a validation KL no higher
+            (it was kept).
         fit_kwargs: the best hyperparameters as `fit_bridge` keyword
             arguments (``head``, ``learning_rate``, ``mixup_alpha``,
             ``max_flops``), to train other bridges the same way.
@@ -367,6 +420,7 @@ class TuningResult:
     best: dict
     fit_kwargs: dict
     seconds: float
+    installed: bool = True
 
     @property
     def completed(self) -> list:

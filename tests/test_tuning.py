@@ -180,3 +180,20 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     x, _ = kb.data.to_numpy(digits.test)
     probs = ens.predict(x[:8])["member_probabilities"]
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    member = kb.members.BridgeMember("type1", (0, 1), 0.5)
+    ens.fit_bridge(digits.train, epochs=4, verbose=0)
+    fitted = ens.bridges[member]
+    before = _val_kl(ens, member, digits.validation)
+    # One batch of one epoch: a head far from its teacher.
+    with pytest.warns(UserWarning, match="kept the bridge 'type1_0-1_r0.5'"):
+        result = ens.tune_bridge(
+            digits.train.take(1), digits.validation, tuner="random",
+            max_trials=1, epochs=1, verbose=0,
+        )  # fmt: skip
+    assert result.best["val_kl"] > before
+    assert result.installed is False and ens.bridges[member] is fitted
+    assert _val_kl(ens, member, digits.validation) == pytest.approx(before)
