@@ -1,4 +1,9 @@
-"""The ``keras-bridge`` command."""
+"""The ``keras-bridge`` command.
+
+This module imports no TensorFlow, Keras or pydantic at the top: ``--help``
+and ``--version`` answer at once, and each subcommand imports what it
+needs (see ``keras_bridge/__init__.py``).
+"""
 
 import argparse
 import json
@@ -8,6 +13,12 @@ import sys
 
 from keras_bridge import files
 from keras_bridge.version import __version__
+
+#: `keras_bridge.export.FORMATS`, here so that ``--help`` needs no Keras.
+EXPORT_FORMATS = ("tf_saved_model", "onnx", "tflite")
+
+#: How library messages spell an argument, and the command's flag for it.
+FLAGS = {"export": {"`overwrite=True`": "`--overwrite`"}}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--format",
-        choices=export_formats(),
+        choices=EXPORT_FORMATS,
         default="tf_saved_model",
         help="export format (default tf_saved_model)",
     )
@@ -139,12 +150,6 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing path"
     )
     return parser
-
-
-def export_formats() -> tuple:
-    from keras_bridge.export import FORMATS
-
-    return FORMATS
 
 
 def _data_arguments(parser) -> None:
@@ -194,7 +199,6 @@ def _config(args):
 def run(args) -> dict:
     """``demo``, ``run`` and ``tune``: the pipeline into a new run folder."""
     from keras_bridge import config as config_lib
-    from keras_bridge import pipeline
 
     resume = getattr(args, "resume", None)
     if resume:
@@ -215,11 +219,32 @@ def run(args) -> dict:
     if getattr(args, "print_config", False):
         print(config_lib.dump(config), end="")
         return {}
+    _load_library()
+    from keras_bridge import pipeline
+
+    data = None
+    if not resume:
+        # Loaded before the run folder exists: a dataset that cannot be
+        # loaded leaves no folder behind.
+        data = pipeline.load_data(config.data, config.seed)
     folder = resume or run_folder(config.output_folder)
     verbose = _verbosity(args)
     if verbose:
         print(f"Writing this run to {folder}")
-    return pipeline.run(config, folder, verbose)
+    try:
+        return pipeline.run(config, folder, verbose, data=data)
+    except BaseException:
+        if not resume:
+            _remove_if_unused(folder)
+        raise
+
+
+def _remove_if_unused(folder: str) -> None:
+    """Removes a new run folder that holds only its ``config.yaml`` (the
+    run failed before its first stage wrote anything)."""
+    if os.listdir(folder) == ["config.yaml"]:
+        os.remove(os.path.join(folder, "config.yaml"))
+        os.rmdir(folder)
 
 
 def _finished(folder: str, args) -> dict:
@@ -245,11 +270,12 @@ def evaluate(args) -> dict:
     from keras_bridge.checkpoints import jsonable
     from keras_bridge.ensemble import BridgeEnsemble
 
+    _load_library()
     data_config = config_lib.DataConfig(
         name=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size
     )
     ens = BridgeEnsemble.load(_existing(args.ensemble, "ENSEMBLE"))
-    data = pipeline.load_data(data_config, seed=0)
+    data = pipeline.load_data(data_config, seed=0, argument="`--dataset`")
     name = args.dataset.replace("/", "_")
     folder = run_folder(args.output or f"runs/{name}-eval")
     verbose = _verbosity(args)
@@ -266,6 +292,7 @@ def export(args) -> str:
     """``export``: a saved ensemble as a SavedModel or ONNX file."""
     from keras_bridge.ensemble import BridgeEnsemble
 
+    _load_library()
     ens = BridgeEnsemble.load(_existing(args.ensemble, "ENSEMBLE"))
     members = None
     if args.members:
@@ -295,6 +322,16 @@ COMMANDS = {
 }
 
 
+def _load_library() -> None:
+    """All that ``import keras_bridge`` loads outside the command (Keras,
+    and the package's layers registered with it): a subcommand works as
+    the library does."""
+    import keras_bridge
+
+    for name in keras_bridge.__all__:
+        getattr(keras_bridge, name)
+
+
 def main(argv=None) -> int:
     """Runs the command; a bad argument, config or input gives one line on
     stderr and exit status 2, never a traceback."""
@@ -313,6 +350,8 @@ def main(argv=None) -> int:
         RuntimeError,
     ) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        for python, flag in FLAGS.get(args.command, {}).items():
+            first = first.replace(python, flag)
         print(f"keras-bridge: error: {first}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,20 +16,24 @@ Traceback (most recent call last):
 ValueError: config key `modes.num_modez`: extra inputs are not permitted.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
 )
+
+#: A finite number > 0 (YAML's ``.inf`` and ``.nan`` are refused).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+#: A finite number >= 0.
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Section(BaseModel):

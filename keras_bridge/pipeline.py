@@ -24,8 +24,11 @@ from keras_bridge.profile import CurveProfile
 from keras_bridge.tuning import default_pair
 
 
-def load_data(data: config_lib.DataConfig, seed: int) -> data_lib.DataSplits:
-    """The `DataSplits` a config names; nothing is downloaded."""
+def load_data(
+    data: config_lib.DataConfig, seed: int, argument="config key `data.name`"
+) -> data_lib.DataSplits:
+    """The `DataSplits` a config names; nothing is downloaded. An unknown
+    dataset name is a ValueError naming ``argument``."""
     if data.name == "digits":
         return data_lib.load_digits(batch_size=data.batch_size, seed=seed)
     if data.name == "fashion_mnist":
@@ -35,10 +38,19 @@ def load_data(data: config_lib.DataConfig, seed: int) -> data_lib.DataSplits:
             validation_size=data.validation_size,
             seed=seed,
         )
-    return data_lib.load_tfds(
-        data.name, batch_size=data.batch_size, data_dir=data.data_dir,
-        seed=seed,
-    )  # fmt: skip
+    from tensorflow_datasets.core.registered import DatasetNotFoundError
+
+    try:
+        return data_lib.load_tfds(
+            data.name, batch_size=data.batch_size, data_dir=data.data_dir,
+            seed=seed,
+        )  # fmt: skip
+    except DatasetNotFoundError:
+        raise ValueError(
+            f"{argument}: unknown dataset {data.name!r}; use 'digits' "
+            "(bundled), 'fashion_mnist' or the name of a TensorFlow "
+            "Datasets dataset prepared in `data_dir`."
+        ) from None
 
 
 def build_backbone(backbone: config_lib.BackboneConfig, data) -> keras.Model:
@@ -97,7 +109,6 @@ def _modes(ens, data, config, log, backup, records):
         validation_data=data.validation, verbose=log.verbose,
         backup_dir=backup,
     )  # fmt: skip
-    log.say(f"Anchor (best on validation data): mode {ens.anchor}")
     line = ens.curve_profile(
         data.test, bn_data=data.train, verbose=log.verbose,
         num_points=config.curves.num_points,
@@ -199,12 +210,13 @@ STAGES = {
 }
 
 
-def train(config: config_lib.RunConfig, folder: str, verbose=1):
+def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
     """Runs (or resumes) every training stage of ``config`` in ``folder``.
 
     The ensemble is saved in ``folder/checkpoints`` after every stage and
     every epoch is backed up (`keras_bridge.checkpoints.RunState`): called
     again on the same folder after a kill, it resumes where it stopped.
+    ``data``: `load_data` of ``config.data``, when already loaded.
 
     Returns:
         ``(ensemble, data, report, log)``: the report's dict so far and
@@ -214,7 +226,8 @@ def train(config: config_lib.RunConfig, folder: str, verbose=1):
 
     log = _Log(verbose)
     log.stage("data", f"Data: {config.data.name}")
-    data = load_data(config.data, config.seed)
+    if data is None:
+        data = load_data(config.data, config.seed)
     backbone = build_backbone(config.backbone, data)
     ens = BridgeEnsemble(
         backbone, num_modes=config.modes.num_modes, seed=config.seed
@@ -292,7 +305,9 @@ def export(ens, config, folder, verbose=1) -> dict:
     return paths
 
 
-def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
+def run(
+    config: config_lib.RunConfig, folder: str, verbose=1, data=None
+) -> dict:
     """The whole pipeline into the (new or empty) run ``folder``.
 
     Args:
@@ -300,6 +315,8 @@ def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
         folder: the run folder; ``config.yaml`` is written first.
         verbose: 0 (quiet), 1 (progress bars) or 2 (a line per epoch, for
             logs).
+        data: `load_data` of ``config.data``, when already loaded (the
+            command line loads it before it creates the run folder).
 
     Returns:
         The dict written to ``report.json``.
@@ -308,7 +325,7 @@ def run(config: config_lib.RunConfig, folder: str, verbose=1) -> dict:
     if not os.path.exists(path):  # a resumed run keeps its own
         with open(path, "w") as handle:
             handle.write(config_lib.dump(config))
-    ens, data, report, log = train(config, folder, verbose)
+    ens, data, report, log = train(config, folder, verbose, data)
     profiles = [
         CurveProfile(**{**p, "pair": tuple(p["pair"])})
         for p in [report["line"], *report["curves"]]

@@ -215,3 +215,121 @@ def test_resume_of_a_finished_run_leaves_it_as_it_is(
     for name, text in files.items():
         assert (run / name).read_text() == text
     assert sorted(os.listdir(run)) == sorted([*files, "config.yaml"])
+
+
+#: Runs the command as the installed `keras-bridge` script does, then
+#: prints the heavy modules it imported.
+_AS_INSTALLED = """
+import sys
+sys.argv[0] = "keras-bridge"
+from keras_bridge.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = {m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"}
+print("heavy:", sorted(heavy))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "-h"]])
+def test_help_and_version_do_not_load_tensorflow(argv):
+    import subprocess
+    import sys
+
+    found = subprocess.run(
+        [sys.executable, "-c", _AS_INSTALLED, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
+    assert found.stdout.rstrip().endswith("heavy: []")
+    assert found.stdout.startswith(("keras-bridge 0.", "usage: keras-bridge"))
+    assert found.stderr == ""  # no TensorFlow log lines
+
+
+def test_the_command_offers_every_export_format():
+    from keras_bridge import export
+
+    assert cli.EXPORT_FORMATS == export.FORMATS
+
+
+def test_the_library_still_registers_its_layers_on_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import keras, keras_bridge as kb\n"
+        "print(keras.saving.get_registered_object("
+        "'keras_bridge>CurveLayer') is not None, 'BridgeEnsemble' in dir(kb))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert found.stdout.split() == ["True", "True"]
+
+
+def test_the_export_hint_names_the_flag(tmp_path, capsys):
+    import keras
+
+    import keras_bridge as kb
+
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+    ensemble = ens.save(tmp_path / "ensemble.keras")
+    os.makedirs(tmp_path / "serving" / "1")
+    argv = ["export", ensemble, str(tmp_path / "serving" / "1"), "--quiet"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("data:\n  name: no_such_dataset\n", "no_such_dataset"),
+        ("modes:\n  learning_rate: .inf\n", "`modes.learning_rate`"),
+        ("bridges:\n  mixup_alpha: .nan\n", "`bridges.mixup_alpha`"),
+        ("backbone:\n  width: .inf\n", "`backbone.width`"),
+        ("curves:\n  learning_rate: -.inf\n", "`curves.learning_rate`"),
+    ],
+)
+def test_a_bad_dataset_or_number_leaves_no_run_folder(
+    tmp_path, capsys, text, words
+):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + f"output: {tmp_path / 'run'}\n")
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_anchor_is_announced_once(digits, tmp_path, capsys):
+    import types
+
+    import keras
+
+    import keras_bridge as kb
+    from keras_bridge import pipeline
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    backbone = keras.Model(inputs, keras.layers.Dense(10)(x))
+    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    data = types.SimpleNamespace(
+        train=digits.train.take(2),
+        validation=digits.validation.take(1),
+        test=digits.test.take(1),
+    )
+    config = config_lib.parse(
+        {"modes": {"num_modes": 2, "epochs": 1}, "curves": {"num_points": 2}}
+    )
+    pipeline._modes(ens, data, config, pipeline._Log(2), str(tmp_path), {})
+    lines = capsys.readouterr().out.splitlines()
+    mode = f"mode {ens.anchor}"
+    said = [x for x in lines if "anchor" in x.lower() and mode in x]
+    assert len(said) == 1
