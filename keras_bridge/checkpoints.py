@@ -45,6 +45,16 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir):
         super().__init__(backup_dir, double_checkpoint=True)
 
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"The epoch backup in {self.backup_dir!r} cannot be read "
+                f"({_first_line(error)}). Delete that folder to train this "
+                "unit from its first epoch, or use a new `backup_dir`."
+            ) from error
+
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
         for path in (self._weights_path, self._training_metadata_path):
@@ -87,6 +97,7 @@ class Checkpoints:
 
     Args:
         backup_dir: the folder; created when first written.
+        argument: the name errors give ``backup_dir``.
 
     Example:
 
@@ -99,16 +110,16 @@ class Checkpoints:
     {'mode_0': 3}
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, argument: str = "backup_dir"):
         if not isinstance(backup_dir, (str, os.PathLike)):
             raise ValueError(
-                "`backup_dir` must be a folder path; received "
-                f"backup_dir={backup_dir!r}."
+                f"`{argument}` must be a folder path; received "
+                f"{argument}={backup_dir!r}."
             )
         backup_dir = os.fspath(backup_dir)
         if os.path.isfile(backup_dir):
             raise ValueError(
-                f"`backup_dir` must be a folder; {backup_dir!r} is a file."
+                f"`{argument}` must be a folder; {backup_dir!r} is a file."
             )
         self.backup_dir = backup_dir
 
@@ -136,7 +147,15 @@ class Checkpoints:
 
     def restore(self, unit: str, model) -> None:
         """Loads the final weights of ``unit`` into ``model``."""
-        model.load_weights(self._weights(unit))
+        path = self._weights(unit)
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"The backup {path!r} of {unit} cannot be loaded "
+                f"({_first_line(error)}). Delete it to train {unit} again, "
+                "or use a new `backup_dir`."
+            ) from error
 
     def discard(self, unit: str) -> None:
         """Removes everything kept of ``unit`` (its epoch backups, final
@@ -166,8 +185,9 @@ class Checkpoints:
         path = os.path.join(self.backup_dir, "progress.json")
         if not os.path.isfile(path):
             return {}
-        with open(path) as handle:
-            return json.load(handle)
+        return _read_json(
+            path, dict, "it only counts the epochs done; delete it"
+        )
 
 
 class RunState:
@@ -183,7 +203,7 @@ class RunState:
     """
 
     def __init__(self, run_dir):
-        self.checkpoints = Checkpoints(run_dir)
+        self.checkpoints = Checkpoints(run_dir, argument="run_dir")
         self.run_dir = self.checkpoints.backup_dir
 
     @property
@@ -197,8 +217,27 @@ class RunState:
     def _read(self) -> dict:
         if not os.path.isfile(self._stages_path):
             return {"finished": [], "records": {}}
-        with open(self._stages_path) as handle:
-            return json.load(handle)
+        state = _read_json(
+            self._stages_path,
+            dict,
+            "delete it to run every stage again (trainings that finished "
+            "load from their backups), or start a new run folder",
+        )
+        if not isinstance(state.get("finished"), list):
+            raise ValueError(
+                f"{self._stages_path!r} is not a record of finished stages "
+                "(it has no list 'finished'): delete it to run every stage "
+                "again, or start a new run folder."
+            )
+        return state
+
+    def _write(self, state: dict) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        with atomic_write(
+            self._stages_path, overwrite=True, suffix=".json"
+        ) as staging:
+            with open(staging, "w") as handle:
+                json.dump(state, handle, default=jsonable)
 
     def finished(self) -> list:
         """The stages recorded as finished, in order."""
@@ -212,6 +251,46 @@ class RunState:
         """The ``backup_dir`` of ``stage``'s training calls."""
         return os.path.join(self.run_dir, "backup", stage)
 
+    def check_settings(self, settings: dict) -> None:
+        """Records the ``settings`` of a new run; refuses settings other
+        than the ones a run in ``run_dir`` was started with, naming each
+        difference (a resumed run must repeat the call that started it).
+
+        Args:
+            settings: JSON-able dict of what the call was asked to do.
+
+        Example:
+
+        >>> import tempfile
+        >>> state = RunState(tempfile.mkdtemp())
+        >>> state.check_settings({"num_modes": 2, "modes": {"epochs": 3}})
+        >>> state.check_settings({"num_modes": 3, "modes": {"epochs": 3}})
+        Traceback (most recent call last):
+        ...
+        ValueError: `run_dir` '...' holds a run started with other
+        settings: num_modes: 2 saved, 3 in this call. ...
+        """
+        settings = json.loads(json.dumps(settings, default=jsonable))
+        state = self._read()
+        if "settings" not in state:
+            if not state["finished"]:  # a new run; an older one has none
+                self._write({**state, "settings": settings})
+            return
+        saved, given = _flat(state["settings"]), _flat(settings)
+        differences = [
+            f"{key}: {_shown(saved, key)} saved, {_shown(given, key)} in "
+            "this call"
+            for key in sorted(set(saved) | set(given))
+            if saved.get(key, _MISSING) != given.get(key, _MISSING)
+        ]
+        if differences:
+            raise ValueError(
+                f"`run_dir` {self.run_dir!r} holds a run started with other "
+                f"settings: {'; '.join(differences)}. Repeat the call that "
+                "started it to resume it, or pass a new `run_dir` for a new "
+                "run."
+            )
+
     def resume(self, ensemble) -> list:
         """Gives ``ensemble`` the state saved after the last finished
         stage (if any); returns the finished stages."""
@@ -219,7 +298,16 @@ class RunState:
         if finished:
             from keras_bridge.ensemble import BridgeEnsemble
 
-            ensemble._adopt(BridgeEnsemble.load(self.ensemble_path))
+            try:
+                saved = BridgeEnsemble.load(self.ensemble_path)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"{_first_line(error)} It holds the run's state after "
+                    f"its stages {finished}: delete {self._stages_path!r} "
+                    "to run every stage again (trainings that finished "
+                    "load from their backups), or start a new run folder."
+                ) from error
+            ensemble._adopt(saved)
         return finished
 
     def complete(self, stage: str, ensemble, record=None) -> None:
@@ -229,11 +317,45 @@ class RunState:
         state = self._read()
         state["finished"] = [*state["finished"], stage]
         state.setdefault("records", {})[stage] = record
-        with atomic_write(
-            self._stages_path, overwrite=True, suffix=".json"
-        ) as staging:
-            with open(staging, "w") as handle:
-                json.dump(state, handle, default=jsonable)
+        self._write(state)
+
+
+_MISSING = object()
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"modes": {"epochs": 3}}`` as ``{"modes.epochs": 3}``."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(settings: dict, key: str) -> str:
+    return repr(settings[key]) if key in settings else "not given"
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+def _read_json(path: str, kind: type, remedy: str):
+    """The JSON value of ``path``, of type ``kind``; a `ValueError` naming
+    the file and saying what to do (``remedy``) when it is damaged."""
+    try:
+        with open(path) as handle:
+            value = json.load(handle)
+    except ValueError as error:  # also UnicodeDecodeError
+        problem = f"it is not valid JSON: {_first_line(error)}"
+    else:
+        if isinstance(value, kind):
+            return value
+        problem = f"it holds a {type(value).__name__}, not a {kind.__name__}"
+    raise ValueError(f"{path!r} is damaged ({problem}): {remedy}.")
 
 
 def jsonable(value):

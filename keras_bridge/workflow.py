@@ -1,5 +1,11 @@
 """`BridgeEnsemble.fit`: every stage in one resumable call."""
 
+import inspect
+
+import keras
+import numpy as np
+
+from keras_bridge import training
 from keras_bridge.checkpoints import RunState
 from keras_bridge.curve_model import check_same_architecture
 from keras_bridge.tuning import default_pair
@@ -17,6 +23,38 @@ def _options(value, argument: str) -> dict:
             f"{argument}={value!r}."
         )
     return dict(value)
+
+
+#: Arguments of the stages' methods that `fit` sets itself, not settings.
+_NOT_SETTINGS = (
+    "self", "data", "validation_data", "callbacks", "verbose", "backup_dir",
+    "kind",
+)  # fmt: skip
+
+
+def _plain(value):
+    """``value`` as JSON that compares equal between two calls: an object
+    (an optimizer, a head, a layer) by its class name only."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return f"<{type(value).__name__}>"
+
+
+def _with_defaults(method, options: dict) -> dict:
+    """``options`` with the defaults of ``method``'s other arguments."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(method).parameters.items()
+        if name not in _NOT_SETTINGS
+        and parameter.default is not inspect.Parameter.empty
+    }
+    return _plain({**defaults, **options})
 
 
 class WorkflowMixin:
@@ -43,7 +81,11 @@ class WorkflowMixin:
         epoch (`keras_bridge.checkpoints`): the same call, repeated after
         the process was killed, skips the stages that finished and resumes
         the interrupted one from its last epoch, so the planned epochs are
-        all completed. Start a new ensemble with a new ``run_dir``.
+        all completed. Start a new ensemble with a new ``run_dir``: a call
+        whose settings (``num_modes``, ``seed``, the feature layer, the
+        curve, ``modes``, ``curves``, ``bridges``) differ from those the
+        run was started with is refused with a `ValueError` naming each
+        difference, rather than returning the old run's ensemble.
 
         Args:
             data: training data, as in `fit_modes`.
@@ -78,6 +120,8 @@ class WorkflowMixin:
         }
         type2 = options["bridges"].pop("type2", True)
         state = None if run_dir is None else RunState(run_dir)
+        if state is not None:
+            state.check_settings(self._settings(options, type2))
         finished = [] if state is None else state.resume(self)
         common = {"callbacks": callbacks, "verbose": verbose}
         for stage in STAGES:
@@ -92,12 +136,30 @@ class WorkflowMixin:
                 state.complete(stage, self)
         return self
 
+    def _settings(self, options, type2) -> dict:
+        """What `fit` was asked to do, as `RunState.check_settings` takes
+        it: the ensemble's own settings and every stage's arguments, with
+        their defaults."""
+        return {
+            "num_modes": self.num_modes,
+            "seed": self.seed,
+            "feature_layer": self.feature_layer,
+            "curve": _plain(keras.saving.serialize_keras_object(self.curve)),
+            "modes": _with_defaults(self.fit_modes, options["modes"]),
+            "curves": _with_defaults(self.fit_curves, options["curves"]),
+            "bridges": {
+                **_with_defaults(self.fit_bridge, options["bridges"]),
+                "type2": _plain(type2),
+            },
+        }
+
     def _fit_stage(self, stage, data, validation_data, options, type2, common):
         if stage == "modes":
             self.fit_modes(
                 data, validation_data=validation_data,
                 **{**common, **options["modes"]},
             )  # fmt: skip
+            training.stop_on_broken_modes(self.mode_checks)
         elif stage == "curves":
             self.fit_curves(
                 data, validation_data=validation_data,

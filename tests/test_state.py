@@ -461,3 +461,93 @@ def test_a_loaded_ensemble_with_bridges_trains_more(bridged_ensemble, digits):
     assert outputs["member_probabilities"].shape == (2, 6, 10)
     heads = [head.name for head in ens.bridges.values()]
     assert len(set(heads)) == len(heads)
+
+
+# 10. A run folder resumes only the run it holds, and says what is wrong.
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtCurves(keras.callbacks.Callback):
+    """Stops a run as a kill would, once its modes are trained."""
+
+    def on_train_begin(self, logs=None):
+        if self.model.name.startswith("curve"):
+            raise _Killed
+
+
+def _tiny_fit(digits, run_dir, num_modes=2, seed=0, epochs=1, type2=False):
+    x, y = kb.data.to_numpy(digits.train)
+    train = kb.data.make_pipeline(x[:128], y[:128], 64)
+    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    ens = kb.BridgeEnsemble(backbone, num_modes=num_modes, seed=seed)
+    return ens.fit(
+        train, run_dir=run_dir, modes={"epochs": epochs},
+        curves={"epochs": 1}, bridges={"epochs": 1, "type2": type2},
+        callbacks=[_KillAtCurves()], verbose=0,
+    )  # fmt: skip
+
+
+def test_a_run_dir_refuses_other_settings(digits, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Killed):
+        _tiny_fit(digits, run_dir)
+    stages = (run_dir / "stages.json").read_text()
+    assert kb.checkpoints.RunState(run_dir).finished() == ["modes"]
+    with pytest.raises(ValueError, match="other settings") as error:
+        _tiny_fit(digits, run_dir, num_modes=3, seed=1, epochs=2, type2=True)
+    message = str(error.value)
+    assert str(run_dir) in message
+    for difference in (
+        "num_modes: 2 saved, 3 in this call",
+        "seed: 0 saved, 1 in this call",
+        "modes.epochs: 1 saved, 2 in this call",
+        "bridges.type2: False saved, True in this call",
+    ):
+        assert difference in message
+    assert "learning_rate" not in message  # the same, by default
+    assert (run_dir / "stages.json").read_text() == stages
+    # The same call resumes the run (and stops again at the curves).
+    with pytest.raises(_Killed):
+        _tiny_fit(digits, run_dir)
+
+
+def test_a_damaged_run_folder_is_named_with_what_to_do(
+    tiny_ensemble, digits, tmp_path
+):
+    ens = tiny_ensemble
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="`run_dir` must be a folder"):
+        ens.fit(digits.train, run_dir=path)
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir)
+    (run_dir / "stages.json").write_text('{"finished": ["modes"')
+    with pytest.raises(ValueError, match="stages.json.*delete it"):
+        ens.fit(digits.train, run_dir=run_dir)
+    (run_dir / "stages.json").write_text("[]")
+    with pytest.raises(ValueError, match="stages.json.*delete it"):
+        ens.fit(digits.train, run_dir=run_dir)
+
+
+def test_a_garbage_backup_is_named_with_what_to_do(
+    tiny_ensemble, digits, tmp_path
+):
+    backup = tmp_path / "backup"
+    os.makedirs(backup / "mode_0")
+    (backup / "mode_0.weights.h5").write_bytes(b"not an h5 file")
+    with pytest.raises(ValueError, match="mode_0.weights.h5.*Delete it"):
+        tiny_ensemble.fit_modes(
+            digits.train, epochs=1, backup_dir=backup, verbose=0
+        )
+    os.remove(backup / "mode_0.weights.h5")
+    (backup / "mode_0" / "latest.weights.h5").write_bytes(b"not an h5 file")
+    with pytest.raises(ValueError, match="backup.*mode_0.*Delete that folder"):
+        tiny_ensemble.fit_modes(
+            digits.train, epochs=1, backup_dir=backup, verbose=0
+        )
+    (backup / "progress.json").write_text("{")
+    with pytest.raises(ValueError, match="progress.json.*delete it"):
+        kb.checkpoints.Checkpoints(backup).progress()
