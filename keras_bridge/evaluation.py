@@ -57,8 +57,11 @@ class EnsembleReport:
             FLOPs relative to one backbone; with calibration data also
             ``val_agreement``, ``val_cnll_change`` (validation cNLL of the
             modes it reads, with it minus without it), its standard error
-            ``val_cnll_change_se``, and ``flag`` (why it does not pay off,
-            or None).
+            ``val_cnll_change_se``, ``selected`` (whether validation
+            selection, `BridgeEnsemble.select_members`, picks it),
+            ``note`` (low fidelity to its teacher, or None) and ``flag``
+            (why it does not pay off, or None; never set for a selected
+            bridge).
 
     With OOD data, rows also hold ``auroc_entropy``, ``auroc_mi``,
     ``fpr95_entropy`` and ``fpr95_mi``: detection of OOD inputs among test
@@ -144,7 +147,7 @@ class EnsembleReport:
 
     @property
     def flagged(self) -> list:
-        """The bridges that do not pay off (see `MIN_AGREEMENT`): dicts
+        """The bridges that do not pay off (see `_check_bridges`): dicts
         of ``bridges`` with a ``flag`` saying why."""
         return [b for b in self.bridges if b.get("flag")]
 
@@ -179,7 +182,7 @@ class EnsembleReport:
         ]
         return keys + [
             key
-            for key in ("val_agreement", "val_cnll_change", "flag")
+            for key in ("val_agreement", "val_cnll_change", "note", "flag")
             if any(key in bridge for bridge in self.bridges)
         ]
 
@@ -229,6 +232,8 @@ class EnsembleReport:
                 f"{bridge['teacher_accuracy']:.4f}), {bridge['flops']:.3f}x "
                 "FLOPs"
             )
+            if bridge.get("note"):
+                lines.append(f"  note: {bridge['note']}")
             if bridge.get("flag"):
                 lines.append(
                     f"  WARNING: it does not pay off: {bridge['flag']}"
@@ -400,7 +405,12 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
         base_flops,
     )  # fmt: skip
     if calibration is not None:
-        _check_bridges(bridge_rows, index, val_probs, calibration, teachers)
+        selected = validation_selection(
+            members, index, val_probs, calibration[1]
+        )
+        _check_bridges(
+            bridge_rows, index, val_probs, calibration, teachers, selected
+        )
     fidelity = {
         row["member"].base: row
         for row in bridge_rows
@@ -500,16 +510,37 @@ def _mutual_information(member_probs):
 
 
 #: A bridge that agrees with its teacher less often than this on
-#: validation data is flagged in the report.
+#: validation data gets a low-fidelity ``note`` in the report.
 MIN_AGREEMENT = 0.95
 
 
-def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
-    """Flags each bridge that agrees with its teacher on less than
-    `MIN_AGREEMENT` of the validation inputs, or whose addition to the
-    modes it reads worsens their validation cNLL by more than twice its
-    standard error (the per-input NLL differences' standard error, so that
-    a small validation set does not flag noise)."""
+def validation_selection(members, index, val_probs, labels) -> set:
+    """The members `keras_bridge.metrics.select_members` picks on the
+    validation probabilities (as `BridgeEnsemble.select_members` does):
+    a bridge only once the networks it reads are picked."""
+    columns = [index[m] for m in members]
+    requires = [
+        [members.index(source_member(i)) for i in m.sources]
+        if isinstance(m, BridgeMember)
+        else []
+        for m in members
+    ]
+    chosen = metrics_lib.select_members(
+        val_probs[:, columns], labels, requires=requires
+    )
+    return {members[i] for i in chosen}
+
+
+def _check_bridges(bridge_rows, index, val_probs, calibration, teachers,
+                   selected):  # fmt: skip
+    """Flags each bridge that does not pay off: its addition to the modes
+    it reads worsens their validation cNLL by more than twice its standard
+    error (the per-input NLL differences' standard error, so that a small
+    validation set does not flag noise) and validation selection
+    (``selected``, `validation_selection`) leaves it out, so the flag and
+    `BridgeEnsemble.select_members` never disagree. A bridge that agrees
+    with its teacher on less than `MIN_AGREEMENT` of the validation inputs
+    gets a ``note`` saying so: low fidelity, which is no harm by itself."""
     x_val, y_val = calibration
     predicted = {}
     for row in bridge_rows:
@@ -532,19 +563,23 @@ def _check_bridges(bridge_rows, index, val_probs, calibration, teachers):
         row["val_cnll_change_se"] = float(
             change.std(ddof=1) / np.sqrt(len(change))
         )
-        flags = []
-        if row["val_agreement"] < MIN_AGREEMENT:
-            flags.append(
-                f"agrees with its teacher on {row['val_agreement']:.1%} of "
-                f"validation inputs (< {MIN_AGREEMENT:.0%})"
-            )
-        if row["val_cnll_change"] > 2 * row["val_cnll_change_se"]:
-            flags.append(
-                "worsens the validation cNLL of the modes it reads by "
-                f"{row['val_cnll_change']:.4f} (standard error "
-                f"{row['val_cnll_change_se']:.4f})"
-            )
-        row["flag"] = "; ".join(flags) or None
+        row["selected"] = member.base in selected
+        row["note"] = (
+            f"low fidelity: agrees with its teacher on "
+            f"{row['val_agreement']:.1%} of validation inputs (< "
+            f"{MIN_AGREEMENT:.0%})"
+            if row["val_agreement"] < MIN_AGREEMENT
+            else None
+        )
+        harm = row["val_cnll_change"] > 2 * row["val_cnll_change_se"]
+        row["flag"] = (
+            "worsens the validation cNLL of the modes it reads by "
+            f"{row['val_cnll_change']:.4f} (standard error "
+            f"{row['val_cnll_change_se']:.4f}), and validation selection "
+            "leaves it out"
+            if harm and not row["selected"]
+            else None
+        )
 
 
 def _calibrated_nlls(probs, labels) -> np.ndarray:

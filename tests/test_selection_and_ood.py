@@ -149,6 +149,55 @@ def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
     assert bridge["val_cnll_change_se"] == pytest.approx(se, rel=1e-4)
     low = bridge["val_agreement"] < 0.95
     worse = change > 2 * se
-    assert ("(< 95%)" in (bridge["flag"] or "")) == low
-    assert ("worsens" in (bridge["flag"] or "")) == worse
-    assert report.flagged == ([bridge] if low or worse else [])
+    selected = "type1_0-1_r0.5" in ens.select_members(digits.validation)
+    assert bridge["selected"] == selected
+    assert ("(< 95%)" in (bridge["note"] or "")) == low
+    assert (bridge["flag"] is not None) == (worse and not selected)
+    assert report.flagged == ([bridge] if worse and not selected else [])
+
+
+class _Teacher:
+    def __init__(self, classes):
+        self.classes = classes
+
+    def predict(self, x, verbose=0):
+        return np.eye(3)[self.classes]
+
+
+def _validation_case(bridge_quality):
+    """Validation probabilities of mode 0 and a Type I bridge on 3 classes:
+    the mode is right 70 % of the time; the bridge sees the labels with
+    weight ``bridge_quality``; its teacher disagrees with it on 20 %."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    guess = np.where(rng.random(400) < 0.7, y, (y + 1) % 3)
+    mode = 0.25 + 0.5 * np.eye(3)[guess]
+    mode /= mode.sum(1, keepdims=True)
+    bridge = (1 - bridge_quality) * mode + bridge_quality * np.eye(3)[y]
+    bridge = (bridge + 0.01) / (bridge + 0.01).sum(1, keepdims=True)
+    teacher = np.where(np.arange(400) % 5 == 0, (y + 2) % 3, bridge.argmax(1))
+    return y, np.stack([mode, bridge], axis=1), _Teacher(teacher)
+
+
+@pytest.mark.parametrize("quality", [0.6, -0.3], ids=["helps", "harms"])
+def test_low_fidelity_is_a_note_and_a_flag_never_meets_selection(quality):
+    y, probs, teacher = _validation_case(quality)
+    mode = kb.members.ModeMember(0)
+    bridge = kb.members.BridgeMember("type1", (0, 1), 0.5)
+    index = {mode: 0, bridge: 1}
+    selected = kb.evaluation.validation_selection(
+        [mode, bridge], index, probs, y
+    )
+    rows = [{"member": bridge}]
+    kb.evaluation._check_bridges(
+        rows, index, probs, (np.zeros((400, 1)), y),
+        {((0, 1), 0.5): teacher}, selected,
+    )  # fmt: skip
+    (row,) = rows
+    assert row["val_agreement"] == pytest.approx(0.8, abs=0.01)
+    assert "low fidelity" in row["note"]
+    helps = row["val_cnll_change"] < 0
+    assert helps == (quality > 0)
+    # A bridge that lowers validation cNLL is chosen and never flagged.
+    assert row["selected"] == helps
+    assert (row["flag"] is None) == helps
