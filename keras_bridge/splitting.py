@@ -61,6 +61,7 @@ def prepare_backbone(backbone) -> keras.Model:
         raise ValueError(
             f"`backbone` must have one input; received {len(model.inputs)}."
         )
+    _check_clonable(model)
     num_classes = model.outputs[0].shape[-1]
     if num_classes is None or num_classes < 2:
         raise ValueError(
@@ -99,6 +100,28 @@ def prepare_backbone(backbone) -> keras.Model:
         )
         return _without_final_activation(model, last)
     return model
+
+
+def _check_clonable(model) -> None:
+    """Refuses a ``Lambda`` layer that Keras will not rebuild from its
+    config (a Python lambda: Keras' safe mode), before any training: each
+    mode, curve and saved file rebuilds the backbone from its config."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _check_clonable(layer)
+        elif isinstance(layer, keras.layers.Lambda):
+            try:
+                type(layer).from_config(layer.get_config())
+            except ValueError:
+                raise ValueError(
+                    f"`backbone` has a `Lambda` layer {layer.name!r} that "
+                    "wraps a Python function; Keras will not rebuild it "
+                    "from its config (safe mode), and keras-bridge rebuilds "
+                    "the backbone for every mode and saved file. Replace "
+                    "it with a built-in layer (e.g. `keras.layers."
+                    "Rescaling`) or a custom layer registered with "
+                    "`@keras.saving.register_keras_serializable()`."
+                ) from None
 
 
 def _activation_name(operation) -> str:

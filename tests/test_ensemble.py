@@ -251,8 +251,18 @@ def test_fit_stops_before_the_curves_on_broken_modes(digits):
     ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
     with pytest.warns(UserWarning, match="far below"):
         with pytest.raises(RuntimeError, match="Stopped after `fit_modes`"):
-            ens.fit(
-                digits.train, (x, wrong), modes={"epochs": 2}, verbose=0
-            )
+            ens.fit(digits.train, (x, wrong), modes={"epochs": 2}, verbose=0)
     assert len(ens.modes) == 1 and ens.curves == {}
     assert ens.mode_checks[0] > kb.training.MODE_GAP_TOLERANCE
+
+
+def test_a_backbone_with_a_python_lambda_layer_is_refused_at_once():
+    inputs = keras.Input((8, 8, 1))
+    scaled = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3)(scaled)
+    )
+    model = keras.Model(inputs, keras.layers.Dense(10)(pooled))
+    with pytest.raises(ValueError, match="`Lambda` layer 'double'") as info:
+        kb.BridgeEnsemble(model)
+    assert "register_keras_serializable" in str(info.value)
