@@ -6,6 +6,7 @@ module never sees `BridgeEnsemble` itself.
 """
 
 import json
+import math
 import os
 import re
 import zipfile
@@ -308,6 +309,7 @@ def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"`filepath` {filepath!r} does not exist.")
     _check_archive(filepath)
+    _check_metadata(filepath)
     try:
         archive = keras.saving.load_model(
             filepath, custom_objects=custom_objects, safe_mode=safe_mode
@@ -352,4 +354,108 @@ def _check_archive(filepath: str) -> None:
         raise ValueError(
             f"`filepath` {filepath!r} is not a valid .keras file written by "
             f"`BridgeEnsemble.save`: {problem}."
+        )
+
+
+def _is_index(value, size) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value < size
+    )
+
+
+def _is_pair(pair, size) -> bool:
+    return (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(_is_index(i, size) for i in pair)
+        and pair[0] != pair[1]
+    )
+
+
+def _is_point(value) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0.0 <= value <= 1.0
+    )
+
+
+def _metadata_problem(config: dict):
+    """What is wrong with an archive's metadata (hand-edited, say), or
+    None: every field `_state` reads, checked against the archive."""
+    meta = config.get("metadata")
+    if not isinstance(meta, dict):
+        return "it has no metadata"
+    required = (
+        "feature_layer", "seed", "curve", "temperature", "curve_pairs",
+        "curve_checks", "bridges", "points",
+    )  # fmt: skip
+    missing = [key for key in required if key not in meta]
+    if missing:
+        return f"its metadata lacks {missing}"
+    num_modes = len(config.get("modes", []))
+    backbone = config.get("backbone", {}).get("config", {})
+    layers = [layer.get("name") for layer in backbone.get("layers", [])]
+    temperature, epochs = meta["temperature"], meta.get("mode_epochs")
+    checks = {
+        "anchor": _is_index(meta.get("anchor", 0), max(num_modes, 1)),
+        "temperature": isinstance(temperature, (int, float))
+        and not isinstance(temperature, bool)
+        and math.isfinite(temperature)
+        and temperature > 0,
+        "feature_layer": meta["feature_layer"] in layers,
+        "seed": meta["seed"] is None or _is_index(meta["seed"], 2**63),
+        "mode_epochs": epochs is None or _is_index(epochs, 2**63) and epochs,
+        "curve_pairs": isinstance(meta["curve_pairs"], list)
+        and len(meta["curve_pairs"]) == len(config.get("curves", []))
+        and all(_is_pair(p, num_modes) for p in meta["curve_pairs"]),
+        "bridges": isinstance(meta["bridges"], list)
+        and len(meta["bridges"]) == len(config.get("heads", []))
+        and all(
+            isinstance(b, dict)
+            and b.get("kind") in ("type1", "type2")
+            and _is_pair(b.get("pair"), num_modes)
+            and (b.get("point") == "any" or _is_point(b.get("point")))
+            for b in meta["bridges"]
+        ),
+        "points": isinstance(meta["points"], list)
+        and len(meta["points"]) == len(config.get("points", []))
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and _is_pair(p[0], num_modes)
+            and _is_point(p[1])
+            for p in meta["points"]
+        ),
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        shown = {key: meta.get(key) for key in bad}
+        return (
+            f"its metadata field(s) {bad} do not fit the archive "
+            f"({num_modes} modes): {shown}"
+        )
+    return None
+
+
+def _check_metadata(filepath: str) -> None:
+    """Refuses a file whose metadata is not what `write` writes, with an
+    error naming the file and the field, before Keras builds anything."""
+    try:
+        with zipfile.ZipFile(filepath) as archive:
+            config = json.loads(archive.read("config.json"))
+        config = config.get("config", {})
+    except (ValueError, AttributeError) as error:
+        problem = f"its config.json cannot be read ({error})"
+    else:
+        if config.get("metadata") is None and "modes" not in config:
+            return  # not an ensemble: `read` says what it holds
+        problem = _metadata_problem(config)
+    if problem:
+        raise ValueError(
+            f"`filepath` {filepath!r} is not a valid ensemble archive: "
+            f"{problem}. Was it edited by hand? Save the ensemble again "
+            "with `BridgeEnsemble.save`."
         )

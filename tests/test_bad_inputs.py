@@ -570,3 +570,62 @@ def test_calibrate_warns_on_a_tiny_set_and_at_a_search_bound(modes_only):
     assert temperature == pytest.approx(0.05, rel=0.01)
     assert "fitted on 3 examples" in message
     assert "at a bound of the search [0.05, 20]" in message
+
+
+@pytest.fixture(scope="module")
+def saved_modes(tmp_path_factory):
+    """The file of two untrained modes, saved once for the module."""
+    backbone = _backbone()
+    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
+    return ens.save(tmp_path_factory.mktemp("saved") / "ensemble.keras")
+
+
+def _edit_metadata(source, target, **changes):
+    """A copy of the archive ``source`` whose metadata has ``changes``
+    (a value of None removes the key)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(source) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    for key, value in changes.items():
+        if value is None:
+            config["config"]["metadata"].pop(key)
+        else:
+            config["config"]["metadata"][key] = value
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"anchor": 9}, "['anchor']"),
+        ({"anchor": -1}, "['anchor']"),
+        ({"temperature": -1.0}, "['temperature']"),
+        ({"feature_layer": "stage9"}, "['feature_layer']"),
+        ({"curve_pairs": [[0, 0]]}, "['curve_pairs']"),
+        ({"temperature": None}, "lacks ['temperature']"),
+    ],
+    ids=["anchor_9", "anchor_-1", "temperature", "layer", "pairs", "missing"],
+)
+def test_load_names_the_file_and_the_damaged_metadata_field(
+    saved_modes, tmp_path, changes, field
+):
+    edited = str(tmp_path / "edited.keras")
+    _edit_metadata(saved_modes, edited, **changes)
+    with pytest.raises(
+        ValueError, match="not a valid ensemble archive"
+    ) as info:
+        kb.BridgeEnsemble.load(edited)
+    assert edited in str(info.value) and field in str(info.value)
+
+
+def test_an_unedited_copy_loads(saved_modes, tmp_path):
+    copy = _edit_metadata(saved_modes, str(tmp_path / "copy.keras"))
+    assert kb.BridgeEnsemble.load(copy).member_names() == ["mode_0", "mode_1"]
