@@ -16,6 +16,7 @@ Traceback (most recent call last):
 ValueError: config key `modes.num_modez`: extra inputs are not permitted.
 """
 
+import re
 from typing import Annotated, Literal
 
 import yaml
@@ -178,11 +179,31 @@ def parse(values, source: str = "config") -> RunConfig:
         raise ValueError(f"{source} key `{key}`: {message}.") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, reading ``1e-3`` as a number as YAML 1.2
+    does (1.1 needs ``1.0e-3``, and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load(path: str) -> RunConfig:
-    """Reads and validates the YAML config at ``path``."""
+    r"""Reads and validates the YAML config at ``path``.
+
+    Example:
+
+    >>> with open("run.yaml", "w") as handle:
+    ...     _ = handle.write("modes:\n  learning_rate: 1e-3\n")
+    >>> load("run.yaml").modes.learning_rate
+    0.001
+    """
     try:
         with open(path) as handle:
-            values = yaml.safe_load(handle)
+            values = yaml.load(handle, Loader=_Loader)
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from None
     return parse(values, source=path)
