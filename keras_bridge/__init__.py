@@ -3,6 +3,7 @@
 import importlib as _importlib
 import os as _os
 import sys as _sys
+import typing as _typing
 
 from keras_bridge.version import __version__ as __version__  # public
 
@@ -38,6 +39,20 @@ _NAMES = {
 }
 
 __all__ = sorted(["__version__", *_MODULES, *_NAMES])
+
+if _typing.TYPE_CHECKING:  # what `__getattr__` gives, for static tools
+    from keras_bridge.curve_model import (
+        point_model as point_model,
+    )
+    from keras_bridge.curve_model import (
+        recalibrate_batchnorm as recalibrate_batchnorm,
+    )
+    from keras_bridge.curve_model import (
+        to_curve_model as to_curve_model,
+    )
+    from keras_bridge.ensemble import BridgeEnsemble as BridgeEnsemble
+    from keras_bridge.flops import flops as flops
+    from keras_bridge.profile import CurveProfile as CurveProfile
 
 
 def __getattr__(name: str):

@@ -336,10 +336,19 @@ def main(argv=None) -> int:
     """Runs the command; a bad argument, config or input gives one line on
     stderr and exit status 2, never a traceback."""
     args = _parser().parse_args(argv)
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
     if getattr(args, "quiet", False):
         # TensorFlow's own notices (deprecations inside the graph tools it
         # runs for FLOP counts and exports) are not errors.
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logger.setLevel(logging.ERROR)
+    try:
+        return _run(args)
+    finally:
+        logger.setLevel(level)  # a caller's process is left as it was
+
+
+def _run(args) -> int:
     try:
         COMMANDS[args.command](args)
     except (
