@@ -44,13 +44,14 @@ def prepare_backbone(backbone) -> keras.Model:
     Example:
 
     >>> inputs = keras.Input((4,))
-    >>> outputs = keras.ops.softmax(keras.layers.Dense(3)(inputs))
+    >>> logits = keras.layers.Dense(3, name="logits")(inputs)
+    >>> outputs = keras.ops.softmax(logits)
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     model = prepare_backbone(keras.Model(inputs, outputs))
     >>> messages = [str(warning.message) for warning in caught]
     >>> producer(model.outputs[0]).name, any("softmax" in m for m in messages)
-    ('dense', True)
+    ('logits', True)
     """
     model = as_functional(backbone, "backbone")
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
