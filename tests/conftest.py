@@ -1,9 +1,12 @@
+import fcntl
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_bridge as kb  # noqa: E402
@@ -14,14 +17,7 @@ def digits():
     return kb.data.load_digits(batch_size=64)
 
 
-@pytest.fixture(scope="session")
-def ensemble_files(digits, tmp_path_factory):
-    """Two digits modes with a fitted curve, saved before and after a
-    Type I, a Type II and a conditioned bridge are trained on it. Tests
-    load their own copy (`trained_ensemble`, `bridged_ensemble`), so no
-    test sees another's changes."""
-    keras.config.disable_traceback_filtering()
-    folder = tmp_path_factory.mktemp("ensembles")
+def _train_ensemble_files(digits, folder):
     backbone = kb.models.resnet(
         digits.input_shape, digits.num_classes, depth=8, width=0.5
     )
@@ -34,10 +30,48 @@ def ensemble_files(digits, tmp_path_factory):
     ens.fit_bridge(digits.train, kind="type2", epochs=20, verbose=0)
     ens.fit_bridge(digits.train, points="any", epochs=20, verbose=0)
     ens.save(folder / "bridged.keras")
+    (folder / "line.json").write_text(json.dumps(line.to_dict()))
+
+
+def _profile(values) -> kb.CurveProfile:
+    return kb.CurveProfile(
+        values["kind"], tuple(values["pair"]),
+        *(np.asarray(values[key]) for key in ("t", "accuracy", "nll")),
+    )  # fmt: skip
+
+
+def _shared_folder(tmp_path_factory, name, build):
+    """A folder that ``build(folder)`` fills once per test run: pytest-xdist
+    workers share it (the first to take its lock builds it)."""
+    # The parent of a worker's base folder is shared by all workers.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            build(folder)
+            (folder / "done").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ensemble_files(digits, tmp_path_factory):
+    """Two digits modes with a fitted curve, saved before and after a
+    Type I, a Type II and a conditioned bridge are trained on it. Tests
+    load their own copy (`trained_ensemble`, `bridged_ensemble`), so no
+    test sees another's changes. Trained once per test run."""
+    keras.config.disable_traceback_filtering()
+    folder = _shared_folder(
+        tmp_path_factory, "session-ensembles",
+        lambda folder: _train_ensemble_files(digits, folder),
+    )  # fmt: skip
     return {
         "curves": folder / "curves.keras",
         "bridged": folder / "bridged.keras",
-        "line": line,
+        "line": _profile(json.loads((folder / "line.json").read_text())),
     }
 
 
@@ -56,12 +90,26 @@ def bridged_ensemble(ensemble_files):
     return kb.BridgeEnsemble.load(ensemble_files["bridged"])
 
 
-@pytest.fixture
-def tiny_ensemble(digits):
-    """Two untrained (freshly initialised) small modes and a 1-epoch curve:
-    for tests of behaviour, not of quality."""
+def _build_tiny(digits, folder):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, seed=0)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
     ens.fit_curves(digits.train, epochs=1, verbose=0)
-    return ens
+    ens.save(folder / "tiny.keras")
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble_file(digits, tmp_path_factory):
+    folder = _shared_folder(
+        tmp_path_factory, "session-tiny",
+        lambda folder: _build_tiny(digits, folder),
+    )  # fmt: skip
+    return folder / "tiny.keras"
+
+
+@pytest.fixture
+def tiny_ensemble(tiny_ensemble_file):
+    """Two untrained (freshly initialised) small modes and a 1-epoch curve:
+    for tests of behaviour, not of quality. Each test loads its own copy
+    of one file built once per run."""
+    return kb.BridgeEnsemble.load(tiny_ensemble_file)

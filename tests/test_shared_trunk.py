@@ -236,9 +236,10 @@ def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
         )  # fmt: skip
 
     ens = run()
+    pair = f"{ens.anchor}-{1 - ens.anchor}"  # the anchor's curve
     assert ens.member_names() == [
-        "mode_0", "mode_1", "shared", "shared_type1_0-1_r0.5",
-        "type2_0-1_r0.5",
+        "mode_0", "mode_1", "shared", f"shared_type1_{pair}_r0.5",
+        f"type2_{pair}_r0.5",
     ]  # fmt: skip
     # Resuming the finished run gives the same ensemble, shared trunk too.
     again = run()
