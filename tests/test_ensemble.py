@@ -125,9 +125,7 @@ def test_fit_modes_leaves_no_stale_batchnorm_statistics(digits):
     # During training the statistics were broken (validation at chance)...
     assert history.history["val_accuracy"][-1] < 0.3
     x, y = kb.data.to_numpy(digits.validation)
-    accuracy = float(
-        np.mean(ens.modes[0].predict(x, verbose=0).argmax(1) == y)
-    )
+    accuracy = float(np.mean(ens.modes[0].predict(x, verbose=0).argmax(1) == y))
     # ... and fit_modes recomputed them: the mode is what it learnt.
     assert accuracy > 0.8
     assert ens.mode_checks[0] < kb.training.MODE_GAP_TOLERANCE
