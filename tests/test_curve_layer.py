@@ -3,6 +3,7 @@ import itertools
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_bridge import curves
 from keras_bridge.layers import CurveLayer
@@ -150,7 +151,7 @@ def test_config_and_keras_file_round_trip(tmp_path):
 def test_a_batch_must_hold_one_t():
     a, b, x = _pair("dense")
     layer = CurveLayer(a, end_layer=b)
-    with pytest.raises(Exception, match="one t value"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one t value"):
         layer(x, t=np.linspace(0, 1, len(x))[:, None].astype("float32"))
 
 
