@@ -299,6 +299,9 @@ def main(argv=None) -> int:
     verbose = 0 if args.smoke else 2  # 2: one line per epoch
     ens, profiles = train(args, data, verbose)
     write_report(args, ens, data, profiles, output)
+    # `evaluate` changes nothing: the saved and served temperature is fitted
+    # here.
+    ens.calibrate(data.validation)
     export(args, ens, output)
     print(f"Done: {sorted(os.listdir(output))} in {output}")
     return 0

@@ -175,7 +175,9 @@ def main(argv=None) -> None:
     with open(os.path.join(output, "report.json"), "w") as handle:
         json.dump(report.to_dict(), handle, indent=2, default=_jsonable)
     report.plot(path=os.path.join(output, "report.png"), kind="flops")
-    # Saved now: `evaluate` fitted the temperature of all the members.
+    # Saved with the temperature of all the members (`evaluate` changes
+    # nothing; `calibrate` fits it).
+    ens.calibrate(data.validation)
     ens.save(os.path.join(output, "ensemble.keras"))
 
     members = ens.select_members(data.validation)

@@ -252,9 +252,10 @@ def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
 
 
 def evaluate(ens, data, folder, plots=True, profiles=(), verbose=1) -> dict:
-    """Scores ``ens`` on ``data.test`` (calibrated on ``data.validation``)
-    and writes ``report.md``, ``report.json``'s evaluation part and the
-    plots to ``folder``; returns the report's dict."""
+    """Scores ``ens`` on ``data.test`` (the ``c*`` columns calibrated on
+    ``data.validation``; ``ens`` is left unchanged) and writes
+    ``report.md``, ``report.json``'s evaluation part and the plots to
+    ``folder``; returns the report's dict."""
     report = ens.evaluate(data.test, calibration_data=data.validation)
     selected = ens.select_members(data.validation)
     if verbose:
@@ -331,6 +332,10 @@ def run(
         CurveProfile(**{**p, "pair": tuple(p["pair"])})
         for p in [report["line"], *report["curves"]]
     ]
+    # `evaluate` changes nothing: the saved and exported ensemble gets its
+    # temperature here.
+    log.stage("calibration", "Calibration on the validation split")
+    report["temperature"] = ens.calibrate(data.validation)
     log.stage("report", "Report")
     report.update(evaluate(ens, data, folder, config.plots, profiles, verbose))
     if "tuning" in report and config.plots:

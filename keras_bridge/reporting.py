@@ -2,8 +2,7 @@
 and member selection.
 
 Part of the `BridgeEnsemble` facade (as `keras.Model` takes its training
-methods from `Trainer`); it reads the ensemble's state and changes nothing
-but the fitted `temperature` in `evaluate`.
+methods from `Trainer`); it reads the ensemble's state and changes nothing.
 """
 
 import numpy as np
@@ -65,7 +64,11 @@ class ReportingMixin:
         )
 
     def evaluate(self, data, calibration_data=None, ood_data=None):
-        """Scores every configuration of the ensemble.
+        """Scores every configuration of the ensemble; changes nothing.
+
+        Like `keras.Model.evaluate`, it leaves the ensemble as it was: the
+        ensemble's own `temperature` is set only by `calibrate`, so
+        `predict` and `export` give the same results before and after.
 
         Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
         bridges; DE-m + n Type II bridges; Single + k curve points at full
@@ -74,9 +77,9 @@ class ReportingMixin:
         Args:
             data: labelled test data.
             calibration_data: labelled validation data: the ``c*`` columns
-                are temperature-scaled on it, bridges that do not pay off
-                on it are flagged, and the ensemble's own `temperature`
-                is fitted on it.
+                are temperature-scaled on it (each configuration with its
+                own temperature, fitted here and not kept) and bridges that
+                do not pay off on it are flagged.
             ood_data: inputs from another distribution (labels, if any,
                 are ignored): adds OOD detection columns (AUROC and FPR at
                 95 % TPR of predictive entropy and mutual information).
@@ -112,7 +115,7 @@ class ReportingMixin:
             (m.pair, m.r): self.point_model(m.pair, m.r)
             for m in evaluation.fidelity_members(members)
         }
-        report = evaluation.evaluate(
+        return evaluation.evaluate(
             members,
             lambda chosen: self.inference_model(chosen, temperature=1.0),
             teachers,
@@ -120,10 +123,6 @@ class ReportingMixin:
             arrays,
             self.anchor,
         )
-        calibration = arrays["calibration"]
-        if calibration is not None:
-            self.calibrate(calibration)
-        return report
 
     def select_members(self, data, max_members=None) -> list:
         """The members that pay off: greedy forward selection on the

@@ -120,6 +120,19 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
         ens.evaluate(digits.test, ood_data=np.zeros((4, 9, 9, 1)))
 
 
+def test_evaluate_changes_nothing(tiny_ensemble, digits):
+    ens = tiny_ensemble
+    ens.temperature = 2.5  # what a user set, or `calibrate` fitted
+    x, _ = kb.data.to_numpy(digits.test)
+    before = ens.predict(x)
+    report = ens.evaluate(digits.test, calibration_data=digits.validation)
+    assert report.row("DE-2")["cnll"] > 0  # calibrated columns were scored
+    assert ens.temperature == 2.5
+    after = ens.predict(x)
+    for key, value in before.items():
+        np.testing.assert_allclose(after[key], value, atol=1e-6)
+
+
 def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
     ens = tiny_ensemble
     ens.fit_bridge(digits.train, epochs=1, verbose=0)
