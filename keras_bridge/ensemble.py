@@ -792,17 +792,41 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             self.shared,
         )
 
-    def predict(self, x, members=None, batch_size: int = 256) -> dict:
+    def predict(self, x, members=None, batch_size=None, verbose="auto") -> dict:
         """The serving outputs for ``x`` as a dict of NumPy arrays.
+
+        Takes inputs as `keras.Model.predict` does: an array (batched
+        here) or a batched `tf.data.Dataset`. Inputs are checked first
+        (shape, finite values) and so are the members' weights.
+
+        Args:
+            x: a NumPy array or tensor of inputs of shape
+                ``(batch, *input_shape)``, or a finite, batched
+                `tf.data.Dataset` of ``x`` or ``(x, y)`` batches (labels
+                are ignored; the dataset is read twice, once to check it).
+            members: member names (see `member_names`); default all.
+            batch_size: inputs per batch for an array; default 32, as in
+                Keras. Leave it ``None`` for a dataset, which makes its own
+                batches.
+            verbose: 0 (silent), 1 or ``"auto"`` (a progress bar) or 2
+                (one line when done), passed to `keras.Model.predict`.
+
+        Returns:
+            A dict of NumPy arrays, one row per input: ``probabilities``,
+            ``class_ids``, ``member_probabilities``,
+            ``predictive_entropy`` and ``mutual_information`` (see
+            `inference_model`).
 
         Example:
 
-        >>> outputs = ens.predict(x_test)
+        >>> outputs = ens.predict(x_test, verbose=0)
         >>> outputs["probabilities"].shape
         (360, 10)
+        >>> batches = tf.data.Dataset.from_tensor_slices(x_test).batch(64)
+        >>> ens.predict(batches, verbose=0)["class_ids"].shape
+        (360,)
         """
-        batch_size = inputs.positive_int(batch_size, "batch_size")
-        x = inputs.check_x(x, self.input_shape, dtype=self._dtype)
+        x, batch_size = self._prediction_inputs(x, batch_size)
         names = tuple(m.name for m in self.members(members))
         key = (names, self.temperature)
         if key not in self._predictors:
@@ -812,8 +836,31 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             self._predictors[key], "predict", training.BROKEN_MEMBER
         )
         return self._predictors[key].predict(
-            x, batch_size=batch_size, verbose=0
+            x, batch_size=batch_size, verbose=verbose
         )
+
+    def _prediction_inputs(self, x, batch_size):
+        """``(x, batch_size)`` checked for `predict`: an array of the
+        ensemble's dtype and a batch size, or a checked dataset of inputs
+        and ``None``."""
+        if not isinstance(x, tf.data.Dataset):
+            if batch_size is None:
+                batch_size = inputs.DEFAULT_BATCH_SIZE
+            batch_size = inputs.positive_int(batch_size, "batch_size")
+            x = inputs.check_x(x, self.input_shape, dtype=self._dtype)
+            return x, batch_size
+        if batch_size is not None:
+            raise ValueError(
+                "`batch_size` must be None when `x` is a `tf.data.Dataset`, "
+                "which makes its own batches; received "
+                f"batch_size={batch_size!r}. Batch the dataset instead, "
+                "e.g. `x.batch(32)`."
+            )
+        spec = x.element_spec
+        if isinstance(spec, tuple) and len(spec) == 2:
+            x = x.map(lambda features, labels: features)  # labels ignored
+        x, _ = self._data(x, "x", "predict", needs_labels=False)
+        return x, None
 
     def calibrate(self, data, members=None) -> float:
         """Fits, sets and returns `temperature`: the minimiser of the NLL

@@ -145,7 +145,7 @@ class ReportingMixin:
         Example:
 
         >>> members = ens.select_members(data.validation)
-        >>> outputs = ens.predict(x_test, members=members)
+        >>> outputs = ens.predict(x_test, members=members, verbose=0)
         >>> outputs["member_probabilities"].shape[1] == len(members)
         True
         """

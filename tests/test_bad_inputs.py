@@ -506,6 +506,31 @@ def test_predict_refuses_non_finite_inputs_naming_the_index(modes_only, value):
         modes_only.predict(x)
 
 
+def test_predict_takes_a_dataset_as_it_takes_arrays(modes_only, capsys):
+    expected = modes_only.predict(X, verbose=0)
+    for data in (_ds(X), _ds(X, Y, batch=7)):  # x, and (x, y): y ignored
+        outputs = modes_only.predict(data, verbose=0)
+        assert set(outputs) == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(outputs[key], value, atol=1e-6)
+    assert capsys.readouterr().out == ""
+    modes_only.predict(_ds(X), verbose=2)  # one line when done
+    assert "step" in capsys.readouterr().out
+
+
+def test_predict_refuses_a_bad_dataset(modes_only):
+    with pytest.raises(ValueError, match="`batch_size` must be None when"):
+        modes_only.predict(_ds(X), batch_size=8)
+    with pytest.raises(ValueError, match="`x` must yield inputs of shape"):
+        modes_only.predict(_ds(np.zeros((4, 9, 9, 1), "float32")))
+    with pytest.raises(ValueError, match="`x` is not batched"):
+        modes_only.predict(tf.data.Dataset.from_tensor_slices(X))
+    x = X[:6].copy()
+    x[4] = np.nan
+    with pytest.raises(FloatingPointError, match="`x` holds non-finite"):
+        modes_only.predict(_ds(x, batch=2))
+
+
 def test_predict_and_evaluate_refuse_a_member_with_a_nan_weight(modes_only):
     before = modes_only.predict(X[:4])["probabilities"]  # caches the graph
     kernel = modes_only.modes[1].trainable_weights[0]
