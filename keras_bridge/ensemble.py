@@ -580,47 +580,47 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             backup_dir=backup_dir, augmentation=augmentation,
             keep_best=bool(keep_best),
         )  # fmt: skip
-        if self.seed is not None:
-            keras.utils.set_random_seed(self.seed + training.BRIDGE_SEED_OFFSET)
-        teachers = {}
+        with training.seeded(self.seed, training.BRIDGE_SEED_OFFSET):
+            teachers = {}
 
-        def teacher(pair, r):
-            if (pair, r) in self._points:
-                return self._points[(pair, r)]
-            if (pair, r) not in teachers:
-                teachers[(pair, r)] = training.curve_point(
-                    self.curves[pair], r, self.backbone, data
-                )
-            return teachers[(pair, r)]
+            def teacher(pair, r):
+                if (pair, r) in self._points:
+                    return self._points[(pair, r)]
+                if (pair, r) not in teachers:
+                    teachers[(pair, r)] = training.curve_point(
+                        self.curves[pair], r, self.backbone, data
+                    )
+                return teachers[(pair, r)]
 
-        sizing = {"head": head, "max_flops": max_flops, "trunk": trunk}
-        with self._scope():
-            new, specs, (cost, what) = bridges_lib.plan(
-                kind, pairs, points, sizing, self.backbone,
-                self.feature_layer, teacher,
-            )  # fmt: skip
-            if trunk == "shared":
-                source = self.modes[pairs[0][0]]
-                options["shared"] = {
-                    "network": training.copy_model(source, SHARED),
-                    "teacher": source,
-                }
-        self._check_new_bridges(new)
-        if verbose:
-            print(
-                f"Training {len(new)} {kind} bridge(s): {[b.name for b in new]}"
-                f"; head: {what}, {cost:.3f}x of one backbone pass"
-                + (
-                    f"; trunk: a copy of mode {pairs[0][0]}, trained with "
-                    "the heads."
-                    if trunk == "shared"
-                    else "."
+            sizing = {"head": head, "max_flops": max_flops, "trunk": trunk}
+            with self._scope():
+                new, specs, (cost, what) = bridges_lib.plan(
+                    kind, pairs, points, sizing, self.backbone,
+                    self.feature_layer, teacher,
+                )  # fmt: skip
+                if trunk == "shared":
+                    source = self.modes[pairs[0][0]]
+                    options["shared"] = {
+                        "network": training.copy_model(source, SHARED),
+                        "teacher": source,
+                    }
+            self._check_new_bridges(new)
+            if verbose:
+                print(
+                    f"Training {len(new)} {kind} bridge(s): "
+                    f"{[b.name for b in new]}; head: {what}, {cost:.3f}x of "
+                    "one backbone pass"
+                    + (
+                        f"; trunk: a copy of mode {pairs[0][0]}, trained with "
+                        "the heads."
+                        if trunk == "shared"
+                        else "."
+                    )
                 )
-            )
-        with self._scope():
-            history = bridges_lib.distill(
-                self.modes, self.feature_index, specs, data, steps, options
-            )
+            with self._scope():
+                history = bridges_lib.distill(
+                    self.modes, self.feature_index, specs, data, steps, options
+                )
         self._points.update(teachers)
         if trunk == "shared":
             self._replace_shared(options["shared"]["network"], new)
@@ -674,6 +674,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         overwrite: bool = False,
         verbose="auto",
         trunk: str = "frozen",
+        callbacks=None,
     ):
         """Searches the head of one bridge with KerasTuner; installs the best.
 
@@ -710,6 +711,12 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 the best installs both (replacing an earlier shared
                 trunk and its heads). ``fit_kwargs`` do not hold it:
                 pass ``trunk="shared"`` with them.
+            callbacks: a list of `keras.callbacks.Callback` for every
+                trial's `fit`, passed to the KerasTuner search (e.g.
+                ``keras.callbacks.EarlyStopping(monitor="val_kl")``). As
+                in KerasTuner, each trial gets a deep copy of them, so
+                keep what must outlast a trial outside the callback
+                object (a class attribute, a file).
 
         Returns:
             A `keras_bridge.tuning.TuningResult`: ``.trials``, ``.pareto``,
@@ -725,6 +732,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         from keras_bridge import tuning
 
         tuning.check_search(tuner, max_trials, epochs, directory, overwrite)
+        inputs.check_callbacks(callbacks)
         if validation_data is None:
             raise ValueError(
                 "`validation_data` is required: the search minimises the "
@@ -745,7 +753,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
              "directory": directory, "overwrite": overwrite,
              "seed": None if seed is None
              else seed + training.TUNING_SEED_OFFSET,
-             "verbose": verbose, "strategy": self.strategy},
+             "verbose": verbose, "strategy": self.strategy,
+             "callbacks": callbacks},
         )  # fmt: skip
         result.installed = hypermodel.install(model, validation_data)
         return result

@@ -4,12 +4,18 @@ Each function takes plain values (models, datasets, counts) and returns
 new models; none changes a model it is given.
 """
 
+import contextlib
 import math
+import random
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common import global_state
+from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+from tensorflow.python.eager import context as tf_context
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import (
@@ -41,6 +47,55 @@ BROKEN_MEMBER = (
     "Its outputs would be meaningless: refit or reload the member (only "
     "code outside keras-bridge changes a member's weights)."
 )
+
+
+@contextlib.contextmanager
+def seeded(seed, offset: int = 0):
+    """Runs the block under `keras.utils.set_random_seed(seed + offset)`,
+    then puts the caller's random state back, so a seeded stage is
+    reproducible and leaves the user's process as it found it. A ``seed``
+    of ``None`` seeds nothing.
+
+    Restored: Python's `random`, NumPy's global generator, Keras' global
+    seed and `SeedGenerator`, TensorFlow's global seed and the position
+    in its sequence of operation seeds. Not restored: TensorFlow's kernel
+    cache, which every `tf.random.set_seed` clears, so an eager random op
+    given its own ``seed`` (``tf.random.uniform([1], seed=1)``) restarts
+    its sequence afterwards, as after any `tf.random.set_seed`.
+
+    Example:
+
+    >>> np.random.seed(1)
+    >>> with seeded(0):
+    ...     inside = np.random.rand()
+    >>> float(np.random.rand()) == np.random.RandomState(1).rand()
+    True
+    """
+    if seed is None:
+        yield
+        return
+    # Keras and TensorFlow have no public getter for these; set_random_seed
+    # replaces them (it does not mutate them), so keeping them restores them.
+    keras_state = [
+        global_state.get_global_attribute(name)
+        for name in (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR)
+    ]
+    eager = tf_context.context()
+    tf_seed, tf_rng = eager._seed, getattr(eager, "_rng", None)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(seed + offset)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        for name, value in zip(
+            (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR), keras_state
+        ):
+            global_state.set_global_attribute(name, value)
+        tf.random.set_seed(tf_seed)
+        if tf_rng is not None:
+            eager._rng = tf_rng
 
 
 def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):
@@ -272,17 +327,16 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
     """
     modes, histories = [], []
     for index in range(num_modes):
-        if seed is not None:
-            keras.utils.set_random_seed(seed + MODE_SEED_OFFSET + index)
-        model = fresh_copy(backbone, f"mode_{index}")
-        stage = f"fit_modes (mode {index + 1}/{num_modes})"
-        histories.append(
-            resumable_fit(model, data, steps, options, stage, model.name)
-        )
-        # Exact statistics for the final weights: the moving averages lag
-        # them (badly after few steps), and every later stage builds on
-        # the modes (curve points get the same).
-        recalibrate_batchnorm(model, data)
+        with seeded(seed, MODE_SEED_OFFSET + index):
+            model = fresh_copy(backbone, f"mode_{index}")
+            stage = f"fit_modes (mode {index + 1}/{num_modes})"
+            histories.append(
+                resumable_fit(model, data, steps, options, stage, model.name)
+            )
+            # Exact statistics for the final weights: the moving averages
+            # lag them (badly after few steps), and every later stage
+            # builds on the modes (curve points get the same).
+            recalibrate_batchnorm(model, data)
         modes.append(model)
     return modes, histories
 
@@ -356,17 +410,16 @@ def train_curve(ends, pair, curve, data, steps, seed, options):
     """Trains the interior control points of a curve between the two
     models ``ends``; they are not changed. Returns ``(model, history)``."""
     i, j = pair
-    if seed is not None:
-        keras.utils.set_random_seed(seed + CURVE_SEED_OFFSET + 31 * i + j)
-    curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
-    history = resumable_fit(
-        curve_model,
-        with_random_t(data, seed=seed),
-        steps,
-        {**options, "validation_data": None},
-        f"fit_curves (curve {i} -> {j})",
-        curve_model.name,
-    )
+    with seeded(seed, CURVE_SEED_OFFSET + 31 * i + j):
+        curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
+        history = resumable_fit(
+            curve_model,
+            with_random_t(data, seed=seed),
+            steps,
+            {**options, "validation_data": None},
+            f"fit_curves (curve {i} -> {j})",
+            curve_model.name,
+        )
     return curve_model, history
 
 

@@ -558,8 +558,9 @@ def search(hypermodel, data, validation_data, options):
         hypermodel: a `BridgeHyperModel`.
         data, validation_data: checked, batched datasets.
         options: ``tuner``, ``max_trials``, ``epochs``, ``directory``,
-            ``overwrite``, ``seed`` and ``verbose`` of
-            `BridgeEnsemble.tune_bridge`.
+            ``overwrite``, ``seed``, ``verbose`` and ``callbacks`` of
+            `BridgeEnsemble.tune_bridge` (each trial trains with deep
+            copies of the callbacks, as KerasTuner does).
 
     Returns:
         ``(result, model)``: the `TuningResult` and the best trial's
@@ -575,34 +576,34 @@ def search(hypermodel, data, validation_data, options):
     verbose = options["verbose"]
     epochs = options["epochs"]
     try:
-        if options["seed"] is not None:
-            keras.utils.set_random_seed(options["seed"])
-        started = time.perf_counter()
-        found = _tuner(
-            options["tuner"], hypermodel, options["max_trials"], epochs,
-            directory, {"overwrite": options["overwrite"],
-                        "seed": options["seed"],
-                        "strategy": options.get("strategy")},
-        )  # fmt: skip
-        found.search(
-            data, validation_data=validation_data, epochs=epochs,
-            verbose=1 if verbose == "auto" else int(verbose),
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        trials = [
-            _trial_row(trial, hypermodel, epochs)
-            for trial in sorted(
-                found.oracle.trials.values(), key=lambda t: int(t.trial_id)
-            )
-        ]
-        best_trials = found.oracle.get_best_trials(1)
-        if not best_trials:
-            reasons = {t.get("message") for t in trials} - {None}
-            raise RuntimeError(
-                f"No trial of the search completed ({len(trials)} tried): "
-                f"{'; '.join(sorted(reasons)) or 'no trial ran'}."
-            )
-        model = found.load_model(best_trials[0])
+        with training.seeded(options["seed"]):
+            started = time.perf_counter()
+            found = _tuner(
+                options["tuner"], hypermodel, options["max_trials"], epochs,
+                directory, {"overwrite": options["overwrite"],
+                            "seed": options["seed"],
+                            "strategy": options.get("strategy")},
+            )  # fmt: skip
+            found.search(
+                data, validation_data=validation_data, epochs=epochs,
+                verbose=1 if verbose == "auto" else int(verbose),
+                callbacks=list(options.get("callbacks") or []),
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            trials = [
+                _trial_row(trial, hypermodel, epochs)
+                for trial in sorted(
+                    found.oracle.trials.values(), key=lambda t: int(t.trial_id)
+                )
+            ]
+            best_trials = found.oracle.get_best_trials(1)
+            if not best_trials:
+                reasons = {t.get("message") for t in trials} - {None}
+                raise RuntimeError(
+                    f"No trial of the search completed ({len(trials)} tried): "
+                    f"{'; '.join(sorted(reasons)) or 'no trial ran'}."
+                )
+            model = found.load_model(best_trials[0])
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
