@@ -362,7 +362,12 @@ def training_options(options: dict) -> None:
             "`mixup_alpha` must be a finite number >= 0 (0 turns mixup "
             f"off); received mixup_alpha={alpha!r}."
         )
-    callbacks = options.get("callbacks")
+    check_callbacks(options.get("callbacks"))
+
+
+def check_callbacks(callbacks) -> None:
+    """Checks that ``callbacks`` is ``None`` or a list (or tuple) of
+    `keras.callbacks.Callback`, as `keras.Model.fit` takes them."""
     if callbacks is not None and not (
         isinstance(callbacks, (list, tuple))
         and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)

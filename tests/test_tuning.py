@@ -197,3 +197,29 @@ def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
     assert result.best["val_kl"] > before
     assert result.installed is False and ens.bridges[member] is fitted
     assert _val_kl(ens, member, digits.validation) == pytest.approx(before)
+
+
+def test_callbacks_run_in_every_trial(tiny_ensemble, digits):
+    class Epochs(keras.callbacks.Callback):
+        # Each trial trains with a deep copy: the count lives on the class.
+        seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            type(self).seen.append(sorted(logs))
+
+    result = tiny_ensemble.tune_bridge(
+        digits.train.take(2), digits.validation, tuner="random",
+        max_trials=1, epochs=1, verbose=0, callbacks=[Epochs()],
+    )  # fmt: skip
+    assert len(result.trials) == 1
+    assert len(Epochs.seen) == 1  # one trial of one epoch
+    assert "val_kl" in Epochs.seen[0]  # the objective, as EarlyStopping reads
+
+
+def test_bad_callbacks_are_refused_before_the_search(tiny_ensemble, digits):
+    with pytest.raises(ValueError, match="`callbacks` must be a list of"):
+        tiny_ensemble.tune_bridge(
+            digits.train, digits.validation, verbose=0,
+            callbacks=keras.callbacks.EarlyStopping(),
+        )  # fmt: skip
+    assert not tiny_ensemble.bridges
