@@ -286,6 +286,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self._replace_modes(copies)
         self.mode_epochs, self.anchor = None, 0
 
+    def _check_finite(self, stage, consequence="Nothing was kept.") -> None:
+        """Refuses a mode, shared trunk or head with a NaN or inf weight
+        (`keras_bridge.training.check_finite_weights`)."""
+        shared = [] if self.shared is None else [self.shared]
+        for model in [*self.modes, *shared, *self.bridges.values()]:
+            training.check_finite_weights(model, stage, consequence)
+
     def _replace_modes(self, modes) -> None:
         self.modes, self.num_modes = modes, len(modes)
         self.mode_checks = {}

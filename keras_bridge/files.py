@@ -217,7 +217,7 @@ def atomic_write(
     """
     # Leftovers first: one may be the previous version, put back in
     # place, which `overwrite` must then protect like any other.
-    clean_leftovers(os.path.abspath(os.fspath(path)))
+    clean_leftovers(path)
     path = check_target(path, folder, overwrite, replaces=replaces)
     parent, base = os.path.split(path)
     os.makedirs(parent, exist_ok=True)

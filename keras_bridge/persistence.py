@@ -111,9 +111,7 @@ class PersistenceMixin:
                 "Nothing to save: the ensemble has no modes yet. Call "
                 "`fit_modes` or `set_modes` first."
             )
-        shared = [] if self.shared is None else [self.shared]
-        for model in [*self.modes, *shared, *self.bridges.values()]:
-            training.check_finite_weights(model, "save")
+        self._check_finite("save")
         state = {
             key: getattr(self, key)
             for key in ("feature_layer", "seed", "curve", "modes", "curves")

@@ -106,11 +106,7 @@ class ReportingMixin:
                 [np.asarray(b[0] if isinstance(b, tuple) else b) for b in ood]
             )
         members = self.members()
-        training.check_finite_weights(
-            self.inference_model(temperature=1.0),
-            "evaluate",
-            training.BROKEN_MEMBER,
-        )
+        self._check_finite("evaluate", training.BROKEN_MEMBER)
         teachers = {
             (m.pair, m.r): self.point_model(m.pair, m.r)
             for m in evaluation.fidelity_members(members)

@@ -269,14 +269,10 @@ def not_an_ensemble(filepath) -> str | None:
     holds a Functional, not a keras-bridge ensemble: `save` replaces only
     an ensemble archive unless you pass `overwrite=True`
     """
-    try:
-        with zipfile.ZipFile(filepath) as archive:
-            config = json.loads(archive.read("config.json"))
+    config = _archive_config(filepath)
+    name = None
+    if isinstance(config, dict):
         name = config.get("registered_name") or config.get("class_name")
-    except (zipfile.BadZipFile, OSError, EOFError, LookupError, ValueError):
-        name = None
-    except AttributeError:  # config.json holds no mapping
-        name = None
     if name == "keras_bridge>EnsembleArchive":
         return None
     what = f"holds a {name}" if name else "is not a Keras archive"
@@ -407,7 +403,8 @@ def _metadata_problem(config: dict):
         and temperature > 0,
         "feature_layer": meta["feature_layer"] in layers,
         "seed": meta["seed"] is None or _is_index(meta["seed"], 2**63),
-        "mode_epochs": epochs is None or _is_index(epochs, 2**63) and epochs,
+        "mode_epochs": epochs is None
+        or (_is_index(epochs, 2**63) and epochs >= 1),
         "curve_pairs": isinstance(meta["curve_pairs"], list)
         and len(meta["curve_pairs"]) == len(config.get("curves", []))
         and all(_is_pair(p, num_modes) for p in meta["curve_pairs"]),
@@ -440,16 +437,24 @@ def _metadata_problem(config: dict):
     return None
 
 
+def _archive_config(filepath):
+    """The JSON of a ``.keras`` archive's ``config.json``, or None when
+    it cannot be read (not a zip, no such member, not JSON)."""
+    try:
+        with zipfile.ZipFile(filepath) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, OSError, EOFError, LookupError, ValueError):
+        return None
+
+
 def _check_metadata(filepath: str) -> None:
     """Refuses a file whose metadata is not what `write` writes, with an
     error naming the file and the field, before Keras builds anything."""
-    try:
-        with zipfile.ZipFile(filepath) as archive:
-            config = json.loads(archive.read("config.json"))
-        config = config.get("config", {})
-    except (ValueError, AttributeError) as error:
-        problem = f"its config.json cannot be read ({error})"
+    config = _archive_config(filepath)
+    if not isinstance(config, dict):
+        problem = "its config.json cannot be read"
     else:
+        config = config.get("config", {})
         if config.get("metadata") is None and "modes" not in config:
             return  # not an ensemble: `read` says what it holds
         problem = _metadata_problem(config)
