@@ -14,6 +14,7 @@ from keras_bridge import distillation, training
 from keras_bridge.curve_model import recalibrate_batchnorm
 from keras_bridge.flops import flops
 from keras_bridge.graph import feature_model
+from keras_bridge.inputs import positive_float
 from keras_bridge.layers.bridge_head import (
     BaseBridgeHead,
     BridgeHead,
@@ -205,14 +206,7 @@ def head_flops(head, feature_shape, num_sources) -> int:
 def check_budget(max_flops, num_sources) -> float:
     if max_flops is None:
         return DEFAULT_MAX_FLOPS * num_sources
-    if isinstance(max_flops, bool) or not (
-        isinstance(max_flops, (int, float)) and max_flops > 0
-    ):
-        raise ValueError(
-            "`max_flops` must be a number > 0 (a fraction of one backbone "
-            f"pass); received max_flops={max_flops!r}."
-        )
-    return float(max_flops)
+    return positive_float(max_flops, "max_flops")
 
 
 def size_head(

@@ -792,13 +792,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         """
         if temperature is None:
             temperature = self.temperature
-        elif isinstance(temperature, bool) or not (
-            isinstance(temperature, (int, float)) and temperature > 0
-        ):
-            raise ValueError(
-                "`temperature` must be a number > 0; received "
-                f"temperature={temperature!r}."
-            )
+        else:
+            temperature = inputs.positive_float(temperature, "temperature")
         return build_inference_model(
             self.modes,
             self.feature_index,

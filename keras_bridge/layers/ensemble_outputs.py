@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_bridge.inputs import positive_float
 from keras_bridge.metrics import EPSILON
 
 
@@ -37,11 +38,7 @@ class EnsembleOutputs(keras.layers.Layer):
 
     def __init__(self, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if not temperature > 0:
-            raise ValueError(
-                f"`temperature` must be > 0; received {temperature}."
-            )
-        self.temperature = float(temperature)
+        self.temperature = positive_float(temperature, "temperature")
 
     def call(self, member_logits):
         members = ops.stack(
