@@ -237,7 +237,8 @@ def head_flops(head, feature_shape, num_sources) -> int:
 def check_budget(max_flops, num_sources) -> float:
     if max_flops is None:
         return DEFAULT_MAX_FLOPS * num_sources
-    return positive_float(max_flops, "max_flops")
+    # An infinite budget prices any head (`BridgeHyperModel.cost`).
+    return positive_float(max_flops, "max_flops", finite=False)
 
 
 def size_head(

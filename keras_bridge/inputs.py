@@ -44,19 +44,23 @@ def positive_int(value, argument: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def positive_float(value, argument: str, allow_zero: bool = False) -> float:
-    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``); bools,
-    NaN and infinities are refused."""
+def positive_float(
+    value, argument: str, allow_zero: bool = False, finite: bool = True
+) -> float:
+    """``value`` as a float > 0 (>= 0 with ``allow_zero``); bools, NaN and
+    (unless ``finite=False``) infinity are refused."""
     if (
         isinstance(value, (bool, np.bool_))
         or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
+        or math.isnan(value)
+        or (finite and math.isinf(value))
         or value < 0
         or (value == 0 and not allow_zero)
     ):
+        kind = "a finite number" if finite else "a number"
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(
-            f"`{argument}` must be a finite number {bound}; received "
+            f"`{argument}` must be {kind} {bound}; received "
             f"{argument}={value!r}."
         )
     return float(value)

@@ -12,8 +12,8 @@ from keras_bridge.members import BridgeMember
 
 POSITIVE_CHECKS = {
     "temperature": lambda v: EnsembleOutputs(temperature=v).temperature,
-    "max_flops": lambda v: kb.bridges.check_budget(v, 1),
     "learning_rate": lambda v: inputs.training_options({"learning_rate": v}),
+    "max_flops": lambda v: kb.bridges.check_budget(v, 1),
 }
 
 
@@ -21,12 +21,17 @@ POSITIVE_CHECKS = {
 def test_positive_numbers_are_checked_alike(argument):
     check = POSITIVE_CHECKS[argument]
     check(np.float32(0.5))  # NumPy scalars are numbers too
-    for value in (0, -1.0, float("inf"), float("nan"), True, "1"):
+    # An infinite budget prices any head (the tuner's search space).
+    unbounded = argument == "max_flops"
+    if unbounded:
+        assert check(float("inf")) == float("inf")
+    kind = "a number" if unbounded else "a finite number"
+    bad = [0, -1.0, float("nan"), True, "1"]
+    for value in bad + ([] if unbounded else [float("inf")]):
         with pytest.raises(ValueError) as info:
             check(value)
         assert str(info.value) == (
-            f"`{argument}` must be a finite number > 0; received "
-            f"{argument}={value!r}."
+            f"`{argument}` must be {kind} > 0; received {argument}={value!r}."
         )
 
 
