@@ -338,10 +338,10 @@ def _unregistered_class(config, custom_objects=None):
     name, module = config.get("class_name"), config.get("module")
     if (
         isinstance(name, str)
-        and isinstance(module, str)
+        and "module" in config  # None for a class defined in __main__
         and isinstance(config.get("config"), dict)
         and not name.startswith("__")
-        and module.split(".")[0] not in _IMPORTED_PACKAGES
+        and str(module or "").split(".")[0] not in _IMPORTED_PACKAGES
     ):
         registered = config.get("registered_name", name)
         found = keras.saving.get_registered_object(registered, custom_objects)
