@@ -149,3 +149,23 @@ def test_loading_an_unregistered_class_names_it(tmp_path):
         kb.BridgeEnsemble.load(path)
     loaded = kb.BridgeEnsemble.load(path, custom_objects={"_Twice": _Twice})
     assert loaded.member_names() == ["mode_0", "mode_1"]
+
+
+@pytest.mark.parametrize(
+    "build, argument, minimum",
+    [
+        (lambda v: kb.curves.Bezier(v), "degree", 1),
+        (lambda v: kb.curves.PolyChain(v), "num_bends", 2),
+        (lambda v: kb.layers.BridgeHead(v), "num_classes", 1),
+        (lambda v: kb.layers.BridgeHead(3, width=v), "width", 1),
+    ],
+)
+def test_counts_are_checked_alike(build, argument, minimum):
+    build(np.int64(minimum))  # NumPy integers are integers too
+    for value in (True, 2.5, minimum - 1):
+        with pytest.raises(ValueError) as info:
+            build(value)
+        assert str(info.value) == (
+            f"`{argument}` must be an integer >= {minimum}; received "
+            f"{argument}={value!r}."
+        )
