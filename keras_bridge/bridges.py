@@ -5,6 +5,8 @@ and return new heads; modes and teachers are read, never changed.
 """
 
 import hashlib
+import math
+import numbers
 import re
 
 import keras
@@ -14,6 +16,7 @@ from keras_bridge import distillation, training
 from keras_bridge.curve_model import recalibrate_batchnorm
 from keras_bridge.flops import flops
 from keras_bridge.graph import feature_model
+from keras_bridge.inputs import positive_float, positive_int
 from keras_bridge.layers.bridge_head import (
     BaseBridgeHead,
     BridgeHead,
@@ -124,7 +127,23 @@ def head_name(member) -> str:
     >>> head_name(BridgeMember("type1", (0, 1), 0.5))
     'head_type1_0_1_r0_5'
     """
-    return "head_" + re.sub(r"[^0-9A-Za-z_]", "_", member.name)
+    return "head_" + serving_name(member.name)
+
+
+def serving_name(member: str) -> str:
+    """A member's name as a layer or output name.
+
+    Every character other than a letter, digit or underscore becomes an
+    underscore, so the name is a valid Keras layer name (`head_name`) and
+    a valid output key for TF Serving's REST and gRPC APIs and for ONNX
+    (the ``members`` signature of `keras_bridge.export`).
+
+    Example:
+
+    >>> serving_name("type1_0-1_r0.5")
+    'type1_0_1_r0_5'
+    """
+    return re.sub(r"[^0-9A-Za-z_]", "_", member)
 
 
 def teacher_points(point) -> tuple:
@@ -138,6 +157,17 @@ def residual_widths(channels: int) -> list:
         widths.append(width)
         width //= 2
     return widths
+
+
+def _slim(slim) -> float:
+    if isinstance(slim, bool) or not (
+        isinstance(slim, numbers.Real) and math.isfinite(slim) and slim >= 1
+    ):
+        raise ValueError(
+            "`head['slim']` must be a finite number >= 1; received "
+            f"head['slim']={slim!r}."
+        )
+    return float(slim)
 
 
 def _candidates(backbone, feature_layer, in_channels, conditioned, head):
@@ -180,9 +210,11 @@ def _candidates(backbone, feature_layer, in_channels, conditioned, head):
         return f"a residual head of width {width}, depth {depth}", build
 
     if "width" in options:
-        yield residual(options["width"], options.get("depth", 2))
+        width = positive_int(options["width"], "head['width']")
+        depth = positive_int(options.get("depth", 2), "head['depth']", 0)
+        yield residual(width, depth)
         return
-    slims = (options["slim"],) if "slim" in options else TAIL_SLIMS
+    slims = (_slim(options["slim"]),) if "slim" in options else TAIL_SLIMS
     for slim in slims:
         yield tail(slim, False)
         yield tail(slim, True)
@@ -205,14 +237,8 @@ def head_flops(head, feature_shape, num_sources) -> int:
 def check_budget(max_flops, num_sources) -> float:
     if max_flops is None:
         return DEFAULT_MAX_FLOPS * num_sources
-    if isinstance(max_flops, bool) or not (
-        isinstance(max_flops, (int, float)) and max_flops > 0
-    ):
-        raise ValueError(
-            "`max_flops` must be a number > 0 (a fraction of one backbone "
-            f"pass); received max_flops={max_flops!r}."
-        )
-    return float(max_flops)
+    # An infinite budget prices any head (`BridgeHyperModel.cost`).
+    return positive_float(max_flops, "max_flops", finite=False)
 
 
 def size_head(
@@ -299,8 +325,6 @@ def size_head(
             first = build(name)
             cost = head_flops(first, feature_shape, num_sources)
         except (ValueError, TypeError) as error:
-            if "`slim` must be" in str(error) or "`width`" in str(error):
-                raise
             tried.append(f"{description} cannot be built ({error})")
             continue
         if cost <= max_flops * base:

@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_bridge import curves as curves_lib
 from keras_bridge.graph import as_functional, replay, weighted_layers
-from keras_bridge.layers.curve_layer import CurveLayer
+from keras_bridge.layers.curve_layer import CurveLayer, check_same_weights
 
 
 def check_same_architecture(models, argument: str = "models") -> None:
@@ -25,15 +25,12 @@ def check_same_architecture(models, argument: str = "models") -> None:
             )
         layers = weighted_layers(model)
         for a, b in zip(reference, layers):
-            shapes_a = [tuple(v.shape) for v in a.weights]
-            shapes_b = [tuple(v.shape) for v in b.weights]
-            if type(a) is not type(b) or shapes_a != shapes_b:
-                raise ValueError(
-                    f"`{argument}` must share one architecture: model "
-                    f"{index} differs from model 0 at layer {b.name!r} "
-                    f"({type(b).__name__}, weights {shapes_b}); model 0 has "
-                    f"{a.name!r} ({type(a).__name__}, weights {shapes_a})."
-                )
+            check_same_weights(
+                a,
+                b,
+                f"`{argument}` must share one architecture: model {index} "
+                "differs from model 0",
+            )
         if len(layers) != len(reference):
             raise ValueError(
                 f"`{argument}` must share one architecture: model {index} "

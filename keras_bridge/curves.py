@@ -13,6 +13,8 @@ import math
 import keras
 from keras import ops
 
+from keras_bridge.inputs import positive_int
+
 
 class Curve:
     """Base class of curve families.
@@ -64,11 +66,7 @@ class Bezier(Curve):
     """
 
     def __init__(self, degree: int = 2):
-        if not isinstance(degree, int) or degree < 1:
-            raise ValueError(
-                f"`degree` must be an integer >= 1; received degree={degree!r}."
-            )
-        self.degree = degree
+        self.degree = positive_int(degree, "degree")
         self.num_points = degree + 1
         self._binomials = [math.comb(degree, i) for i in range(degree + 1)]
 
@@ -107,12 +105,7 @@ class PolyChain(Curve):
     """
 
     def __init__(self, num_bends: int = 3):
-        if not isinstance(num_bends, int) or num_bends < 2:
-            raise ValueError(
-                "`num_bends` must be an integer >= 2; received "
-                f"num_bends={num_bends!r}."
-            )
-        self.num_bends = num_bends
+        self.num_bends = positive_int(num_bends, "num_bends", minimum=2)
         self.num_points = num_bends
 
     def __call__(self, t):

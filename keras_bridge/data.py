@@ -297,12 +297,6 @@ def load_tfds(
     )
 
 
-def features_only(dataset):
-    """Yields the inputs of a dataset of ``(x, y)`` or ``x`` batches."""
-    for batch in dataset:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
 def to_numpy(dataset) -> tuple:
     """Concatenates a dataset of ``(x, y)`` batches into two arrays."""
     xs, ys = [], []

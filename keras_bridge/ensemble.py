@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
-from keras_bridge import inputs, training
+from keras_bridge import inputs, splitting, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.curve_model import (
@@ -155,8 +155,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     @property
     def feature_index(self) -> int:
         """Position of the feature layer in the backbone's layers."""
-        names = [layer.name for layer in self.backbone.layers]
-        return names.index(self.feature_layer)
+        return splitting.feature_index(self.backbone, self.feature_layer)
 
     @property
     def _dtype(self):
@@ -792,13 +791,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         """
         if temperature is None:
             temperature = self.temperature
-        elif isinstance(temperature, bool) or not (
-            isinstance(temperature, (int, float)) and temperature > 0
-        ):
-            raise ValueError(
-                "`temperature` must be a number > 0; received "
-                f"temperature={temperature!r}."
-            )
+        else:
+            temperature = inputs.positive_float(temperature, "temperature")
         return build_inference_model(
             self.modes,
             self.feature_index,

@@ -3,12 +3,14 @@
 import dataclasses
 import itertools
 
+import keras
 import numpy as np
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge import plots, report_text
 from keras_bridge.distillation import teacher_fidelity
 from keras_bridge.flops import flops
+from keras_bridge.layers.ensemble_outputs import mutual_information
 from keras_bridge.members import (
     DEFAULT_POINT,
     BridgeMember,
@@ -505,8 +507,7 @@ def _entropy_of(member_probs):
 
 
 def _mutual_information(member_probs):
-    mean_entropy = metrics_lib.entropy(member_probs).mean(axis=1)
-    return _entropy_of(member_probs) - mean_entropy
+    return keras.ops.convert_to_numpy(mutual_information(member_probs))
 
 
 #: A bridge that agrees with its teacher less often than this on

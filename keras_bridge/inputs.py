@@ -13,6 +13,7 @@ are turned into integer ids.
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -41,6 +42,28 @@ def positive_int(value, argument: str, minimum: int = 1) -> int:
             f"{argument}={value!r}."
         )
     return int(value)
+
+
+def positive_float(
+    value, argument: str, allow_zero: bool = False, finite: bool = True
+) -> float:
+    """``value`` as a float > 0 (>= 0 with ``allow_zero``); bools, NaN and
+    (unless ``finite=False``) infinity are refused."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or math.isnan(value)
+        or (finite and math.isinf(value))
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        kind = "a finite number" if finite else "a number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(
+            f"`{argument}` must be {kind} {bound}; received "
+            f"{argument}={value!r}."
+        )
+    return float(value)
 
 
 def _shape_text(input_shape) -> str:
@@ -346,22 +369,8 @@ def arrays(data, argument, input_shape, num_classes, stage, dtype="float32"):
 
 def training_options(options: dict) -> None:
     """Checks the common training arguments of a stage."""
-    rate = options.get("learning_rate")
-    if isinstance(rate, bool) or not (
-        isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0
-    ):
-        raise ValueError(
-            "`learning_rate` must be a finite number > 0; received "
-            f"learning_rate={rate!r}."
-        )
-    alpha = options.get("mixup_alpha", 0.0)
-    if isinstance(alpha, bool) or not (
-        isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0
-    ):
-        raise ValueError(
-            "`mixup_alpha` must be a finite number >= 0 (0 turns mixup "
-            f"off); received mixup_alpha={alpha!r}."
-        )
+    positive_float(options.get("learning_rate"), "learning_rate")
+    positive_float(options.get("mixup_alpha", 0.0), "mixup_alpha", True)
     check_callbacks(options.get("callbacks"))
 
 

@@ -8,7 +8,6 @@ module never sees `BridgeEnsemble` itself.
 import json
 import math
 import os
-import re
 import zipfile
 
 import keras
@@ -17,6 +16,7 @@ from keras_bridge import curves as curves_lib
 from keras_bridge.files import atomic_write, check_target
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import BridgeMember, ModeMember, SharedMember
+from keras_bridge.splitting import feature_index
 
 #: Version of the archive layout, stored in the file. 2: bridge heads are
 #: `BridgeHead` or `TailHead`. 3: a shared trunk and its bridges.
@@ -81,7 +81,7 @@ class EnsembleArchive(keras.Model):
         members += [SharedMember()] if self.shared else []
         self._serving = build_inference_model(
             self.modes,
-            _feature_index(self.backbone, state["feature_layer"]),
+            feature_index(self.backbone, state["feature_layer"]),
             members + list(state["bridges"]),
             state["bridges"],
             state["temperature"],
@@ -130,10 +130,6 @@ class EnsembleArchive(keras.Model):
         for key in ("modes", "curves", "heads", "points", "shared"):
             config[key] = [deserialize(item) for item in config.get(key, [])]
         return cls(**config)
-
-
-def _feature_index(backbone, feature_layer) -> int:
-    return [layer.name for layer in backbone.layers].index(feature_layer)
 
 
 def _without_compile(model) -> dict:
@@ -306,20 +302,17 @@ def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
         raise FileNotFoundError(f"`filepath` {filepath!r} does not exist.")
     _check_archive(filepath)
     _check_metadata(filepath)
-    try:
-        archive = keras.saving.load_model(
-            filepath, custom_objects=custom_objects, safe_mode=safe_mode
-        )
-    except TypeError as error:
-        match = re.search(r"Could not locate class '([^']+)'", str(error))
-        if not match:
-            raise
+    name = _unregistered_class(_archive_config(filepath), custom_objects)
+    if name is not None:
         raise ValueError(
-            f"{filepath!r} uses the class {match.group(1)!r}, which is not "
+            f"{filepath!r} uses the class {name!r}, which is not "
             "registered: import the module that defines it (decorated with "
             "`@keras.saving.register_keras_serializable()`), or pass it as "
-            f"`custom_objects={{'{match.group(1)}': {match.group(1)}}}`."
-        ) from error
+            f"`custom_objects={{'{name}': {name}}}`."
+        )
+    archive = keras.saving.load_model(
+        filepath, custom_objects=custom_objects, safe_mode=safe_mode
+    )
     if not isinstance(archive, EnsembleArchive):
         raise ValueError(
             f"`filepath` must be a file written by `BridgeEnsemble.save`; "
@@ -327,6 +320,34 @@ def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
             "Use `BridgeEnsemble.set_modes` for plain models."
         )
     return archive.backbone, _state(archive)
+
+
+#: Packages whose classes Keras finds by importing their module; any other
+#: class must be registered or passed in ``custom_objects``.
+_IMPORTED_PACKAGES = {"keras", "keras_hub", "keras_cv", "keras_nlp"}
+
+
+def _unregistered_class(config, custom_objects=None):
+    """The name of the first class in a ``.keras`` archive's config that
+    Keras cannot locate when loading it, or None."""
+    if isinstance(config, list):
+        found = (_unregistered_class(item, custom_objects) for item in config)
+        return next((name for name in found if name is not None), None)
+    if not isinstance(config, dict):
+        return None
+    name, module = config.get("class_name"), config.get("module")
+    if (
+        isinstance(name, str)
+        and "module" in config  # None for a class defined in __main__
+        and isinstance(config.get("config"), dict)
+        and not name.startswith("__")
+        and str(module or "").split(".")[0] not in _IMPORTED_PACKAGES
+    ):
+        registered = config.get("registered_name", name)
+        found = keras.saving.get_registered_object(registered, custom_objects)
+        if found is None and name not in (custom_objects or {}):
+            return name
+    return _unregistered_class(list(config.values()), custom_objects)
 
 
 def _check_archive(filepath: str) -> None:

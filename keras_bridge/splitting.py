@@ -239,6 +239,19 @@ def resolve_feature_layer(model, feature_layer=None) -> str:
     )
 
 
+def feature_index(model, feature_layer: str) -> int:
+    """Position of the layer named ``feature_layer`` in ``model.layers``:
+    how the trunks that end at the feature map find it in a mode.
+
+    Example:
+
+    >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
+    >>> backbone.layers[feature_index(backbone, "stage2")].name
+    'stage2'
+    """
+    return [layer.name for layer in model.layers].index(feature_layer)
+
+
 def slim_tail(
     model,
     feature_layer: str,
@@ -299,7 +312,13 @@ def slim_tail(
                 config["target_shape"] = (*shape[:-1], -1)
         return type(layer).from_config(config)
 
-    channels = int(model.get_layer(feature_layer).output.shape[-1])
+    layer = model.get_layer(feature_layer)
+    if not is_cut(model, layer):
+        raise ValueError(
+            f"The tail after `feature_layer` {feature_layer!r} cannot be "
+            "rebuilt: some path from the input to the output avoids it."
+        )
+    channels = int(layer.output.shape[-1])
     try:
         return rebuild_tail(
             model,
@@ -309,8 +328,6 @@ def slim_tail(
             entry_channels=thinner(channels) if entry else None,
         )
     except ValueError as error:
-        if "cannot be rebuilt" in str(error):
-            raise
         raise ValueError(
             f"The tail after `feature_layer` {feature_layer!r} cannot be "
             f"rebuilt at 1/{slim:g} width: {error}"

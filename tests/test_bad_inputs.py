@@ -427,7 +427,7 @@ def test_training_arguments_are_checked(modes_only):
         ens.fit_curves(_ds(X, Y), pairs=[(0.5, 1)])
     with pytest.raises(ValueError, match="`pairs` must hold pairs"):
         ens.fit_curves(_ds(X, Y), pairs=[(True, False)])
-    with pytest.raises(ValueError, match="`temperature` must be a number"):
+    with pytest.raises(ValueError, match="`temperature` must be a finite"):
         ens.inference_model(temperature="2")
     assert ens.point_model((0, 1), np.float32(0.0)) is not None
     assert ens.member_names() == ["mode_0", "mode_1"]

@@ -15,6 +15,8 @@ import numbers
 import keras
 from keras import layers, ops
 
+from keras_bridge.inputs import positive_int
+
 
 def logits_weight(value, name) -> float:
     """``value`` (True, False or a number in [0, 1]) as a float, or a
@@ -77,12 +79,7 @@ class BaseBridgeHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(
-                "`num_classes` must be an integer >= 1; received "
-                f"num_classes={num_classes!r}."
-            )
-        self.num_classes = int(num_classes)
+        self.num_classes = positive_int(num_classes, "num_classes")
         self.conditioned = bool(conditioned)
         self.base_logits = logits_weight(base_logits, "base_logits")
 
@@ -226,13 +223,8 @@ class BridgeHead(BaseBridgeHead):
             base_logits=base_logits,
             **kwargs,
         )
-        if int(width) < 1 or int(depth) < 0:
-            raise ValueError(
-                "`width` must be >= 1 and `depth` >= 0; received "
-                f"width={width}, depth={depth}."
-            )
-        self.width = int(width)
-        self.depth = int(depth)
+        self.width = positive_int(width, "width")
+        self.depth = positive_int(depth, "depth", minimum=0)
 
     def build_head(self, shape):
         # The convolutions' rank follows the feature map's, known only here.

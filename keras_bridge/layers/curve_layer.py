@@ -97,7 +97,11 @@ class CurveLayer(keras.layers.Wrapper):
                     "floating-point weights can be interpolated."
                 )
         if end_layer is not None:
-            _check_same_weights(layer, end_layer)
+            check_same_weights(
+                layer,
+                end_layer,
+                f"`end_layer` must match `layer` {layer.name!r}",
+            )
             self._end_values = [
                 ops.convert_to_numpy(v) for v in end_layer.weights
             ]
@@ -195,12 +199,33 @@ class CurveLayer(keras.layers.Wrapper):
         return super().from_config(config, custom_objects=custom_objects)
 
 
-def _check_same_weights(layer, other) -> None:
+def check_same_weights(layer, other, problem: str) -> None:
+    """Raises a `ValueError` unless ``other`` is a layer of ``layer``'s
+    class with weights of the same shapes, so that a curve can join them.
+
+    The one architecture check of keras-bridge: `CurveLayer` runs it on its
+    two ends, `keras_bridge.curve_model.check_same_architecture` on every
+    pair of layers of two models.
+
+    Args:
+        layer: the reference layer.
+        other: the layer to compare with it.
+        problem: the start of the error message, naming the argument.
+
+    Example:
+
+    >>> dense, wider = keras.layers.Dense(3), keras.layers.Dense(5)
+    >>> dense.build((None, 4)); wider.build((None, 4))
+    >>> check_same_weights(dense, wider, "`end_layer` must match `layer`")
+    Traceback (most recent call last):
+    ...
+    ValueError: `end_layer` must match `layer`: received Dense ...
+    """
     shapes = [tuple(v.shape) for v in layer.weights]
     other_shapes = [tuple(v.shape) for v in other.weights]
     if type(layer) is not type(other) or shapes != other_shapes:
         raise ValueError(
-            f"`end_layer` must match `layer` {layer.name!r}: received "
-            f"{type(other).__name__} with weight shapes {other_shapes}, "
-            f"expected {type(layer).__name__} with {shapes}."
+            f"{problem}: received {type(other).__name__} {other.name!r} "
+            f"with weight shapes {other_shapes}, expected "
+            f"{type(layer).__name__} {layer.name!r} with {shapes}."
         )

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_bridge.inputs import positive_float
 from keras_bridge.metrics import EPSILON
 
 
@@ -37,11 +38,7 @@ class EnsembleOutputs(keras.layers.Layer):
 
     def __init__(self, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if not temperature > 0:
-            raise ValueError(
-                f"`temperature` must be > 0; received {temperature}."
-            )
-        self.temperature = float(temperature)
+        self.temperature = positive_float(temperature, "temperature")
 
     def call(self, member_logits):
         members = ops.stack(
@@ -50,22 +47,47 @@ class EnsembleOutputs(keras.layers.Layer):
         mean = ops.mean(members, axis=1)
         log_mean = ops.log(ops.maximum(mean, EPSILON))
         probabilities = ops.softmax(log_mean / self.temperature, axis=-1)
-        entropy = _entropy(probabilities)
-        mutual_information = _entropy(mean) - ops.mean(
-            _entropy(members), axis=1
-        )
         return {
             "probabilities": probabilities,
             # `keras.ops.argmax` guards against -0.0 with bit operations
             # that ONNX lacks; probabilities are never negative.
             "class_ids": tf.argmax(probabilities, axis=-1, output_type="int32"),
             "member_probabilities": members,
-            "predictive_entropy": entropy,
-            "mutual_information": mutual_information,
+            "predictive_entropy": _entropy(probabilities),
+            "mutual_information": mutual_information(members),
         }
 
     def get_config(self) -> dict:
         return {**super().get_config(), "temperature": self.temperature}
+
+
+def mutual_information(member_probabilities):
+    """The members' disagreement: entropy of their mean probability minus
+    their mean entropy (nats), per input.
+
+    The one implementation of the formula: `EnsembleOutputs` computes its
+    ``mutual_information`` output with it, and the report scores OOD
+    detection with it. Written with `keras.ops`, so it takes NumPy arrays
+    (float64 stays float64) as well as tensors.
+
+    Args:
+        member_probabilities: probabilities of shape
+            ``(batch, members, classes)``.
+
+    Returns:
+        A tensor of shape ``(batch,)``, >= 0; 0 where the members agree.
+
+    Example:
+
+    >>> disagree = [[1.0, 0.0], [0.0, 1.0]]  # two members, two classes
+    >>> agree = [[0.5, 0.5], [0.5, 0.5]]
+    >>> mi = mutual_information(np.array([disagree, agree]))
+    >>> keras.ops.convert_to_numpy(mi).round(4).tolist()
+    [0.6931, 0.0]
+    """
+    member_probabilities = ops.convert_to_tensor(member_probabilities)
+    mean = ops.mean(member_probabilities, axis=1)
+    return _entropy(mean) - ops.mean(_entropy(member_probabilities), axis=1)
 
 
 def _entropy(probabilities):
