@@ -36,6 +36,10 @@ class EnsembleOutputs(keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, **kwargs):
+        # Probabilities and entropies in float16 underflow to 0 * log(0)
+        # (NaN) for a confident member: Keras' advice for a model's last
+        # softmax under mixed precision is float32, whatever the policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(
