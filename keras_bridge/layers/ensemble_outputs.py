@@ -12,7 +12,10 @@ class EnsembleOutputs(keras.layers.Layer):
     """Turns the members' logits into the ensemble's serving outputs.
 
     The ensemble probability is the mean of the members' probabilities,
-    then temperature-scaled: ``softmax(log(mean) / temperature)``.
+    then temperature-scaled: ``softmax(log(mean) / temperature)``. It
+    computes in float32 unless given another ``dtype``, under any dtype
+    policy: in float16 a confident member's probabilities underflow to
+    exact zeros and its entropy to NaN.
 
     Args:
         temperature: float > 0; 1 leaves the mean unchanged.
