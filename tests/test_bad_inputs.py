@@ -285,6 +285,16 @@ def test_numpy_arrays_are_accepted_as_keras_fit_does(empty):
     # 20 inputs in batches of 32: one step, and the validation loss logged.
     assert len(history.history["val_loss"]) == 1
     assert len(empty.modes) == 2
+    # Arrays train as the same data batched by 32, in order, would.
+    batched = kb.BridgeEnsemble(_backbone(), seed=0)
+    twin = batched.fit_modes(
+        _ds(X, Y, batch=32), epochs=1, validation_data=_ds(X, Y, batch=32)
+    )[0]
+    np.testing.assert_allclose(
+        history.history["val_loss"], twin.history["val_loss"], rtol=1e-5
+    )
+    for mode, other in zip(empty.modes, batched.modes):
+        np.testing.assert_allclose(mode(X), other(X), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture
@@ -429,7 +439,9 @@ def test_training_arguments_are_checked(modes_only):
         ens.fit_curves(_ds(X, Y), pairs=[(True, False)])
     with pytest.raises(ValueError, match="`temperature` must be a finite"):
         ens.inference_model(temperature="2")
-    assert ens.point_model((0, 1), np.float32(0.0)) is not None
+    # A NumPy scalar is a valid t; t = 0 is the first mode itself.
+    start = ens.point_model((0, 1), np.float32(0.0))
+    np.testing.assert_allclose(start(X), ens.modes[0](X), atol=1e-5)
     assert ens.member_names() == ["mode_0", "mode_1"]
 
 

@@ -122,7 +122,10 @@ def test_head_with_a_slim_tail_round_trips(tmp_path):
     assert tail.get_layer("logits").units == 10
 
     clone = TailHead.from_config(head.get_config())
-    assert clone.conditioned and clone.tail is not None
+    assert clone.conditioned and clone.tail is not tail
+    assert [layer.get_config() for layer in clone.tail.layers] == [
+        layer.get_config() for layer in tail.layers
+    ]
     path = tmp_path / "head.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

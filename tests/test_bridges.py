@@ -34,9 +34,10 @@ def test_bridges_agree_with_their_teachers(bridged_ensemble, digits):
     members = outputs["member_probabilities"]
     for column in (2, 3, 4):
         agreement = (members[:, column].argmax(1) == teacher).mean()
-        # Chance is about 0.1; the bridges imitate their teacher closely.
-        assert agreement > 0.85
-        assert (members[:, column].argmax(1) == y).mean() > 0.85
+        # Chance is about 0.1; the bridges imitate their teacher closely:
+        # 0.95-0.99 for seeds 0-2, as accurate (0.96-0.99).
+        assert agreement > 0.9
+        assert (members[:, column].argmax(1) == y).mean() > 0.9
 
 
 @pytest.mark.large
@@ -139,7 +140,8 @@ def test_evaluation_report(bridged_ensemble, digits):
     assert report.row("DE-2")["flops"] == pytest.approx(2.0, rel=0.01)
     single_bridge = report.row("Single + 1 Type I")
     assert 1.0 < single_bridge["flops"] < 1.2
-    assert single_bridge["agreement"] > 0.85
+    # 0.95-0.99 for seeds 0-2 (chance: 0.1).
+    assert single_bridge["agreement"] > 0.9
     for row in report.rows:
         assert row["cnll"] <= row["nll"] + 1e-3
     assert {b["name"] for b in report.bridges} == {b.name for b in ens.bridges}

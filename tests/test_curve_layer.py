@@ -151,7 +151,9 @@ def test_config_and_keras_file_round_trip(tmp_path):
 def test_a_batch_must_hold_one_t():
     a, b, x = _pair("dense")
     layer = CurveLayer(a, end_layer=b)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="one t value"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="`t`: a batch .* one t value"
+    ):
         layer(x, t=np.linspace(0, 1, len(x))[:, None].astype("float32"))
 
 

@@ -154,7 +154,9 @@ def test_bridge_distiller_trains_only_the_head():
         tf.data.Dataset.from_tensor_slices(x).batch(16), epochs=30, verbose=0
     )
     kl_after = float(kl_divergence(teacher(x), head(trunk(x))))
-    assert kl_after < kl_before
+    # 0.09 to 0.72 of the KL before for seeds 0-3 (0.35 for this one); a
+    # head that does not learn stays at 1.
+    assert kl_after < 0.85 * kl_before
     for before, after in zip(mode_before, _values(mode)):
         np.testing.assert_array_equal(before, after)
     for before, after in zip(teacher_before, _values(teacher)):
@@ -169,6 +171,10 @@ def test_bridge_distiller_trains_only_the_head():
     assert all(len(values) == 30 for values in logs.values())
     np.testing.assert_allclose(logs["loss"], logs["kl"], rtol=1e-5)
     assert all(0.0 <= value <= 1.0 for value in logs["agreement"])
+    # The head ends up agreeing with its teacher well above chance (1/3):
+    # 0.80-0.83 in the last epoch for seeds 0-3, from 0.14-0.50 in the
+    # first.
+    assert logs["agreement"][-1] > 0.7
 
 
 def test_bridge_distiller_adds_the_heads_regularisation_losses():

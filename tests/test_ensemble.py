@@ -122,12 +122,15 @@ def test_fit_modes_leaves_no_stale_batchnorm_statistics(digits):
             digits.train, epochs=3, validation_data=digits.validation,
             callbacks=[_StaleBatchNorm()], verbose=0,
         )  # fmt: skip
-    # During training the statistics were broken (validation at chance)...
+    # During training the statistics were broken (validation at chance,
+    # 0.10 for seeds 0-2)...
     assert history.history["val_accuracy"][-1] < 0.3
     x, y = kb.data.to_numpy(digits.validation)
     accuracy = float(np.mean(ens.modes[0].predict(x, verbose=0).argmax(1) == y))
-    # ... and fit_modes recomputed them: the mode is what it learnt.
-    assert accuracy > 0.8
+    # ... and fit_modes recomputed them: the mode is what it learnt (0.87
+    # to 0.89 for seeds 0-2 after 3 epochs; the stale statistics give
+    # chance).
+    assert accuracy > 0.7
     assert ens.mode_checks[0] < kb.training.MODE_GAP_TOLERANCE
 
 
@@ -167,22 +170,30 @@ def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
     for mode in ens.modes:
         probabilities = keras.ops.softmax(mode.predict(x, verbose=0))
         endpoint_acc.append(kb.metrics.accuracy(probabilities, y))
+    # Bounds that hold for any seed, with margin: the values below are
+    # those of seeds 0, 1 and 2, measured once.
+    # Each mode: 0.96-0.98; an untrained one is at chance (0.1).
     assert min(endpoint_acc) > 0.9
 
-    # The straight line's midpoint is worse than both of its ends.
+    # The straight line's midpoint is worse than both of its ends: its NLL
+    # rises by 2.1-2.3 (to 2.2-2.4, chance level: log 10 = 2.3).
     assert line.kind == "line"
-    assert line.nll[1] > max(line.nll[0], line.nll[2]) + 0.1
+    assert line.nll[1] > max(line.nll[0], line.nll[2]) + 0.5
 
-    # The trained curve's midpoint is as accurate as its ends.
+    # The trained curve's midpoint is as accurate as its ends: -0.011 to
+    # +0.006 from their mean. An untrained curve is the straight line,
+    # whose midpoint is at chance NLL.
     midpoint = ens.point_model((0, 1), 0.5)
     probabilities = keras.ops.softmax(midpoint.predict(x, verbose=0))
     mid_acc = kb.metrics.accuracy(probabilities, y)
-    assert mid_acc >= np.mean(endpoint_acc) - 0.015
-    assert ens.curve_checks[(0, 1)]["gap"] < 0.02
+    assert mid_acc >= np.mean(endpoint_acc) - 0.03
+    # On validation (-0.008 to 0.0), fit_curves did not warn.
+    assert ens.curve_checks[(0, 1)]["gap"] < kb.training.MIDPOINT_TOLERANCE
 
+    # The curve's NLL barrier is 0.0002-0.02, the line's 2.1-2.3.
     profile = ens.curve_profile(digits.test, num_points=3)
     assert profile.kind == "curve"
-    assert profile.barrier < line.barrier
+    assert profile.barrier < min(0.1, line.barrier / 10)
     assert "NLL barrier" in str(profile)
 
 

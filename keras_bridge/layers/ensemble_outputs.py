@@ -13,7 +13,10 @@ class EnsembleOutputs(keras.layers.Layer):
     """Turns the members' logits into the ensemble's serving outputs.
 
     The ensemble probability is the mean of the members' probabilities,
-    then temperature-scaled: ``softmax(log(mean) / temperature)``.
+    then temperature-scaled: ``softmax(log(mean) / temperature)``. It
+    computes in float32 unless given another ``dtype``, under any dtype
+    policy: in float16 a confident member's probabilities underflow to
+    exact zeros and its entropy to NaN.
 
     Args:
         temperature: float > 0; 1 leaves the mean unchanged.
@@ -37,6 +40,10 @@ class EnsembleOutputs(keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, **kwargs):
+        # Probabilities and entropies in float16 underflow to 0 * log(0)
+        # (NaN) for a confident member: Keras' advice for a model's last
+        # softmax under mixed precision is float32, whatever the policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.temperature = positive_float(temperature, "temperature")
 
