@@ -4,6 +4,7 @@ another object's private names, private third-party internals stay in
 cycle."""
 
 import ast
+import inspect
 import pathlib
 
 import keras_bridge
@@ -200,3 +201,25 @@ def test_the_checks_catch_what_they_look_for():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert _cycle(graph) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_facade_implements_what_its_mixins_declare():
+    from keras_bridge.ensemble import BridgeEnsemble
+    from keras_bridge.persistence import PersistenceMixin
+    from keras_bridge.reporting import ReportingMixin
+    from keras_bridge.workflow import WorkflowMixin
+
+    declared = {
+        (mixin.__name__, name)
+        for mixin in (WorkflowMixin, ReportingMixin, PersistenceMixin)
+        for name, member in vars(mixin).items()
+        if callable(member)
+        and "raise NotImplementedError" in inspect.getsource(member)
+    }
+    assert {name for _, name in declared} >= {"_adopt", "_data"}
+    missing = [
+        f"{mixin}.{name}"
+        for mixin, name in sorted(declared)
+        if name not in vars(BridgeEnsemble)
+    ]
+    assert not missing, f"BridgeEnsemble must implement: {missing}"
