@@ -29,7 +29,7 @@ from keras_bridge.graph import feature_model  # noqa: E402
 
 def fidelity(ens, member, x):
     """KL and agreement of the installed head with its teacher on x."""
-    teacher = ens._points[(member.pair, member.point)]
+    teacher = ens.curve_points[(member.pair, member.point)]
     head = ens.bridges[member]
     network = ens.shared if member.shared else ens.modes[member.sources[0]]
     trunk = feature_model(network, ens.feature_index, head.base_logits)
@@ -69,7 +69,7 @@ def run_seed(seed, args):
     ens.fit_modes(data.train, epochs=20, validation_data=data.validation,
                   verbose=0)  # fmt: skip
     ens.fit_curves(data.train, validation_data=data.validation, verbose=0)
-    pair = kb.tuning.default_pair(ens)
+    pair = ens.default_pair()
     member = kb.members.BridgeMember("type1", pair, 0.5)
     start = time.perf_counter()
     ens.fit_bridge(

@@ -23,13 +23,15 @@ import shutil
 
 import keras
 
+from keras_bridge.compat import BackupAndRestoreWriter
 from keras_bridge.files import atomic_write
 
 
-class EpochBackup(keras.callbacks.BackupAndRestore):
+class EpochBackup(BackupAndRestoreWriter):
     """`keras.callbacks.BackupAndRestore` whose files are replaced
     atomically: a kill while it writes leaves the previous epoch's files
-    (and their ``.bkp`` copies) whole.
+    (and their ``.bkp`` copies) whole (through
+    `keras_bridge.compat.BackupAndRestoreWriter`).
 
     Args:
         backup_dir: the folder of this unit's epoch state.
@@ -55,9 +57,11 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
                 "unit from its first epoch, or use a new `backup_dir`."
             ) from error
 
-    def _save_model(self):
+    def write_backup(self, weights_path, metadata_path, metadata) -> None:
+        """Keeps the previous files as ``.bkp`` copies, then writes the
+        new ones; each file is replaced atomically."""
         os.makedirs(self.backup_dir, exist_ok=True)
-        for path in (self._weights_path, self._training_metadata_path):
+        for path in (weights_path, metadata_path):
             if os.path.exists(path):
                 with open(path, "rb") as source:
                     data = source.read()
@@ -65,12 +69,11 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
                     with open(staging, "wb") as target:
                         target.write(data)
         with atomic_write(
-            self._weights_path, overwrite=True, suffix=".weights.h5"
+            weights_path, overwrite=True, suffix=".weights.h5"
         ) as staging:
             self.model.save_weights(staging)
-        metadata = {"epoch": self._current_epoch, "batch": 0}
         with atomic_write(
-            self._training_metadata_path, overwrite=True, suffix=".json"
+            metadata_path, overwrite=True, suffix=".json"
         ) as staging:
             with open(staging, "w") as handle:
                 json.dump(metadata, handle)
@@ -291,15 +294,15 @@ class RunState:
                 "run."
             )
 
-    def resume(self, ensemble) -> list:
-        """Gives ``ensemble`` the state saved after the last finished
-        stage (if any); returns the finished stages."""
+    def resume(self, load) -> tuple:
+        """The finished stages and the ensemble saved after the last of
+        them, read with ``load`` (e.g. `BridgeEnsemble.load`); ``([],
+        None)`` when no stage finished. The caller adopts the ensemble."""
         finished = self.finished()
+        saved = None
         if finished:
-            from keras_bridge.ensemble import BridgeEnsemble
-
             try:
-                saved = BridgeEnsemble.load(self.ensemble_path)
+                saved = load(self.ensemble_path)
             except (OSError, ValueError) as error:
                 raise ValueError(
                     f"{_first_line(error)} It holds the run's state after "
@@ -307,8 +310,7 @@ class RunState:
                     "to run every stage again (trainings that finished "
                     "load from their backups), or start a new run folder."
                 ) from error
-            ensemble._adopt(saved)
-        return finished
+        return finished, saved
 
     def complete(self, stage: str, ensemble, record=None) -> None:
         """Saves ``ensemble`` and records ``stage`` as finished, with

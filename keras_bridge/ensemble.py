@@ -158,6 +158,18 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         return splitting.feature_index(self.backbone, self.feature_layer)
 
     @property
+    def curve_points(self) -> dict:
+        """The curve networks made so far, by ``(pair, t)``: the teachers
+        of the bridges, and the points `point_model` returns without
+        ``bn_data``. Saved with the ensemble; a curve fitted again drops
+        its points. Do not train them: bridges share them."""
+        return self._points
+
+    @curve_points.setter
+    def curve_points(self, points) -> None:
+        self._points = dict(points)
+
+    @property
     def _dtype(self):
         return self.backbone.inputs[0].dtype
 
@@ -292,6 +304,25 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         for model in [*self.modes, *shared, *self.bridges.values()]:
             training.check_finite_weights(model, stage, consequence)
 
+    def _adopt(self, other) -> None:
+        """Takes the state of ``other``, an ensemble of the same backbone
+        (e.g. loaded from a run's checkpoint)."""
+        check_same_architecture(
+            [self.backbone, other.backbone], "the run's saved backbone"
+        )
+        if other.feature_layer != self.feature_layer:
+            raise ValueError(
+                "The run's saved ensemble reads the feature layer "
+                f"{other.feature_layer!r}, this one {self.feature_layer!r}: "
+                "use a new `run_dir`."
+            )
+        for key in (
+            "modes", "num_modes", "curves", "curve_checks", "bridges",
+            "shared", "temperature", "mode_epochs", "anchor", "curve_points",
+        ):  # fmt: skip
+            setattr(self, key, getattr(other, key))
+        self._predictors = {}
+
     def _replace_modes(self, modes) -> None:
         self.modes, self.num_modes = modes, len(modes)
         self.mode_checks = {}
@@ -401,17 +432,31 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             )
         return pair
 
-    def _default_pair(self, pair):
-        if pair is not None:
-            return pair
+    def default_pair(self) -> tuple:
+        """The curve a call reads when it is given no ``pair``
+        (`point_model`, `curve_profile`, `tune_bridge`, `fit`'s Type II
+        bridge): the `anchor` mode's first fitted curve, else the first
+        fitted curve; with no curve fitted yet, the anchor and the first
+        other mode (whose straight line `curve_profile` measures).
+
+        Example:
+
+        >>> backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+        >>> kb.BridgeEnsemble(backbone, num_modes=3).default_pair()
+        (0, 1)
+        """
+        own = [p for p in sorted(self.curves) if p[0] == self.anchor]
+        fitted = own or sorted(self.curves)
+        if fitted:
+            return fitted[0]
         return (self.anchor, 1 if self.anchor == 0 else 0)
 
     def point_model(self, pair=None, t: float = 0.5, bn_data=None):
         """The curve network of ``pair`` at ``t`` as a plain model.
 
         Args:
-            pair: the pair of mode indices of a fitted curve; default the
-                anchor and the first other mode.
+            pair: the pair of mode indices of a fitted curve; default
+                `default_pair`.
             t: float in [0, 1].
             bn_data: data to recompute BatchNorm statistics at ``t``.
                 Needed for an interior point that no earlier call has
@@ -421,7 +466,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             A `keras.Model` of the backbone's architecture (logits). A
             cached point is shared: do not train it.
         """
-        pair = self._curve(self._default_pair(pair))
+        pair = self._curve(self.default_pair() if pair is None else pair)
         t = check_point(t, "t")
         key = (pair, t)
         if bn_data is None and key in self._points:
@@ -735,6 +780,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         >>> result.best["flops"] <= 0.12
         True
         """
+        # KerasTuner loads only when a search runs, not with the ensemble.
         from keras_bridge import tuning
 
         tuning.check_search(tuner, max_trials, epochs, directory, overwrite)
@@ -765,9 +811,21 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         result.installed = hypermodel.install(model, validation_data)
         return result
 
-    def _install_bridge(self, member, head, teacher, shared=None) -> None:
-        """Makes ``head`` the bridge ``member``, imitating ``teacher``
-        (reading ``shared``, a new shared trunk's network, if given)."""
+    def install_bridge(self, member, head, teacher, shared=None) -> None:
+        """Makes ``head`` the bridge ``member``, a trained head from
+        outside `fit_bridge` (e.g. `keras_bridge.tuning.BridgeHyperModel`'s
+        `install` after a search of your own).
+
+        A bridge ``member`` fitted before is replaced, with a warning.
+
+        Args:
+            member: a `keras_bridge.members.BridgeMember` of a fitted curve.
+            head: the trained head (named unlike the other bridges' heads).
+            teacher: the curve network it imitates; it becomes
+                ``curve_points[(member.pair, member.point)]``.
+            shared: for a head on a new shared trunk, the trunk's network:
+                it replaces the shared trunk and the heads of the old one.
+        """
         self._check_new_bridges({member: head})
         self._points[(member.pair, member.point)] = teacher
         if shared is not None:

@@ -1,22 +1,19 @@
 """Functional-graph surgery: reading and rebuilding Keras functional models.
 
-The only module of keras-bridge that touches private Keras APIs
-(``_run_through_graph``, ``_nodes_by_depth``, ``_keras_history``,
-``_inbound_nodes``, ``_call_has_training_arg``); everything else goes
+Reads Keras' graph through the shims of `keras_bridge.compat` (the one
+module that touches private Keras APIs); the rest of keras-bridge goes
 through the functions here.
 """
 
 import keras
 import numpy as np
 
+from keras_bridge import compat
+
 
 def is_functional(model) -> bool:
     """Whether ``model`` is a functional `keras.Model` (graph readable)."""
-    return (
-        isinstance(model, keras.Model)
-        and hasattr(model, "_run_through_graph")
-        and hasattr(model, "_nodes_by_depth")
-    )
+    return isinstance(model, keras.Model) and compat.has_graph(model)
 
 
 def as_functional(model, argument: str = "model") -> keras.Model:
@@ -55,12 +52,19 @@ def as_functional(model, argument: str = "model") -> keras.Model:
 
 def producer(tensor):
     """The layer (operation) that computed a symbolic ``tensor``."""
-    return tensor._keras_history.operation
+    return compat.keras_history(tensor).operation
+
+
+def producer_inputs(tensor) -> list:
+    """The input tensors of the call that computed a symbolic ``tensor``
+    (of a layer called more than once, the call that made ``tensor``)."""
+    history = compat.keras_history(tensor)
+    return compat.inbound_tensors(history.operation, history.node_index)
 
 
 def takes_training(layer) -> bool:
     """Whether ``layer.call`` takes a ``training`` argument."""
-    return bool(layer._call_has_training_arg)
+    return compat.call_has_training_arg(layer)
 
 
 def weighted_layers(model) -> list:
@@ -112,9 +116,7 @@ def replay(model, inputs, clone_function, call_function=None):
             )
         return call(layer, *args, **kwargs)
 
-    return model._run_through_graph(
-        inputs, operation_fn=clone_function, call_fn=nested_call
-    )
+    return compat.run_through_graph(model, inputs, clone_function, nested_call)
 
 
 def spatial_layers(model) -> list:
@@ -177,7 +179,7 @@ def classifier_layer(model):
         config = layer.get_config()
         if "filters" in config or "units" in config:
             return layer
-        inbound = layer._inbound_nodes[0].input_tensors
+        inbound = compat.inbound_tensors(layer)
         if len(inbound) != 1:
             return None
         layer = producer(inbound[0])
@@ -218,5 +220,5 @@ def rebuild_tail(
     if entry_channels is not None:
         conv = keras.layers.Conv2D if len(x.shape) == 4 else keras.layers.Conv1D
         x = conv(int(entry_channels), 1, name="entry")(x)
-    outputs = tail._run_through_graph([x], operation_fn=clone_function)
+    outputs = compat.run_through_graph(tail, [x], clone_function)
     return keras.Model(inputs, outputs, name=f"tail_{feature_layer}")

@@ -8,7 +8,21 @@ from keras_bridge import export, saving, training
 
 
 class PersistenceMixin:
-    """`export`, `save` and `load` of `BridgeEnsemble`."""
+    """`export`, `save` and `load` of `BridgeEnsemble`.
+
+    Its contract with the host class: the host is built as
+    ``cls(backbone, feature_layer=..., num_modes=..., seed=..., curve=...)``,
+    has the public state `save` writes (``backbone``, ``feature_layer``,
+    ``seed``, ``curve``, ``modes``, ``curves``, ``curve_checks``,
+    ``bridges``, ``curve_points``, ``shared``, ``temperature``,
+    ``mode_epochs``, ``anchor``, all settable), `members` and
+    `inference_model`, and implements `_check_finite` below.
+    """
+
+    def _check_finite(self, stage, consequence="Nothing was kept.") -> None:
+        """Refuses, with a `ValueError` naming ``stage``, a member whose
+        weights are not all finite."""
+        raise NotImplementedError
 
     def export(
         self,
@@ -119,7 +133,7 @@ class PersistenceMixin:
         state.update(
             curve_checks=self.curve_checks,
             bridges=self.bridges,
-            points=self._points,
+            points=self.curve_points,
             shared=self.shared,
             temperature=self.temperature,
             mode_epochs=self.mode_epochs,
@@ -149,7 +163,7 @@ class PersistenceMixin:
             curve=state.pop("curve"),
         )
         ens.num_modes = len(state["modes"])
-        ens._points = state.pop("points")
+        state["curve_points"] = state.pop("points")
         for key, value in state.items():
             setattr(ens, key, value)
         return ens

@@ -19,9 +19,9 @@ from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
 from keras_bridge import models, plots, report_text, training
 from keras_bridge.checkpoints import RunState, jsonable
+from keras_bridge.ensemble import BridgeEnsemble
 from keras_bridge.files import atomic_write
 from keras_bridge.profile import CurveProfile
-from keras_bridge.tuning import default_pair
 
 
 def load_data(
@@ -188,7 +188,7 @@ def _type2(ens, data, config, log, backup, records):
     log.stage("type2", "A Type II bridge")
     _fit_bridges(
         ens, data, config.bridges, log, backup, "type2",
-        [default_pair(ens)], _bridge_options(config.bridges),
+        [ens.default_pair()], _bridge_options(config.bridges),
     )  # fmt: skip
     return {}
 
@@ -223,8 +223,6 @@ def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
         ``(ensemble, data, report, log)``: the report's dict so far and
         the stage timings in ``log.seconds``.
     """
-    from keras_bridge.ensemble import BridgeEnsemble
-
     log = _Log(verbose)
     log.stage("data", f"Data: {config.data.name}")
     if data is None:
@@ -234,8 +232,9 @@ def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
         backbone, num_modes=config.modes.num_modes, seed=config.seed
     )
     state = RunState(os.path.join(folder, "checkpoints"))
-    finished = state.resume(ens)
+    finished, saved = state.resume(BridgeEnsemble.load)
     if finished:
+        ens = saved  # the run's own config.yaml built both
         log.say(f"Resuming {folder} after: {', '.join(finished)}")
     records = state.records()
     for stage, run_stage in STAGES.items():

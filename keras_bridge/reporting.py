@@ -18,7 +18,33 @@ from keras_bridge.profile import CurveProfile
 
 class ReportingMixin:
     """`curve_profile`, `evaluate` and `select_members` of
-    `BridgeEnsemble`."""
+    `BridgeEnsemble`.
+
+    Its contract with the host class: the host has the public state
+    (``backbone``, ``modes``, ``curves``, ``anchor``), `default_pair`,
+    `members`, `member_names`, `point_model` and `inference_model`, and
+    implements the checks below.
+    """
+
+    def _data(self, data, argument, stage, needs_labels=True):
+        """``(dataset, steps per epoch)``: ``data`` checked against the
+        ensemble's input shape and classes (`keras_bridge.inputs.checked`),
+        errors naming ``argument`` and ``stage``."""
+        raise NotImplementedError
+
+    def _arrays(self, data, argument, stage):
+        """``(x, y)``: labelled ``data`` checked as in `_data`, as NumPy
+        arrays (`keras_bridge.inputs.arrays`)."""
+        raise NotImplementedError
+
+    def _pairs(self, pairs, argument="pairs") -> list:
+        """``pairs`` checked as pairs of mode indices (fitted or not)."""
+        raise NotImplementedError
+
+    def _check_finite(self, stage, consequence="Nothing was kept.") -> None:
+        """Refuses, with a `ValueError` naming ``stage``, a member whose
+        weights are not all finite."""
+        raise NotImplementedError
 
     def curve_profile(
         self, data, pair=None, num_points: int = 11, bn_data=None,
@@ -31,8 +57,9 @@ class ReportingMixin:
 
         Args:
             data: labelled data to score on.
-            pair: the two mode indices; default the anchor and the first
-                other mode.
+            pair: the two mode indices; default `default_pair` (the
+                anchor's first curve, or the anchor and the first other
+                mode before any curve is fitted).
             num_points: evenly spaced t values from 0 to 1 (at least 2).
             bn_data: data for the BatchNorm statistics at each point;
                 default ``data``.
@@ -43,7 +70,8 @@ class ReportingMixin:
             A `CurveProfile` (printable; `.t`, `.accuracy`, `.nll`).
         """
         stage = "curve_profile"
-        pair = self._pairs([self._default_pair(pair)], "pair")[0]
+        pair = self.default_pair() if pair is None else pair
+        pair = self._pairs([pair], "pair")[0]
         inputs.positive_int(num_points, "num_points", minimum=2)
         x, y = self._arrays(data, "data", stage)
         bn = data if bn_data is None else bn_data

@@ -10,6 +10,7 @@ from keras_bridge.graph import (
     is_cut,
     nested_models,
     producer,
+    producer_inputs,
     rebuild_tail,
     spatial_layers,
     spatial_size,
@@ -88,11 +89,8 @@ def prepare_backbone(backbone) -> keras.Model:
             "so that the backbone outputs logits.",
             stacklevel=3,
         )
-        history = model.outputs[0]._keras_history
-        node = last._inbound_nodes[history.node_index]
-        return keras.Model(
-            model.inputs[0], node.input_tensors[0], name=model.name
-        )
+        inbound = producer_inputs(model.outputs[0])
+        return keras.Model(model.inputs[0], inbound[0], name=model.name)
     if own_kind == "softmax":
         warnings.warn(
             f"`backbone`'s last layer {last.name!r} has a softmax "

@@ -12,11 +12,8 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.backend.common import global_state
-from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
-from tensorflow.python.eager import context as tf_context
 
+from keras_bridge import compat
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import (
     point_model,
@@ -74,14 +71,7 @@ def seeded(seed, offset: int = 0):
     if seed is None:
         yield
         return
-    # Keras and TensorFlow have no public getter for these; set_random_seed
-    # replaces them (it does not mutate them), so keeping them restores them.
-    keras_state = [
-        global_state.get_global_attribute(name)
-        for name in (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR)
-    ]
-    eager = tf_context.context()
-    tf_seed, tf_rng = eager._seed, getattr(eager, "_rng", None)
+    library_state = compat.global_random_state()
     python_state, numpy_state = random.getstate(), np.random.get_state()
     keras.utils.set_random_seed(seed + offset)
     try:
@@ -89,13 +79,7 @@ def seeded(seed, offset: int = 0):
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
-        for name, value in zip(
-            (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR), keras_state
-        ):
-            global_state.set_global_attribute(name, value)
-        tf.random.set_seed(tf_seed)
-        if tf_rng is not None:
-            eager._rng = tf_rng
+        compat.restore_global_random_state(library_state)
 
 
 def make_optimizer(optimizer, epochs: int, steps_per_epoch, learning_rate):

@@ -26,10 +26,9 @@ import keras_tuner
 import numpy as np
 
 from keras_bridge import bridges as bridges_lib
-from keras_bridge import distillation, training
+from keras_bridge import compat, distillation, inputs, plots, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.graph import feature_model
-from keras_bridge.inputs import positive_int
 from keras_bridge.members import (
     DEFAULT_POINT,
     SHARED,
@@ -55,13 +54,6 @@ def _head_config(values: dict) -> dict:
             "depth": int(values.get("head_depth") or 1),
         }
     return {"slim": values["tail_slim"]}
-
-
-def default_pair(ensemble) -> tuple:
-    """The curve a tuned bridge reads by default: the anchor mode's first
-    fitted curve, else the first fitted curve."""
-    own = [p for p in sorted(ensemble.curves) if p[0] == ensemble.anchor]
-    return (own or sorted(ensemble.curves))[0]
 
 
 class BridgeHyperModel(keras_tuner.HyperModel):
@@ -96,7 +88,8 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             made that curve point) and sets the steps of the learning-rate
             schedule.
         kind: ``"type1"`` or ``"type2"``.
-        pair: the fitted curve; default the anchor mode's first curve.
+        pair: the fitted curve; default `BridgeEnsemble.default_pair`
+            (the anchor mode's first curve).
         point: the curve point r the bridge imitates.
         max_flops: the most the head may cost, as a fraction of one
             backbone pass; default 0.12 per feature map it reads.
@@ -131,22 +124,23 @@ class BridgeHyperModel(keras_tuner.HyperModel):
     ):
         super().__init__(**kwargs)
         point = check_point(point)
-        pairs = [default_pair(ensemble) if pair is None else pair]
+        pairs = [ensemble.default_pair() if pair is None else pair]
         pairs, _ = bridges_lib.check_request(
             kind, pairs, (point,), ensemble.curves, len(ensemble.modes),
             max_flops, trunk,
         )  # fmt: skip
-        pair = default_pair(ensemble) if pair is None else pairs[0]
-        self.data, self.steps_per_epoch = ensemble._data(
-            data, "data", "tune_bridge", needs_labels=False
-        )
+        pair = ensemble.default_pair() if pair is None else pairs[0]
+        self.data, self.steps_per_epoch = inputs.checked(
+            data, "data", ensemble.input_shape, ensemble.num_classes,
+            "tune_bridge", False, ensemble.backbone.inputs[0].dtype,
+        )  # fmt: skip
         data = self.data
         self.ensemble = ensemble
         self.member = BridgeMember(kind, pair, point, shared=trunk == "shared")
         self.max_flops = bridges_lib.check_budget(
             max_flops, len(self.member.sources)
         )
-        self.teacher = ensemble._points.get((pair, point))
+        self.teacher = ensemble.curve_points.get((pair, point))
         if self.teacher is None:
             self.teacher = training.curve_point(
                 ensemble.curves[pair], point, ensemble.backbone, data
@@ -376,7 +370,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 self.data,
             )  # fmt: skip
             training.check_finite_weights(network, "tune_bridge")
-        self.ensemble._install_bridge(
+        self.ensemble.install_bridge(
             self.member, heads[0], self.teacher, network
         )
         return True
@@ -430,8 +424,6 @@ class TuningResult:
     def plot(self, path=None, ax=None):
         """The Pareto front of FLOPs vs val KL (`keras_bridge.plots.pareto`);
         saved as a PNG when ``path`` is given."""
-        from keras_bridge import plots
-
         return plots.pareto(self.trials, self.pareto, path=path, ax=ax)
 
     def __str__(self) -> str:
@@ -521,12 +513,12 @@ def hyperband_trials(oracle, budget: int) -> int:
     continues another training only its extra epochs), before its trials
     have trained ``budget`` epochs in all; at least one."""
     spent, trials = 0, 0
+    brackets = compat.hyperband_brackets(oracle)
     while True:
-        for bracket in reversed(range(oracle._get_num_brackets())):
+        for rounds in reversed(brackets):
             start = 0
-            for step in range(oracle._get_num_rounds(bracket)):
-                epochs = oracle._get_epochs(bracket, step)
-                for _ in range(oracle._get_size(bracket, step)):
+            for epochs, size in rounds:
+                for _ in range(size):
                     if spent + epochs - start > budget:
                         return max(trials, 1)
                     spent, trials = spent + epochs - start, trials + 1
@@ -539,8 +531,8 @@ def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:
         raise ValueError(
             f"`tuner` must be one of {TUNERS}; received tuner={tuner!r}."
         )
-    positive_int(max_trials, "max_trials")
-    positive_int(epochs, "epochs")
+    inputs.positive_int(max_trials, "max_trials")
+    inputs.positive_int(epochs, "epochs")
     if directory is not None and os.path.isfile(directory):
         raise ValueError(
             f"`directory` must be a folder; {directory!r} is a file."

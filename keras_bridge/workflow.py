@@ -7,8 +7,6 @@ import numpy as np
 
 from keras_bridge import training
 from keras_bridge.checkpoints import RunState
-from keras_bridge.curve_model import check_same_architecture
-from keras_bridge.tuning import default_pair
 
 #: The stages of `BridgeEnsemble.fit`, in order.
 STAGES = ("modes", "curves", "type1", "type2", "calibration")
@@ -58,7 +56,20 @@ def _with_defaults(method, options: dict) -> dict:
 
 
 class WorkflowMixin:
-    """`fit` of `BridgeEnsemble`."""
+    """`fit` of `BridgeEnsemble`.
+
+    Its contract with the host class: the host has the public stages
+    (`fit_modes`, `fit_curves`, `fit_bridge`, `calibrate`), `load`,
+    `default_pair` and the settings (``num_modes``, ``seed``,
+    ``feature_layer``, ``curve``, ``modes``, ``mode_checks``), and
+    implements `_adopt` below.
+    """
+
+    def _adopt(self, other) -> None:
+        """Takes the whole state of ``other``, an ensemble of the same
+        backbone and feature layer (the run's saved ensemble); refuses
+        another one with a `ValueError`."""
+        raise NotImplementedError
 
     def fit(
         self,
@@ -122,7 +133,11 @@ class WorkflowMixin:
         state = None if run_dir is None else RunState(run_dir)
         if state is not None:
             state.check_settings(self._settings(options, type2))
-        finished = [] if state is None else state.resume(self)
+        finished = []
+        if state is not None:
+            finished, saved = state.resume(type(self).load)
+            if saved is not None:
+                self._adopt(saved)
         common = {"callbacks": callbacks, "verbose": verbose}
         for stage in STAGES:
             if stage in finished:
@@ -174,27 +189,8 @@ class WorkflowMixin:
             # Type II bridges read two modes' frozen features.
             frozen = {**options["bridges"], "trunk": "frozen"}
             self.fit_bridge(
-                data, kind="type2", pairs=[default_pair(self)],
+                data, kind="type2", pairs=[self.default_pair()],
                 validation_data=validation_data, **{**common, **frozen},
             )  # fmt: skip
         elif stage == "calibration" and validation_data is not None:
             self.calibrate(validation_data)
-
-    def _adopt(self, other) -> None:
-        """Takes the state of ``other``, an ensemble of the same backbone
-        (e.g. loaded from a run's checkpoint)."""
-        check_same_architecture(
-            [self.backbone, other.backbone], "the run's saved backbone"
-        )
-        if other.feature_layer != self.feature_layer:
-            raise ValueError(
-                "The run's saved ensemble reads the feature layer "
-                f"{other.feature_layer!r}, this one {self.feature_layer!r}: "
-                "use a new `run_dir`."
-            )
-        for key in (
-            "modes", "num_modes", "curves", "curve_checks", "bridges",
-            "shared", "temperature", "mode_epochs", "anchor", "_points",
-        ):  # fmt: skip
-            setattr(self, key, getattr(other, key))
-        self._predictors = {}

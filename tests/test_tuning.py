@@ -152,9 +152,11 @@ def test_default_pair_is_the_anchors_first_curve():
         curves = {(0, 1): None, (2, 0): None, (2, 1): None}
         anchor = 2
 
-    assert tuning.default_pair(Fake) == (2, 0)
+    assert kb.BridgeEnsemble.default_pair(Fake) == (2, 0)
     Fake.anchor = 1
-    assert tuning.default_pair(Fake) == (0, 1)
+    assert kb.BridgeEnsemble.default_pair(Fake) == (0, 1)
+    Fake.curves = {}  # no curve yet: the anchor and the first other mode
+    assert kb.BridgeEnsemble.default_pair(Fake) == (1, 0)
 
 
 def test_search_with_a_shared_trunk_installs_trunk_and_head(

@@ -1,0 +1,148 @@
+"""The private Keras, TensorFlow and KerasTuner internals keras-bridge uses.
+
+Every use of a private name of those libraries (an underscore attribute, a
+``keras.src`` or ``tensorflow.python`` import, an overridden private
+method) is here, one shim per internal, each naming the upstream version
+it was checked on; the rest of the package calls these shims only.
+``tests/test_compat.py`` pins every shim, so an upstream rename fails
+there, naming the shim to update, rather than deep inside a training.
+
+Checked on Keras 3.15.1, TensorFlow 2.21.0 and KerasTuner 1.4.8.
+"""
+
+import keras
+import tensorflow as tf
+from keras.src.backend.common import global_state
+from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+from tensorflow.python.eager import context as tf_context
+
+#: The upstream versions the shims were checked on.
+CHECKED_ON = {"keras": "3.15.1", "tensorflow": "2.21.0", "keras_tuner": "1.4.8"}
+
+# Functional graphs (Keras 3.15.1, keras/src/models/functional.py,
+# keras/src/ops/node.py) -------------------------------------------------
+
+
+def has_graph(model) -> bool:
+    """Whether ``model`` carries a readable functional graph: Keras'
+    ``Functional`` has the private ``_run_through_graph`` and
+    ``_nodes_by_depth`` (checked on Keras 3.15.1)."""
+    return hasattr(model, "_run_through_graph") and hasattr(
+        model, "_nodes_by_depth"
+    )
+
+
+def keras_history(tensor):
+    """The ``(operation, node_index, tensor_index)`` that made a symbolic
+    ``tensor``: Keras' private ``KerasTensor._keras_history`` (checked on
+    Keras 3.15.1)."""
+    return tensor._keras_history
+
+
+def inbound_tensors(layer, node_index: int = 0) -> list:
+    """The input tensors of ``layer``'s call number ``node_index`` in a
+    functional graph: Keras' private ``Layer._inbound_nodes`` (checked on
+    Keras 3.15.1)."""
+    return list(layer._inbound_nodes[node_index].input_tensors)
+
+
+def call_has_training_arg(layer) -> bool:
+    """Whether ``layer.call`` takes a ``training`` argument: Keras'
+    private ``Layer._call_has_training_arg`` (checked on Keras 3.15.1)."""
+    return bool(layer._call_has_training_arg)
+
+
+def run_through_graph(model, inputs, operation_fn, call_fn=None):
+    """Runs the graph of the functional ``model`` on ``inputs``, each
+    operation replaced by ``operation_fn(operation)`` and called by
+    ``call_fn(operation, *args, **kwargs)`` when given: Keras' private
+    ``Function._run_through_graph`` (checked on Keras 3.15.1)."""
+    if call_fn is None:
+        return model._run_through_graph(inputs, operation_fn=operation_fn)
+    return model._run_through_graph(
+        inputs, operation_fn=operation_fn, call_fn=call_fn
+    )
+
+
+# Global random state (Keras 3.15.1, TensorFlow 2.21.0) -------------------
+
+
+def global_random_state():
+    """Keras' global seed and `SeedGenerator`, TensorFlow's global seed
+    and its eager context's operation-seed generator, as an opaque value
+    for `restore_global_random_state`.
+
+    Neither library has a public getter: Keras keeps them in
+    ``keras.src.backend.common.global_state`` (checked on Keras 3.15.1),
+    TensorFlow in the eager context's private ``_seed`` and ``_rng``
+    (checked on TensorFlow 2.21.0). `keras.utils.set_random_seed`
+    replaces these objects (it does not mutate them), so keeping them is
+    enough to restore them.
+    """
+    keras_state = [
+        global_state.get_global_attribute(name)
+        for name in (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR)
+    ]
+    eager = tf_context.context()
+    return keras_state, eager._seed, getattr(eager, "_rng", None)
+
+
+def restore_global_random_state(state) -> None:
+    """Puts back a `global_random_state` (checked on Keras 3.15.1 and
+    TensorFlow 2.21.0)."""
+    keras_state, tf_seed, tf_rng = state
+    for name, value in zip(
+        (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR), keras_state
+    ):
+        global_state.set_global_attribute(name, value)
+    tf.random.set_seed(tf_seed)
+    if tf_rng is not None:
+        tf_context.context()._rng = tf_rng
+
+
+# KerasTuner's Hyperband (KerasTuner 1.4.8, keras_tuner/src/tuners/
+# hyperband.py) ---------------------------------------------------------
+
+
+def hyperband_brackets(oracle) -> list:
+    """The schedule of a `keras_tuner.oracles.HyperbandOracle`: per
+    bracket (index 0 the least aggressive), its rounds of successive
+    halving as ``(epochs, trials)``. From the oracle's private
+    ``_get_num_brackets``, ``_get_num_rounds``, ``_get_epochs`` and
+    ``_get_size`` (checked on KerasTuner 1.4.8)."""
+    return [
+        [
+            (oracle._get_epochs(bracket, step), oracle._get_size(bracket, step))
+            for step in range(oracle._get_num_rounds(bracket))
+        ]
+        for bracket in range(oracle._get_num_brackets())
+    ]
+
+
+# BackupAndRestore (Keras 3.15.1, keras/src/callbacks/backup_and_restore.py)
+
+
+class BackupAndRestoreWriter(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose files a subclass writes.
+
+    Keras has no public hook for how the backup is written: this class
+    overrides the private ``_save_model`` and hands its private
+    ``_weights_path``, ``_training_metadata_path`` and ``_current_epoch``
+    to `write_backup` (checked on Keras 3.15.1, whose ``on_train_begin``
+    reads the same two files, and ``<file>.bkp`` copies of them with
+    ``double_checkpoint=True``).
+    """
+
+    def _save_model(self):
+        self.write_backup(
+            self._weights_path,
+            self._training_metadata_path,
+            {"epoch": self._current_epoch, "batch": 0},
+        )
+
+    def write_backup(self, weights_path, metadata_path, metadata) -> None:
+        """Writes the state after an epoch: the model's weights (and
+        optimizer state) to ``weights_path``, the JSON ``metadata`` (the
+        epochs done) to ``metadata_path``."""
+        raise NotImplementedError

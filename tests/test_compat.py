@@ -1,0 +1,156 @@
+"""Pins every shim of `keras_bridge.compat` to the upstream internal it
+wraps: when Keras, TensorFlow or KerasTuner renames or changes one, a
+test here fails and names the shim to update."""
+
+import json
+import os
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_bridge import compat
+
+#: Each private upstream name a shim relies on, by the object that has it.
+PINNED = [
+    (keras.Model, "_run_through_graph", "has_graph, run_through_graph"),
+    (keras.Model, "_nodes_by_depth", "has_graph"),
+    (keras.layers.Dense, "_inbound_nodes", "inbound_tensors"),
+    (keras.layers.Dense, "_call_has_training_arg", "call_has_training_arg"),
+    (keras_tuner.oracles.HyperbandOracle, "_get_num_brackets", "hyperband"),
+    (keras_tuner.oracles.HyperbandOracle, "_get_num_rounds", "hyperband"),
+    (keras_tuner.oracles.HyperbandOracle, "_get_epochs", "hyperband"),
+    (keras_tuner.oracles.HyperbandOracle, "_get_size", "hyperband"),
+    (keras.callbacks.BackupAndRestore, "_save_model", "BackupAndRestoreWriter"),
+]
+
+
+def _upstream(shim) -> str:
+    return (
+        f"Upstream changed what `keras_bridge.compat.{shim}` relies on "
+        f"(checked on {compat.CHECKED_ON}); update that shim."
+    )
+
+
+def _functional():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    outputs = keras.layers.Dense(2, name="logits")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def _instance(owner):
+    if owner is keras.Model:
+        return _functional()
+    if owner is keras.layers.Dense:
+        return _functional().get_layer("logits")
+    if owner is keras_tuner.oracles.HyperbandOracle:
+        return owner(objective="loss", max_epochs=9)
+    return owner("/tmp")
+
+
+@pytest.mark.parametrize(
+    "owner, name, shim", PINNED, ids=[name for _, name, _ in PINNED]
+)
+def test_the_private_names_the_shims_use_exist(owner, name, shim):
+    assert hasattr(_instance(owner), name), (
+        f"{owner.__name__}.{name} is gone. " + _upstream(shim)
+    )
+
+
+def test_graph_shims_read_and_replay_a_functional_model():
+    model = _functional()
+    logits = model.get_layer("logits")
+    assert compat.has_graph(model), _upstream("has_graph")
+    assert not compat.has_graph(keras.layers.Dense(2)), _upstream("has_graph")
+    history = compat.keras_history(model.outputs[0])
+    assert history.operation is logits, _upstream("keras_history")
+    assert history.node_index == 0, _upstream("keras_history")
+    inbound = compat.inbound_tensors(logits)
+    assert inbound[0] is model.get_layer("hidden").output, _upstream(
+        "inbound_tensors"
+    )
+    assert compat.call_has_training_arg(keras.layers.Dropout(0.5))
+    assert not compat.call_has_training_arg(keras.layers.Flatten()), _upstream(
+        "call_has_training_arg"
+    )
+    zeros = keras.layers.Dense(2, kernel_initializer="zeros")
+    swap = {logits.name: zeros}
+    inputs = keras.Input((3,))
+    outputs = compat.run_through_graph(
+        model, [inputs], lambda layer: swap.get(layer.name, layer)
+    )
+    replayed = keras.Model(inputs, outputs)
+    assert replayed.layers[-1] is zeros, _upstream("run_through_graph")
+    np.testing.assert_array_equal(
+        replayed.predict(np.ones((1, 3)), verbose=0), [[0.0, 0.0]]
+    )
+
+
+def test_global_random_state_is_restored():
+    keras.utils.set_random_seed(7)
+    keras.random.uniform([])  # Keras makes its global SeedGenerator
+    expected = float(tf.random.uniform([]))
+    keras.utils.set_random_seed(7)
+    keras.random.uniform([])
+    keras_state, *_ = state = compat.global_random_state()
+    keras.utils.set_random_seed(99)
+    keras.random.uniform([]), tf.random.uniform([])
+    compat.restore_global_random_state(state)
+    # TensorFlow's global seed is back, and its sequence of operation
+    # seeds continues where it was.
+    assert float(tf.random.uniform([])) == expected, _upstream(
+        "global_random_state"
+    )
+    found, *_ = compat.global_random_state()
+    assert all(a is b for a, b in zip(found, keras_state)), _upstream(
+        "global_random_state"
+    )
+
+
+def test_hyperband_brackets_are_the_oracles_schedule():
+    oracle = keras_tuner.oracles.HyperbandOracle(
+        objective="loss", max_epochs=9, factor=3
+    )
+    # KerasTuner 1.4.8: three brackets, successive halving by 3 from 1,
+    # 3 and 9 epochs (the bracket sizes as its `_get_size` computes them).
+    assert compat.hyperband_brackets(oracle) == [
+        [(9, 3)],
+        [(3, 5), (9, 2)],
+        [(1, 9), (3, 3), (9, 1)],
+    ], _upstream("hyperband_brackets")
+
+
+class _Recorder(compat.BackupAndRestoreWriter):
+    def write_backup(self, weights_path, metadata_path, metadata):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        self.model.save_weights(weights_path)
+        with open(metadata_path, "w") as handle:
+            json.dump(metadata, handle)
+        self.written = getattr(self, "written", []) + [metadata["epoch"]]
+
+
+class _Stop(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("killed")
+
+
+def test_backup_writer_writes_the_files_keras_restores(tmp_path):
+    model = _functional()
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3)), np.zeros((4, 2))
+    writer = _Recorder(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="killed"):
+        model.fit(x, y, epochs=4, callbacks=[writer, _Stop()], verbose=0)
+    assert writer.written == [1, 2], _upstream("BackupAndRestoreWriter")
+    history = model.fit(
+        x, y, epochs=4, callbacks=[_Recorder(str(tmp_path / "backup"))],
+        verbose=0,
+    )  # fmt: skip
+    # Keras read the epoch written: only the two remaining epochs ran.
+    assert len(history.history["loss"]) == 2, _upstream(
+        "BackupAndRestoreWriter"
+    )
