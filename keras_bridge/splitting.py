@@ -1,7 +1,5 @@
 """Checking a backbone and choosing where bridges read its features."""
 
-import warnings
-
 import keras
 
 from keras_bridge.graph import (
@@ -15,6 +13,7 @@ from keras_bridge.graph import (
     spatial_layers,
     spatial_size,
 )
+from keras_bridge.messages import warn
 
 #: Output activations by the name of their function or `keras.ops`
 #: operation: a softmax is removed; one that squashes each logit alone
@@ -84,19 +83,17 @@ def prepare_backbone(backbone) -> keras.Model:
             "cross-entropy. End the backbone in logits (no activation)."
         )
     if layer_kind == "softmax":
-        warnings.warn(
+        warn(
             f"`backbone` ends in a softmax ({last.name!r}); it was removed "
             "so that the backbone outputs logits.",
-            stacklevel=3,
         )
         inbound = producer_inputs(model.outputs[0])
         return keras.Model(model.inputs[0], inbound[0], name=model.name)
     if own_kind == "softmax":
-        warnings.warn(
+        warn(
             f"`backbone`'s last layer {last.name!r} has a softmax "
             "activation; it was replaced by a linear one so that the "
             "backbone outputs logits.",
-            stacklevel=3,
         )
         return _without_final_activation(model, last)
     return model

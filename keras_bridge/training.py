@@ -7,7 +7,6 @@ new models; none changes a model it is given.
 import contextlib
 import math
 import random
-import warnings
 
 import keras
 import numpy as np
@@ -20,6 +19,7 @@ from keras_bridge.curve_model import (
     recalibrate_batchnorm,
     to_curve_model,
 )
+from keras_bridge.messages import print_msg, warn
 
 #: Seeds of the stages are ``seed + offset`` (+ the mode or pair index), so
 #: a stage's randomness does not depend on what ran before it.
@@ -332,13 +332,13 @@ def resumable_fit(model, data, steps, options, stage, unit):
     checkpoints = options.get("checkpoints")
     if options["verbose"]:
         heading = stage.split("(")[-1].rstrip(")")  # "mode 1/3"
-        print(heading[0].upper() + heading[1:])
+        print_msg(heading[0].upper() + heading[1:])
     if checkpoints is None:
         return fit_classifier(model, data, steps, options, stage)
     if checkpoints.finished(unit):
         checkpoints.restore(unit, model)
         if options["verbose"]:
-            print(f"{unit}: finished before, loaded from the backup.")
+            print_msg(f"{unit}: finished before, loaded from the backup.")
         return keras.callbacks.History()
     callbacks = [*(options["callbacks"] or []), *checkpoints.callbacks(unit)]
     try:
@@ -420,12 +420,11 @@ def midpoint_check(pair, ends, midpoint, x, y) -> dict:
         scores[name] = metrics_lib.accuracy(softmax(logits), y)
     scores["gap"] = (scores["start"] + scores["end"]) / 2 - scores["mid"]
     if scores["gap"] > MIDPOINT_TOLERANCE:
-        warnings.warn(
+        warn(
             f"The curve {pair[0]} -> {pair[1]} is poor: its midpoint's "
             f"validation accuracy {scores['mid']:.4f} is "
             f"{100 * scores['gap']:.1f} points below its endpoints' "
             "mean. Train the curve longer (as long as the modes).",
-            stacklevel=3,
         )
     return scores
 
@@ -461,7 +460,7 @@ def mode_check(histories, val_accuracies=None) -> dict:
         train = logs["accuracy"][-1]
         gaps[index] = round(float(train - val), 6)
         if gaps[index] > MODE_GAP_TOLERANCE:
-            warnings.warn(
+            warn(
                 f"Mode {index}'s validation accuracy {val:.4f} is far below "
                 f"its training accuracy {train:.4f}, although its BatchNorm "
                 "statistics were recomputed on the training data: it "
@@ -469,7 +468,6 @@ def mode_check(histories, val_accuracies=None) -> dict:
                 "data (preprocessing, labels), and every later stage would "
                 "build on it. See the FAQ, 'A mode scores much worse on "
                 "validation than in training'.",
-                stacklevel=3,
             )
     return gaps
 

@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 
 import keras
 import keras_tuner
@@ -35,6 +34,7 @@ from keras_bridge.members import (
     BridgeMember,
     check_point,
 )
+from keras_bridge.messages import warn
 
 #: The tuners `BridgeEnsemble.tune_bridge` accepts.
 TUNERS = ("random", "bayesian", "hyperband")
@@ -355,11 +355,10 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             old = self.validation_kl(fitted, validation_data)
             new = self.validation_kl(model, validation_data)
             if old <= new:
-                warnings.warn(
+                warn(
                     f"`tune_bridge` kept the bridge {self.member.name!r} "
                     f"fitted before: its validation KL {old:.4f} is no "
                     f"higher than the best tuned head's ({new:.4f}).",
-                    stacklevel=3,
                 )
                 return False
         network = model.shared_network

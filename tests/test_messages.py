@@ -45,3 +45,19 @@ def test_lines_follow_keras_interactive_logging(capsys, caplog):
         keras.utils.enable_interactive_logging()
     assert capsys.readouterr().out == ""
     assert [r.getMessage() for r in caplog.records] == ["to logging"]
+
+
+def test_a_library_warning_names_the_line_that_called_the_library():
+    import keras_bridge as kb
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(3, activation="softmax", name="logits")(x)
+    backbone = keras.Model(inputs, x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kb.BridgeEnsemble(backbone, feature_layer="conv")  # the user's line
+    (warning,) = [w for w in caught if "softmax" in str(w.message)]
+    assert warning.filename == __file__
+    assert warning.lineno == _line_of("# the user's line")
