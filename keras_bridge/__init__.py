@@ -1,4 +1,14 @@
-"""keras-bridge: cheap deep ensembles through mode-connecting bridges."""
+"""keras-bridge: cheap deep ensembles through mode-connecting bridges.
+
+The public API is what ``__all__`` lists: `BridgeEnsemble` and the few
+functions and modules a user calls directly. ``import keras_bridge``
+loads only Keras and the package's Keras layers (so that
+`keras.saving.load_model` reads files that hold them); everything else,
+KerasTuner, pydantic and the plotting code included, loads on first use.
+The other submodules (``keras_bridge.graph``, ``keras_bridge.training``,
+...) can be imported, but they are the package's internals and may change
+without notice.
+"""
 
 import importlib as _importlib
 import os as _os
@@ -7,62 +17,65 @@ import typing as _typing
 
 from keras_bridge.version import __version__ as __version__  # public
 
-#: The public submodules.
-_MODULES = (
-    "bridges",
-    "config",
-    "curves",
-    "data",
-    "evaluation",
-    "export",
-    "files",
-    "graph",
-    "inputs",
-    "layers",
-    "members",
-    "metrics",
-    "models",
-    "plots",
-    "saving",
-    "splitting",
-    "tuning",
-)
-
-#: The public names defined in submodules, and their module.
+#: The public names, and the module that defines each.
 _NAMES = {
+    "BridgeEnsemble": "ensemble",
+    "CurveProfile": "profile",
+    "EnsembleReport": "evaluation",
+    "flops": "flop_count",
     "point_model": "curve_model",
     "recalibrate_batchnorm": "curve_model",
     "to_curve_model": "curve_model",
-    "BridgeEnsemble": "ensemble",
-    "flops": "flops",
-    "CurveProfile": "profile",
 }
 
-__all__ = sorted(["__version__", *_MODULES, *_NAMES])
+#: The public submodules.
+_MODULES = (
+    "config",
+    "curves",
+    "data",
+    "layers",
+    "metrics",
+    "models",
+    "plots",
+    "tuning",
+)
+
+__all__ = sorted(["__version__", *_NAMES, *_MODULES])
 
 if _typing.TYPE_CHECKING:  # what `__getattr__` gives, for static tools
-    from keras_bridge.curve_model import (
-        point_model as point_model,
-    )
+    from keras_bridge import config as config
+    from keras_bridge import curves as curves
+    from keras_bridge import data as data
+    from keras_bridge import layers as layers
+    from keras_bridge import metrics as metrics
+    from keras_bridge import models as models
+    from keras_bridge import plots as plots
+    from keras_bridge import tuning as tuning
+    from keras_bridge.curve_model import point_model as point_model
     from keras_bridge.curve_model import (
         recalibrate_batchnorm as recalibrate_batchnorm,
     )
-    from keras_bridge.curve_model import (
-        to_curve_model as to_curve_model,
-    )
+    from keras_bridge.curve_model import to_curve_model as to_curve_model
     from keras_bridge.ensemble import BridgeEnsemble as BridgeEnsemble
-    from keras_bridge.flops import flops as flops
+    from keras_bridge.evaluation import EnsembleReport as EnsembleReport
+    from keras_bridge.flop_count import flops as flops
     from keras_bridge.profile import CurveProfile as CurveProfile
 
 
 def __getattr__(name: str):
-    if name in _MODULES:
-        return _importlib.import_module(f"keras_bridge.{name}")
     if name in _NAMES:
         module = _importlib.import_module(f"keras_bridge.{_NAMES[name]}")
         value = getattr(module, name)
         globals()[name] = value
         return value
+    if not name.startswith("_"):
+        # Any submodule, public or internal, on first use, as after
+        # `import keras_bridge.<name>`.
+        try:
+            return _importlib.import_module(f"keras_bridge.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"keras_bridge.{name}":
+                raise
     raise AttributeError(f"module 'keras_bridge' has no attribute {name!r}")
 
 
@@ -77,8 +90,8 @@ if _os.path.basename(_sys.argv[0]) == "keras-bridge":
     # before TensorFlow loads. A user's setting wins.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 else:
-    # `import keras_bridge` registers the package's layers with Keras, so
-    # that `keras.saving.load_model` reads files that hold them.
-    for _name in (*_MODULES, *_NAMES):
-        __getattr__(_name)
-    del _name
+    # The package's Keras objects (layers, curves, the archive) register
+    # with Keras when their modules load, so that `keras.saving.load_model`
+    # reads files that hold them.
+    _importlib.import_module("keras_bridge.layers")
+    _importlib.import_module("keras_bridge.saving")

@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_bridge import distillation, training
 from keras_bridge.curve_model import recalibrate_batchnorm
-from keras_bridge.flops import flops
+from keras_bridge.flop_count import flops
 from keras_bridge.graph import feature_model
 from keras_bridge.inputs import positive_float, positive_int
 from keras_bridge.layers.bridge_head import (

@@ -9,7 +9,7 @@ import numpy as np
 from keras_bridge import metrics as metrics_lib
 from keras_bridge import plots, report_text
 from keras_bridge.distillation import teacher_fidelity
-from keras_bridge.flops import flops
+from keras_bridge.flop_count import flops
 from keras_bridge.layers.ensemble_outputs import mutual_information
 from keras_bridge.members import (
     DEFAULT_POINT,

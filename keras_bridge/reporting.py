@@ -11,7 +11,7 @@ from keras_bridge import curves as curves_lib
 from keras_bridge import evaluation, inputs, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
-from keras_bridge.flops import flops
+from keras_bridge.flop_count import flops
 from keras_bridge.members import BridgeMember, source_member
 from keras_bridge.profile import CurveProfile
 
