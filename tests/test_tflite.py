@@ -61,7 +61,7 @@ def x_test(digits):
 @pytest.mark.large
 def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
     ens = bridged_ensemble
-    path = ens.export(tmp_path / "digits.tflite", format="tflite")
+    path = ens.export(tmp_path / "digits.tflite", format="litert")
     interpreter, runner = _runner(path)
     assert interpreter.get_signature_list() == {
         "serving_default": {"inputs": ["inputs"], "outputs": SERVING_OUTPUTS}
@@ -83,7 +83,7 @@ def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
         ens.predict(x_test[:17])["probabilities"],
         atol=1e-5,
     )
-    info = kb.export.read_tflite_metadata(path)
+    info = kb.export.read_litert_metadata(path)
     assert info["members"] == ens.member_names()
     assert info["serving_names"] == [
         kb.export.serving_name(m) for m in ens.member_names()
@@ -99,7 +99,7 @@ def test_quantized_files_are_smaller_and_close(
     exported = {
         kind: ens.export(
             tmp_path / f"{kind}.tflite",
-            format="tflite",
+            format="litert",
             quantization=None if kind == "float32" else kind,
             verbose=False,
         )
@@ -114,8 +114,8 @@ def test_quantized_files_are_smaller_and_close(
     margin = top2[:, 1] - top2[:, 0]
     for kind, tolerance in TOLERANCE.items():
         outputs = _run_one_by_one(_runner(exported[kind])[1], x_test)
-        assert kb.export.read_tflite_metadata(exported[kind]) == (
-            kb.export.read_tflite_metadata(exported["float32"])
+        assert kb.export.read_litert_metadata(exported[kind]) == (
+            kb.export.read_litert_metadata(exported["float32"])
         )
         for name in ("probabilities", "member_probabilities"):
             error = np.abs(outputs[name] - reference[name]).max()
@@ -128,7 +128,8 @@ def test_quantized_files_are_smaller_and_close(
     # An existing file is replaced only when asked, and never by a folder.
     path = exported["float32"]
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        ens.export(path, format="tflite", verbose=False)
+        ens.export(path, format="litert", overwrite=False, verbose=False)
+    assert kb.export.check_overwrite(path, "litert")  # ours: replaced
     with pytest.raises(ValueError, match="is a file; this writes a folder"):
         ens.export(path, overwrite=True, verbose=False)
     assert sorted(os.listdir(tmp_path)) == sorted(
@@ -140,21 +141,34 @@ def test_bad_quantization_is_refused_before_any_work(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone)  # no members: refused first anyway
     with pytest.raises(ValueError, match="`quantization` must be None or"):
-        ens.export(tmp_path / "m.tflite", format="tflite", quantization="int8")
+        ens.export(tmp_path / "m.tflite", format="litert", quantization="int8")
     with pytest.raises(ValueError, match="`quantization` applies only to"):
         ens.export(tmp_path / "m", quantization="float16")
     with pytest.raises(ValueError, match="`format` must be one of"):
         ens.export(tmp_path / "m.tfl", format="lite")
+    with pytest.raises(ValueError, match="format='litert'"):
+        ens.export(tmp_path / "m.tflite", format="tflite")  # Keras' name
     assert os.listdir(tmp_path) == []
+
+
+def test_a_users_tflite_file_is_replaced_only_when_told(tmp_path):
+    users = tmp_path / "model.tflite"  # not written by keras-bridge
+    users.write_bytes(b"the user's model")
+    with pytest.raises(FileExistsError, match="not a keras-bridge export"):
+        kb.export.check_overwrite(users, "litert")
+    assert kb.export.check_overwrite(users, "litert", overwrite=True)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        kb.export.check_overwrite(users, "litert", overwrite=False)
+    assert users.read_bytes() == b"the user's model"
 
 
 @pytest.mark.large
 def test_failed_tflite_export_leaves_no_file(
-    bridged_ensemble, tmp_path, monkeypatch
+    tiny_ensemble, tmp_path, monkeypatch
 ):
-    ens = bridged_ensemble
+    ens = tiny_ensemble  # safe writes need no trained members
     path = tmp_path / "out" / "digits.tflite"
-    ens.export(path, format="tflite", members=["mode_0"], verbose=False)
+    ens.export(path, format="litert", members=["mode_0"], verbose=False)
     before = path.read_bytes()
     scratch = tmp_path / "scratch"  # where the SavedModel is staged
     scratch.mkdir()
@@ -176,7 +190,7 @@ def test_failed_tflite_export_leaves_no_file(
     for target in (path, tmp_path / "out" / "new.tflite"):
         with pytest.raises(RuntimeError, match="conversion failed"):
             ens.export(
-                target, format="tflite", members=["mode_1"], overwrite=True
+                target, format="litert", members=["mode_1"], overwrite=True
             )
     monkeypatch.undo()
 
@@ -186,7 +200,7 @@ def test_failed_tflite_export_leaves_no_file(
 
     monkeypatch.setattr(kb.files, "_move_into_place", failing_move)
     with pytest.raises(OSError, match="disk full"):
-        ens.export(path, format="tflite", members=["mode_1"], overwrite=True)
+        ens.export(path, format="litert", members=["mode_1"], overwrite=True)
     assert os.listdir(tmp_path / "out") == ["digits.tflite"]
     assert path.read_bytes() == before
     assert os.listdir(scratch) == []
