@@ -80,7 +80,7 @@ def export_all(ens, folder: str) -> dict:
         name = f"TFLite {kind or 'float32'}"
         path = os.path.join(folder, f"digits_{kind or 'float32'}.tflite")
         start = time.perf_counter()
-        ens.export(path, format="tflite", quantization=kind, verbose=False)
+        ens.export(path, format="litert", quantization=kind, verbose=False)
         seconds = time.perf_counter() - start
         runner = tflite_runner(path)
         exported[name] = (

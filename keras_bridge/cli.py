@@ -15,7 +15,7 @@ from keras_bridge import files
 from keras_bridge.version import __version__
 
 #: `keras_bridge.export.FORMATS`, here so that ``--help`` needs no Keras.
-EXPORT_FORMATS = ("tf_saved_model", "onnx", "tflite")
+EXPORT_FORMATS = ("tf_saved_model", "onnx", "litert")
 
 #: How library messages spell an argument, and the command's flag for it.
 FLAGS = {"export": {"`overwrite=True`": "`--overwrite`"}}
@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Exports a saved ensemble as one multi-output model: a TF "
             "Serving SavedModel version folder, an .onnx or a .tflite "
-            "file."
+            "(LiteRT) file. An existing PATH is replaced only with "
+            "--overwrite."
         ),
     )
     export.add_argument("ensemble", help="an ensemble.keras file")
@@ -139,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quantization",
         choices=("dynamic_range", "float16"),
         default=None,
-        help="tflite only: quantise the weights",
+        help="litert only: quantise the weights",
     )
     export.add_argument(
         "--members",
@@ -147,7 +148,15 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated member names to serve (default all)",
     )
     export.add_argument(
-        "--overwrite", action="store_true", help="replace an existing path"
+        "--opset-version",
+        type=int,
+        default=None,
+        help="onnx only: the ONNX opset (default: tf2onnx's)",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing PATH that an export wrote",
     )
     return parser
 
@@ -289,7 +298,11 @@ def evaluate(args) -> dict:
 
 
 def export(args) -> str:
-    """``export``: a saved ensemble as a SavedModel or ONNX file."""
+    """``export``: a saved ensemble as a SavedModel, ONNX or LiteRT file.
+
+    Stricter than `BridgeEnsemble.export`'s default: without
+    ``--overwrite`` nothing is replaced, not even an earlier export.
+    """
     from keras_bridge.ensemble import BridgeEnsemble
 
     _load_library()
@@ -300,10 +313,11 @@ def export(args) -> str:
     return ens.export(
         args.path,
         format=args.format,
+        verbose=not args.quiet,
         members=members,
         overwrite=args.overwrite,
-        verbose=not args.quiet,
         quantization=args.quantization,
+        opset_version=args.opset_version,
     )
 
 

@@ -26,14 +26,20 @@ class PersistenceMixin:
 
     def export(
         self,
-        path,
+        filepath,
         format="tf_saved_model",
-        members=None,
-        overwrite=False,
         verbose=True,
+        *,
+        members=None,
+        overwrite=None,
         quantization=None,
+        opset_version=None,
     ) -> str:
         """Exports the ensemble for serving, as one multi-output model.
+
+        The arguments follow Keras' `Model.export`: ``filepath``,
+        ``format`` (Keras' names), ``verbose``, and format options by
+        keyword.
 
         ``format="tf_saved_model"`` writes a SavedModel for TF Serving to
         a version folder, ``<base>/<model_name>/<version>``; its
@@ -42,30 +48,40 @@ class PersistenceMixin:
         signature each member's probabilities (see `keras_bridge.export`).
         ``format="onnx"`` writes one ``.onnx`` file with the same input
         and outputs (``pip install keras-bridge[onnx]``).
-        ``format="tflite"`` writes one ``.tflite`` file for LiteRT
-        (on-device) whose ``serving_default`` signature has the same
-        input and outputs, optionally quantised; the member order and
-        temperature are embedded in it
-        (`keras_bridge.export.read_tflite_metadata`). Written atomically;
-        an existing ``path`` is replaced only with ``overwrite=True``, and
-        only when it is what an export writes: a SavedModel folder (one
-        holding ``saved_model.pb``), an empty folder, or a ``.onnx`` or
-        ``.tflite`` file. Any other folder (a model's folder of versions,
-        say) is refused, so a forgotten version number loses nothing.
-        Refused when a weight is not finite.
+        ``format="litert"`` writes one ``.tflite`` file for LiteRT
+        (TensorFlow Lite, on-device) whose ``serving_default`` signature
+        has the same input and outputs, optionally quantised. The member
+        order and temperature go with every format
+        (`keras_bridge.export.read_litert_metadata`, ...).
+
+        Written atomically. As for `save`, an existing ``filepath`` is
+        replaced by default only when it is an earlier keras-bridge export
+        of the same format; ``overwrite=True`` also replaces any other
+        SavedModel, empty folder or file of the format, and
+        ``overwrite=False`` nothing. A folder that is not a SavedModel (a
+        model's folder of versions, say) is always refused, so a
+        forgotten version number loses nothing. Refused when a weight is
+        not finite.
 
         Args:
-            path: the SavedModel's version folder, or the ``.onnx`` or
-                ``.tflite`` file.
-            format: ``"tf_saved_model"``, ``"onnx"`` or ``"tflite"``.
+            filepath: the SavedModel's version folder, or the ``.onnx``
+                or ``.tflite`` file.
+            format: ``"tf_saved_model"``, ``"onnx"`` or ``"litert"``.
+            verbose: print where the model was written (None: True,
+                as Keras' default).
             members: member names to serve (e.g. from `select_members`);
                 default all, in the order of `member_names`.
-            overwrite: replace an existing SavedModel, empty folder or
-                file of the format at ``path``.
-            verbose: print where the model was written.
-            quantization: TFLite only: None (float32),
+            overwrite: None (default): replace only an earlier
+                keras-bridge export of the format, else
+                `FileExistsError`; True: also any other SavedModel,
+                empty folder or file of the format; False: never
+                replace (`FileExistsError`).
+            quantization: LiteRT only: None (float32),
                 ``"dynamic_range"`` (int8 weights) or ``"float16"``
-                (float16 weights); see `keras_bridge.export.export_tflite`.
+                (float16 weights); see
+                `keras_bridge.export.litert.export_litert`.
+            opset_version: ONNX only: the ONNX opset; tf2onnx's default
+                when None.
 
         Returns:
             The absolute path written.
@@ -74,21 +90,35 @@ class PersistenceMixin:
 
         >>> path = ens.export("serving/digits/1", verbose=False)
         >>> path = ens.export("digits.onnx", format="onnx", verbose=False)
-        >>> path = ens.export("digits.tflite", format="tflite",
-        ...     quantization="dynamic_range", verbose=False)
+        >>> path = ens.export("digits.tflite", format="litert",
+        ...     verbose=False, quantization="dynamic_range")
         >>> import tensorflow as tf
         >>> interpreter = tf.lite.Interpreter(model_path=path)
         >>> runner = interpreter.get_signature_runner("serving_default")
         >>> runner(inputs=x_test[:3])["class_ids"].shape
         (3,)
         """
-        export.check_arguments(format, quantization)
+        if verbose is None:  # Keras' "the format's default"
+            verbose = True
+        if not isinstance(verbose, (bool, int)):
+            raise ValueError(
+                "`verbose` must be True or False; received "
+                f"verbose={verbose!r}. Pass `members` by keyword."
+            )
+        export.check_arguments(format, quantization, opset_version)
         model = self.inference_model(members)
         training.check_finite_weights(model, "export")
         names = [m.name for m in self.members(members)]
-        info = export.metadata(model, names, self.temperature)
+        info = export.metadata.describe(model, names, self.temperature)
         return export.export(
-            model, path, info, format, overwrite, verbose, quantization
+            model,
+            filepath,
+            info,
+            format,
+            overwrite=overwrite,
+            verbose=verbose,
+            quantization=quantization,
+            opset_version=opset_version,
         )
 
     def save(self, filepath, overwrite: bool | None = None) -> str:
@@ -101,7 +131,8 @@ class PersistenceMixin:
 
         As with Keras' ``save``, an existing ensemble archive is replaced
         by default; any other file (a user's Keras model, say) is
-        replaced only with an explicit ``overwrite=True``.
+        replaced only with an explicit ``overwrite=True``. `export` has
+        the same default.
 
         Args:
             filepath: a path ending in ``.keras``.
@@ -142,19 +173,24 @@ class PersistenceMixin:
         return saving.write(filepath, self.backbone, state, overwrite)
 
     @classmethod
-    def load(cls, filepath, safe_mode=True, custom_objects=None):
+    def load(cls, filepath, *, custom_objects=None, safe_mode=True):
         """Loads an ensemble written by `save`.
+
+        The arguments are those of `keras.saving.load_model`, in its
+        order (by keyword).
 
         Args:
             filepath: the ``.keras`` file.
-            safe_mode: Keras' ``safe_mode`` (no arbitrary code is run).
             custom_objects: classes of a custom backbone's layers that are
                 not registered, by name.
+            safe_mode: Keras' ``safe_mode`` (no arbitrary code is run).
 
         Returns:
             A `BridgeEnsemble` whose predictions equal the saved one's.
         """
-        backbone, state = saving.read(filepath, safe_mode, custom_objects)
+        backbone, state = saving.read(
+            filepath, custom_objects=custom_objects, safe_mode=safe_mode
+        )
         ens = cls(
             backbone,
             feature_layer=state.pop("feature_layer"),

@@ -291,15 +291,13 @@ def export(ens, config, folder, verbose=1) -> dict:
     if config.export.saved_model:
         paths["saved_model"] = ens.export(
             os.path.join(folder, "serving", name, "1"),
-            overwrite=True,
-            verbose=verbose,
+            verbose=bool(verbose),
         )
     if config.export.onnx:
         try:
             paths["onnx"] = ens.export(
                 os.path.join(folder, "model.onnx"), format="onnx",
-                overwrite=True,
-                verbose=verbose,
+                verbose=bool(verbose),
             )  # fmt: skip
         except ImportError as error:
             print(f"ONNX export skipped: {error}")

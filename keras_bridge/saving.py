@@ -278,7 +278,7 @@ def not_an_ensemble(filepath) -> str | None:
     )
 
 
-def read(filepath, safe_mode: bool = True, custom_objects=None) -> tuple:
+def read(filepath, custom_objects=None, safe_mode: bool = True) -> tuple:
     """Reads a file written by `write`: ``(backbone, state)``.
 
     Raises:

@@ -126,23 +126,25 @@ def test_onnx_matches_keras(bridged_ensemble, batches, tmp_path):
 
 @pytest.mark.large
 def test_export_never_leaves_a_partial_version(
-    bridged_ensemble, tmp_path, monkeypatch
+    tiny_ensemble, tmp_path, monkeypatch
 ):
-    ens = bridged_ensemble
+    ens = tiny_ensemble  # safe writes need no trained members
     path = tmp_path / "digits" / "1"
     ens.export(path, members=["mode_0"], verbose=False)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        ens.export(path, verbose=False)
+        ens.export(path, overwrite=False, verbose=False)
     with pytest.raises(ValueError, match="is a folder; this writes a file"):
         ens.export(tmp_path / "digits" / "1", format="onnx", verbose=False)
-    for format, name in (("onnx", "model_out"), ("tflite", "m.onnx")):
-        with pytest.raises(ValueError, match=r"`path` must end in '\.") as e:
+    for format, name in (("onnx", "model_out"), ("litert", "m.onnx")):
+        with pytest.raises(
+            ValueError, match=r"`filepath` must end in '\."
+        ) as e:
             ens.export(tmp_path / name, format=format, verbose=False)
         assert name in str(e.value) and format in str(e.value)
         assert not (tmp_path / name).exists()
 
     # A crash after the SavedModel is written, before it is in place.
-    monkeypatch.setattr(kb.export, "METADATA_FILE", None)
+    monkeypatch.setattr(kb.export.metadata, "METADATA_FILE", None)
     with pytest.raises(TypeError):
         ens.export(tmp_path / "digits" / "2", verbose=False)
     with pytest.raises(TypeError):
@@ -152,16 +154,64 @@ def test_export_never_leaves_a_partial_version(
         assert json.load(handle)["members"] == ["mode_0"]
     monkeypatch.undo()
 
-    ens.export(path, overwrite=True, verbose=False)
+    ens.export(path, verbose=False)  # an earlier export: replaced
     assert os.listdir(tmp_path / "digits") == ["1"]
     with open(path / "assets.extra" / "keras_bridge.json") as handle:
         assert json.load(handle)["members"] == ens.member_names()
 
 
+def test_export_replaces_only_an_earlier_export_by_default(
+    tiny_ensemble, tmp_path
+):
+    ens = tiny_ensemble
+    # Not written by keras-bridge: a SavedModel, an empty folder, a file.
+    users = tmp_path / "serving" / "1"
+    os.makedirs(users)
+    (users / "saved_model.pb").write_text("the user's model")
+    os.makedirs(tmp_path / "serving" / "2")
+    (tmp_path / "m.onnx").write_text("the user's ONNX model")
+    for path, format in (
+        (users, "tf_saved_model"),
+        (tmp_path / "serving" / "2", "tf_saved_model"),
+        (tmp_path / "m.onnx", "onnx"),
+    ):
+        with pytest.raises(FileExistsError, match="not a keras-bridge") as e:
+            ens.export(path, format=format, verbose=False)
+        assert "overwrite=True" in str(e.value)
+    assert (users / "saved_model.pb").read_text() == "the user's model"
+    assert os.listdir(tmp_path / "serving" / "2") == []
+    assert (tmp_path / "m.onnx").read_text() == "the user's ONNX model"
+    # The same default as `save`: an earlier export is replaced.
+    first = ens.export(
+        tmp_path / "m.onnx", format="onnx", overwrite=True, verbose=False
+    )
+    info = kb.export.read_onnx_metadata(first)
+    ens.export(first, format="onnx", members=["mode_1"], verbose=False)
+    assert kb.export.read_onnx_metadata(first)["members"] == ["mode_1"]
+    assert info["members"] == ens.member_names()
+
+
+def test_export_and_load_take_keras_arguments(tiny_ensemble, tmp_path):
+    ens = tiny_ensemble
+    path = ens.export(tmp_path / "m.onnx", "onnx", False, opset_version=15)
+    opsets = [o.version for o in onnx.load(path).opset_import if not o.domain]
+    assert opsets == [15]
+    with pytest.raises(ValueError, match="applies only to format='onnx'"):
+        ens.export(tmp_path / "1", opset_version=15)
+    with pytest.raises(ValueError, match="`verbose` must be True or False"):
+        ens.export(tmp_path / "1", "tf_saved_model", ["mode_0"])
+    saved = ens.save(tmp_path / "e.keras")
+    loaded = kb.BridgeEnsemble.load(saved, custom_objects={}, safe_mode=True)
+    assert loaded.member_names() == ens.member_names()
+    with pytest.raises(TypeError):
+        kb.BridgeEnsemble.load(saved, {})  # by keyword, as Keras' order
+    assert sorted(os.listdir(tmp_path)) == ["e.keras", "m.onnx"]
+
+
 @pytest.mark.large
-def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
+def test_bad_export_requests_are_refused(tiny_ensemble, tmp_path):
     with pytest.raises(ValueError, match="`format` must be one of"):
-        bridged_ensemble.export(tmp_path / "m", format="coreml")
+        tiny_ensemble.export(tmp_path / "m", format="coreml")
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     untrained = kb.BridgeEnsemble(backbone)
     with pytest.raises(ValueError, match="no members yet.*fit_modes"):
@@ -169,10 +219,10 @@ def test_bad_export_requests_are_refused(bridged_ensemble, tmp_path):
     with pytest.raises(ValueError, match="Nothing to save.*fit_modes"):
         untrained.save(tmp_path / "new" / "e.keras")
     with pytest.raises(ValueError, match="`filepath` must end in '.keras'"):
-        bridged_ensemble.save(tmp_path / "e.h5")
+        tiny_ensemble.save(tmp_path / "e.h5")
     assert os.listdir(tmp_path) == []
     with pytest.warns(UserWarning, match="numbered version folders"):
-        bridged_ensemble.export(tmp_path / "m", members=["mode_0"])
+        tiny_ensemble.export(tmp_path / "m", members=["mode_0"])
 
 
 @pytest.mark.large

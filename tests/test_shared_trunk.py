@@ -168,7 +168,9 @@ def test_shared_trunk_round_trips_and_exports(
     names = [o.name for o in session.get_outputs()]
     for name, value in zip(names, session.run(None, {"inputs": x})):
         np.testing.assert_allclose(value, expected[name], atol=1e-5)
-    lite = ens.export(tmp_path / "shared.tflite", format="tflite", verbose=0)
+    lite = ens.export(
+        tmp_path / "shared.tflite", format="litert", verbose=False
+    )
     interpreter = tf.lite.Interpreter(model_path=lite)
     runner = interpreter.get_signature_runner("serving_default")
     for row in range(2):

@@ -58,10 +58,19 @@ def x_test(digits):
     return kb.data.to_numpy(digits.test)[0]
 
 
+@pytest.fixture(scope="module")
+def float32_file(ensemble_files, tmp_path_factory):
+    """The trained ensemble's float32 LiteRT file, converted once for the
+    tests that only read it (a conversion is most of a test's time)."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["bridged"])
+    folder = tmp_path_factory.mktemp("litert")
+    return ens.export(folder / "float32.tflite", format="litert")
+
+
 @pytest.mark.large
-def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
+def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, float32_file):
     ens = bridged_ensemble
-    path = ens.export(tmp_path / "digits.tflite", format="tflite")
+    path = float32_file
     interpreter, runner = _runner(path)
     assert interpreter.get_signature_list() == {
         "serving_default": {"inputs": ["inputs"], "outputs": SERVING_OUTPUTS}
@@ -83,7 +92,7 @@ def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
         ens.predict(x_test[:17])["probabilities"],
         atol=1e-5,
     )
-    info = kb.export.read_tflite_metadata(path)
+    info = kb.export.read_litert_metadata(path)
     assert info["members"] == ens.member_names()
     assert info["serving_names"] == [
         kb.export.serving_name(m) for m in ens.member_names()
@@ -93,18 +102,19 @@ def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, tmp_path):
 
 @pytest.mark.large
 def test_quantized_files_are_smaller_and_close(
-    bridged_ensemble, x_test, tmp_path
+    bridged_ensemble, x_test, tmp_path, float32_file
 ):
     ens = bridged_ensemble
     exported = {
         kind: ens.export(
             tmp_path / f"{kind}.tflite",
-            format="tflite",
-            quantization=None if kind == "float32" else kind,
+            format="litert",
+            quantization=kind,
             verbose=False,
         )
-        for kind in ("float32", "dynamic_range", "float16")
+        for kind in ("dynamic_range", "float16")
     }
+    exported["float32"] = float32_file
     size = {kind: os.path.getsize(path) for kind, path in exported.items()}
     # Sizes depend on the architecture only, not on the weights' values.
     assert size["dynamic_range"] < size["float16"] < size["float32"]
@@ -114,8 +124,8 @@ def test_quantized_files_are_smaller_and_close(
     margin = top2[:, 1] - top2[:, 0]
     for kind, tolerance in TOLERANCE.items():
         outputs = _run_one_by_one(_runner(exported[kind])[1], x_test)
-        assert kb.export.read_tflite_metadata(exported[kind]) == (
-            kb.export.read_tflite_metadata(exported["float32"])
+        assert kb.export.read_litert_metadata(exported[kind]) == (
+            kb.export.read_litert_metadata(exported["float32"])
         )
         for name in ("probabilities", "member_probabilities"):
             error = np.abs(outputs[name] - reference[name]).max()
@@ -128,33 +138,49 @@ def test_quantized_files_are_smaller_and_close(
     # An existing file is replaced only when asked, and never by a folder.
     path = exported["float32"]
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        ens.export(path, format="tflite", verbose=False)
+        ens.export(path, format="litert", overwrite=False, verbose=False)
+    assert kb.export.check_overwrite(path, "litert")  # ours: replaced
     with pytest.raises(ValueError, match="is a file; this writes a folder"):
         ens.export(path, overwrite=True, verbose=False)
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        f"{kind}.tflite" for kind in exported
-    )
+    assert sorted(os.listdir(tmp_path)) == [
+        "dynamic_range.tflite",
+        "float16.tflite",
+    ]
+    assert os.listdir(os.path.dirname(path)) == ["float32.tflite"]
 
 
 def test_bad_quantization_is_refused_before_any_work(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone)  # no members: refused first anyway
     with pytest.raises(ValueError, match="`quantization` must be None or"):
-        ens.export(tmp_path / "m.tflite", format="tflite", quantization="int8")
+        ens.export(tmp_path / "m.tflite", format="litert", quantization="int8")
     with pytest.raises(ValueError, match="`quantization` applies only to"):
         ens.export(tmp_path / "m", quantization="float16")
     with pytest.raises(ValueError, match="`format` must be one of"):
         ens.export(tmp_path / "m.tfl", format="lite")
+    with pytest.raises(ValueError, match="format='litert'"):
+        ens.export(tmp_path / "m.tflite", format="tflite")  # Keras' name
     assert os.listdir(tmp_path) == []
+
+
+def test_a_users_tflite_file_is_replaced_only_when_told(tmp_path):
+    users = tmp_path / "model.tflite"  # not written by keras-bridge
+    users.write_bytes(b"the user's model")
+    with pytest.raises(FileExistsError, match="not a keras-bridge export"):
+        kb.export.check_overwrite(users, "litert")
+    assert kb.export.check_overwrite(users, "litert", overwrite=True)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        kb.export.check_overwrite(users, "litert", overwrite=False)
+    assert users.read_bytes() == b"the user's model"
 
 
 @pytest.mark.large
 def test_failed_tflite_export_leaves_no_file(
-    bridged_ensemble, tmp_path, monkeypatch
+    tiny_ensemble, tmp_path, monkeypatch
 ):
-    ens = bridged_ensemble
+    ens = tiny_ensemble  # safe writes need no trained members
     path = tmp_path / "out" / "digits.tflite"
-    ens.export(path, format="tflite", members=["mode_0"], verbose=False)
+    ens.export(path, format="litert", members=["mode_0"], verbose=False)
     before = path.read_bytes()
     scratch = tmp_path / "scratch"  # where the SavedModel is staged
     scratch.mkdir()
@@ -176,7 +202,7 @@ def test_failed_tflite_export_leaves_no_file(
     for target in (path, tmp_path / "out" / "new.tflite"):
         with pytest.raises(RuntimeError, match="conversion failed"):
             ens.export(
-                target, format="tflite", members=["mode_1"], overwrite=True
+                target, format="litert", members=["mode_1"], overwrite=True
             )
     monkeypatch.undo()
 
@@ -186,7 +212,7 @@ def test_failed_tflite_export_leaves_no_file(
 
     monkeypatch.setattr(kb.files, "_move_into_place", failing_move)
     with pytest.raises(OSError, match="disk full"):
-        ens.export(path, format="tflite", members=["mode_1"], overwrite=True)
+        ens.export(path, format="litert", members=["mode_1"], overwrite=True)
     assert os.listdir(tmp_path / "out") == ["digits.tflite"]
     assert path.read_bytes() == before
     assert os.listdir(scratch) == []
