@@ -7,7 +7,6 @@ and return new heads; modes and teachers are read, never changed.
 import hashlib
 import math
 import numbers
-import re
 
 import keras
 import numpy as np
@@ -32,6 +31,7 @@ from keras_bridge.members import (
     BridgeMember,
     check_point,
     resolve_pairs,
+    serving_name,
 )
 from keras_bridge.splitting import slim_tail
 
@@ -128,22 +128,6 @@ def head_name(member) -> str:
     'head_type1_0_1_r0_5'
     """
     return "head_" + serving_name(member.name)
-
-
-def serving_name(member: str) -> str:
-    """A member's name as a layer or output name.
-
-    Every character other than a letter, digit or underscore becomes an
-    underscore, so the name is a valid Keras layer name (`head_name`) and
-    a valid output key for TF Serving's REST and gRPC APIs and for ONNX
-    (the ``members`` signature of `keras_bridge.export`).
-
-    Example:
-
-    >>> serving_name("type1_0-1_r0.5")
-    'type1_0_1_r0_5'
-    """
-    return re.sub(r"[^0-9A-Za-z_]", "_", member)
 
 
 def teacher_points(point) -> tuple:

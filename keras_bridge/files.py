@@ -13,7 +13,8 @@ import os
 import re
 import secrets
 import shutil
-import warnings
+
+from keras_bridge.messages import warn
 
 _PARTIAL = ".partial"
 
@@ -82,16 +83,14 @@ def clean_leftovers(path) -> list:
     removed = [os.path.basename(p) for p in found]
     if restored:
         removed.remove(restored)
-        warnings.warn(
+        warn(
             f"An interrupted earlier write of {path!r} had moved the "
             f"previous version aside; it was put back from {restored!r}.",
-            stacklevel=3,
         )
     if removed:
-        warnings.warn(
+        warn(
             f"Removed what an interrupted earlier write of {path!r} left "
             f"behind: {removed}.",
-            stacklevel=3,
         )
     return found
 
@@ -159,7 +158,7 @@ def saved_model_or_empty(path) -> str | None:
     >>> open("serving/digits/1/saved_model.pb", "w").close()
     >>> saved_model_or_empty("serving/digits/1") is None
     True
-    >>> print(saved_model_or_empty("serving/digits"))
+    >>> print_msg(saved_model_or_empty("serving/digits"))
     is a folder holding ['1'], not a SavedModel (it has no saved_model.pb):
     `overwrite=True` replaces only a SavedModel or an empty folder. A new
     version goes to a new numbered folder, e.g. serving/digits/2

@@ -295,3 +295,20 @@ def resolve(names, num_modes: int, bridges, has_shared: bool = False) -> list:
                 f"{member.name!r}. Known: {known}."
             )
     return found
+
+
+def serving_name(member: str) -> str:
+    """A member's name as a layer or output name.
+
+    Every character other than a letter, digit or underscore becomes an
+    underscore, so the name is a valid Keras layer name (a bridge's head
+    is named from it) and a valid output key for TF Serving's REST and
+    gRPC APIs and for ONNX (the ``members`` signature of
+    `keras_bridge.export`).
+
+    Example:
+
+    >>> serving_name("type1_0-1_r0.5")
+    'type1_0_1_r0_5'
+    """
+    return re.sub(r"[^0-9A-Za-z_]", "_", member)

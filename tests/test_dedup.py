@@ -65,7 +65,7 @@ def test_head_layers_and_serving_outputs_clean_names_alike():
         BridgeMember("type1", (0, 1), 0.5),
         BridgeMember("type2", (0, 2), "any"),
     ):
-        served = kb.bridges.serving_name(member.name)
+        served = kb.members.serving_name(member.name)
         assert kb.bridges.head_name(member) == "head_" + served
         assert kb.export.serving_name(member.name) == served
         assert served.isidentifier()

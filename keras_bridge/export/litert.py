@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_bridge.export.metadata import METADATA_KEY
 from keras_bridge.export.signature import serving_archive
 from keras_bridge.files import atomic_write, check_target
+from keras_bridge.messages import print_msg
 
 #: Post-training quantisations of a LiteRT export (None keeps float32).
 QUANTIZATIONS = ("dynamic_range", "float16")
@@ -149,7 +150,7 @@ def export_litert(
     if verbose:
         names = info["serving_names"]
         kind = quantization or "float32"
-        print(
+        print_msg(
             f"Saved a LiteRT model ({kind}) of {len(names)} members to {path}."
         )
     return path

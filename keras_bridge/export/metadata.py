@@ -7,30 +7,15 @@ metadata (key ``keras_bridge``) and to the LiteRT file's metadata (entry
 ``keras_bridge``).
 """
 
-import re
 
 from keras_bridge.export.signature import INPUT_NAME
+from keras_bridge.members import serving_name
 from keras_bridge.version import __version__
 
 #: File of a SavedModel's ``assets.extra`` folder that holds `describe`.
 METADATA_FILE = "keras_bridge.json"
 #: Key (ONNX metadata) and entry name (LiteRT metadata) of `describe`.
 METADATA_KEY = "keras_bridge"
-
-
-def serving_name(member: str) -> str:
-    """The output name of a member in the ``members`` signature.
-
-    Every character other than a letter, digit or underscore becomes an
-    underscore, so the name is a valid key for TF Serving's REST and gRPC
-    APIs and for ONNX.
-
-    Example:
-
-    >>> serving_name("type1_0-1_r0.5")
-    'type1_0_1_r0_5'
-    """
-    return re.sub(r"[^0-9A-Za-z_]", "_", member)
 
 
 def describe(model, members, temperature: float) -> dict:

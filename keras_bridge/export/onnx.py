@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_bridge.export.metadata import METADATA_KEY
 from keras_bridge.export.signature import input_spec
 from keras_bridge.files import atomic_write
+from keras_bridge.messages import print_msg
 
 
 def _onnx_modules():
@@ -83,7 +84,7 @@ def export_onnx(
         onnx.save(proto, staging)
     if verbose:
         names = info["serving_names"]
-        print(f"Saved an ONNX model of {len(names)} members to {path}.")
+        print_msg(f"Saved an ONNX model of {len(names)} members to {path}.")
     return path
 
 

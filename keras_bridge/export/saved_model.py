@@ -2,11 +2,11 @@
 
 import json
 import os
-import warnings
 
-from keras_bridge.export import metadata
+from keras_bridge.export.metadata import METADATA_FILE
 from keras_bridge.export.signature import MEMBERS_SIGNATURE, serving_archive
 from keras_bridge.files import atomic_write, saved_model_or_empty
+from keras_bridge.messages import print_msg, warn
 
 
 def export_saved_model(
@@ -45,12 +45,11 @@ def export_saved_model(
     """
     path = os.path.abspath(os.fspath(filepath))
     if not os.path.basename(path).isdigit():
-        warnings.warn(
+        warn(
             f"TF Serving only loads numbered version folders, "
             f"<base>/<model_name>/<version>; {path!r} does not end in a "
             "version number, so a server pointed at its parent will not "
             "see it.",
-            stacklevel=4,  # the caller of `BridgeEnsemble.export`
         )
     names = info["serving_names"]
     archive = serving_archive(model, names)
@@ -60,10 +59,10 @@ def export_saved_model(
         archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, metadata.METADATA_FILE), "w") as handle:
+        with open(os.path.join(extra, METADATA_FILE), "w") as handle:
             json.dump(info, handle, indent=2)
     if verbose:
-        print(
+        print_msg(
             f"Saved a SavedModel of {len(names)} members to {path} "
             f"(signatures: serving_default, {MEMBERS_SIGNATURE})."
         )
@@ -80,7 +79,7 @@ def read_saved_model_metadata(filepath) -> dict:
     True
     """
     path = os.path.join(
-        os.fspath(filepath), "assets.extra", metadata.METADATA_FILE
+        os.fspath(filepath), "assets.extra", METADATA_FILE
     )
     with open(path) as handle:
         return json.load(handle)
