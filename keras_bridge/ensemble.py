@@ -880,7 +880,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     def calibrate(self, data, members=None) -> float:
         """Fits, sets and returns `temperature`: the minimiser of the NLL
-        of the ensemble of ``members`` on labelled ``data``.
+        of the ensemble of ``members`` on labelled ``data``, read once,
+        batch by batch (only the probabilities are kept).
 
         Warns when ``data`` holds fewer than `MIN_CALIBRATION_SIZE`
         examples, or when the temperature found is at a bound of the

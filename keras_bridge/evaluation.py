@@ -376,7 +376,7 @@ def predict_outputs(data, outputs: dict) -> dict:
     Example:
 
     >>> found = predict_outputs(
-    ...     (np.ones((5, 2)), np.arange(5)), {"sum": lambda x: x.sum(1)}
+    ...     (np.ones((5, 2)), np.arange(5)), {"sum": lambda x: np.sum(x, 1)}
     ... )
     >>> found["sum"].tolist(), found["labels"].tolist()
     ([2.0, 2.0, 2.0, 2.0, 2.0], [0, 1, 2, 3, 4])

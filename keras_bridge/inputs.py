@@ -434,7 +434,8 @@ def in_pipeline(data, argument, input_shape, num_classes, stage):
     >>> try:
     ...     _ = [batch for batch in data]
     ... except tf.errors.InvalidArgumentError as error:
-    ...     print(error.message.split("assertion failed: ")[1][:72])
+    ...     message = error.message.split("assertion failed: ")[1]
+    ...     print(message.split(" Clean")[0])
     [fit_modes: `data` holds non-finite inputs (NaN or inf) in batch 3.
     """
     x_spec = data.element_spec

@@ -71,6 +71,10 @@ class ReportingMixin:
         ensemble's own `temperature` is set only by `calibrate`, so
         `predict` and `export` give the same results before and after.
 
+        Each data set is read once, batch by batch: only the per-example
+        outputs are kept, never the inputs, so data larger than memory
+        can be scored.
+
         Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
         bridges; DE-m + n Type II bridges; Single + k curve points at full
         cost; r-conditioned bridges. See `keras_bridge.evaluation`.
