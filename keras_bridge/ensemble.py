@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
-from keras_bridge import inputs, splitting, training
+from keras_bridge import evaluation, inputs, splitting, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.curve_model import (
@@ -932,7 +932,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     def calibrate(self, data, members=None) -> float:
         """Fits, sets and returns `temperature`: the minimiser of the NLL
-        of the ensemble of ``members`` on labelled ``data``.
+        of the ensemble of ``members`` on labelled ``data``, read once,
+        batch by batch (only the probabilities are kept).
 
         Warns when ``data`` holds fewer than `MIN_CALIBRATION_SIZE`
         examples, or when the temperature found is at a bound of the
@@ -947,10 +948,15 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         >>> temperature == ens.temperature, 0.05 < temperature < 20
         (True, True)
         """
-        x, y = self._arrays(data, "data", "calibrate")
+        data, _ = self._data(data, "data", "calibrate")
         model = self.inference_model(members, temperature=1.0)
-        outputs = model.predict(x, batch_size=256, verbose=0)
-        temperature = metrics_lib.fit_temperature(outputs["probabilities"], y)
+        # Streamed: only the probabilities (N x C) are kept.
+        found = evaluation.predict_outputs(
+            data,
+            {"probs": lambda x: model.predict_on_batch(x)["probabilities"]},
+        )
+        y = found["labels"]
+        temperature = metrics_lib.fit_temperature(found["probs"], y)
         problems = []
         if len(y) < MIN_CALIBRATION_SIZE:
             problems.append(

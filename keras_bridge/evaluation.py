@@ -5,6 +5,7 @@ import itertools
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge import plots, report_text
@@ -357,6 +358,73 @@ def fidelity_members(bridges) -> list:
     return found
 
 
+def predict_outputs(data, outputs: dict) -> dict:
+    """Streams ``data`` once: the outputs of each function on every batch,
+    and the labels, concatenated. Inputs are never kept, only outputs.
+
+    One pass serves every model, so the outputs line up with the labels
+    even for a dataset that reshuffles each time it is read.
+
+    Args:
+        data: a dataset of ``(x, y)`` or ``x`` batches, or ``(x, y)``
+            arrays.
+        outputs: dict from name to a function of a batch of inputs that
+            returns a NumPy array, e.g. ``model.predict_on_batch``.
+
+    Returns:
+        Dict from each name to its outputs, and ``"labels"`` (None when
+        ``data`` has none).
+
+    Example:
+
+    >>> found = predict_outputs(
+    ...     (np.ones((5, 2)), np.arange(5)), {"sum": lambda x: np.sum(x, 1)}
+    ... )
+    >>> found["sum"].tolist(), found["labels"].tolist()
+    ([2.0, 2.0, 2.0, 2.0, 2.0], [0, 1, 2, 3, 4])
+    """
+    if isinstance(data, tuple):
+        data = tf.data.Dataset.from_tensor_slices(data).batch(PREDICT_BATCH)
+    found = {name: [] for name in outputs}
+    labels = []
+    for batch in data:
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        for name, output in outputs.items():
+            found[name].append(np.asarray(output(x)))
+        if y is not None:
+            labels.append(np.asarray(y))
+    found = {name: np.concatenate(parts) for name, parts in found.items()}
+    found["labels"] = np.concatenate(labels) if labels else None
+    return found
+
+
+#: Batch size of `predict_outputs` for arrays.
+PREDICT_BATCH = 256
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """One data set's per-example outputs: the scored members'
+    probabilities, the teachers' logits by ``(pair, r)``, the labels."""
+
+    probs: np.ndarray
+    logits: dict
+    labels: np.ndarray
+
+
+def _stream(data, model, teachers) -> _Outputs:
+    def member_probs(x):
+        return model.predict_on_batch(x)["member_probabilities"]
+
+    found = predict_outputs(
+        data,
+        {"members": member_probs}
+        | {key: teacher.predict_on_batch for key, teacher in teachers.items()},
+    )
+    logits = {key: found[key] for key in teachers}
+    return _Outputs(found["members"], logits, found["labels"])
+
+
 def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     """Builds the `EnsembleReport` of an ensemble.
 
@@ -368,31 +436,37 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
         teachers: dict from ``(pair, r)`` to the curve network at r, for
             every bridge in `fidelity_members` and every Type I point.
         base_flops: FLOPs of one backbone pass.
-        data: dict of ``test`` (``(x, y)`` arrays to score),
-            ``calibration`` (``(x, y)`` for temperature scaling and the
-            bridges' checks, or None) and ``ood`` (inputs from another
-            distribution, or None).
+        data: dict of ``test`` (labelled data to score),
+            ``calibration`` (labelled data for temperature scaling and
+            the bridges' checks, or None) and ``ood`` (inputs from
+            another distribution, or None); each a dataset of batches or
+            arrays, read once (`predict_outputs`): only the per-example
+            outputs are kept, never the inputs.
         anchor: the mode of the "Single + k" rows.
 
     Returns:
         An `EnsembleReport`.
     """
-    x, y = data["test"]
-    calibration, ood = data.get("calibration"), data.get("ood")
     modes = [m for m in members if isinstance(m, ModeMember)]
     shared = [m for m in members if isinstance(m, SharedMember)]
     bridges = [m for m in members if isinstance(m, BridgeMember)]
     scored = modes + shared + fidelity_members(bridges)
     model = build_model(scored)
-
-    def member_probs(inputs):
-        if inputs is None:
-            return None
-        return model.predict(inputs, verbose=0)["member_probabilities"]
-
-    test_probs = member_probs(x)
-    val_probs = member_probs(None if calibration is None else calibration[0])
-    ood_probs = member_probs(ood)
+    test = _stream(data["test"], model, teachers)
+    y, test_probs = test.labels, test.probs
+    calibration = None
+    if data.get("calibration") is not None:
+        needed = {
+            (m.pair, m.r)
+            for m in fidelity_members(bridges)
+            if m.at in (None, DEFAULT_POINT)
+        } | {(b.pair, b.point) for b in _type1_points(anchor, bridges)}
+        needed = {key: teachers[key] for key in needed}
+        calibration = _stream(data["calibration"], model, needed)
+    val_probs = None if calibration is None else calibration.probs
+    ood_probs = None
+    if data.get("ood") is not None:
+        ood_probs = _stream(data["ood"], model, {}).probs
     index = {m: i for i, m in enumerate(scored)}
     # A conditioned bridge in a row is evaluated at the default point.
     index.update(
@@ -402,17 +476,12 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
             if isinstance(m, BridgeMember) and m.at == DEFAULT_POINT
         }
     )
-    bridge_rows = _bridge_fidelity(
-        scored, data["test"], test_probs, index, teachers, build_model,
-        base_flops,
-    )  # fmt: skip
+    bridge_rows = _bridge_fidelity(scored, test, index, build_model, base_flops)
     if calibration is not None:
         selected = validation_selection(
-            members, index, val_probs, calibration[1]
+            members, index, val_probs, calibration.labels
         )
-        _check_bridges(
-            bridge_rows, index, val_probs, calibration, teachers, selected
-        )
+        _check_bridges(bridge_rows, index, calibration, selected)
     fidelity = {
         row["member"].base: row
         for row in bridge_rows
@@ -424,7 +493,8 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
 
     def scores(chosen):
         val_p = None if val_probs is None else mean_of(val_probs, chosen)
-        row = _score(mean_of(test_probs, chosen), y, val_p, calibration)
+        val_labels = None if calibration is None else calibration.labels
+        row = _score(mean_of(test_probs, chosen), y, val_p, val_labels)
         if ood_probs is not None:
             columns = [index[m] for m in chosen]
             row.update(_ood(test_probs[:, columns], ood_probs[:, columns]))
@@ -443,10 +513,7 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
             row["agreement"] = float(np.mean([b["agreement"] for b in bridged]))
             row["kl"] = float(np.mean([b["kl"] for b in bridged]))
         rows.append(row)
-    rows += _curve_point_rows(
-        anchor, bridges, test_probs, val_probs, index, teachers,
-        data["test"], calibration,
-    )  # fmt: skip
+    rows += _curve_point_rows(anchor, bridges, index, test, calibration)
     _add_dee(rows)
     sources = {b.pair[0] for b in bridges if b.shared}
     _add_captured(rows, anchor, sources.pop() if len(sources) == 1 else None)
@@ -532,8 +599,7 @@ def validation_selection(members, index, val_probs, labels) -> set:
     return {members[i] for i in chosen}
 
 
-def _check_bridges(bridge_rows, index, val_probs, calibration, teachers,
-                   selected):  # fmt: skip
+def _check_bridges(bridge_rows, index, calibration, selected):
     """Flags each bridge that does not pay off: its addition to the modes
     it reads worsens their validation cNLL by more than twice its standard
     error (the per-input NLL differences' standard error, so that a small
@@ -542,18 +608,14 @@ def _check_bridges(bridge_rows, index, val_probs, calibration, teachers,
     `BridgeEnsemble.select_members` never disagree. A bridge that agrees
     with its teacher on less than `MIN_AGREEMENT` of the validation inputs
     gets a ``note`` saying so: low fidelity, which is no harm by itself."""
-    x_val, y_val = calibration
-    predicted = {}
+    val_probs, y_val = calibration.probs, calibration.labels
     for row in bridge_rows:
         member = row["member"]
         if member.at not in (None, DEFAULT_POINT):
             continue
-        key = (member.pair, member.r)
-        if key not in predicted:
-            logits = teachers[key].predict(x_val, verbose=0)
-            predicted[key] = logits.argmax(axis=1)
+        teacher = calibration.logits[(member.pair, member.r)].argmax(axis=1)
         probs = val_probs[:, index[member]]
-        row["val_agreement"] = float(np.mean(probs.argmax(1) == predicted[key]))
+        row["val_agreement"] = float(np.mean(probs.argmax(1) == teacher))
         sources = [index[source_member(i)] for i in member.sources]
         before = val_probs[:, sources].mean(axis=1)
         after = val_probs[:, sources + [index[member]]].mean(axis=1)
@@ -591,7 +653,7 @@ def _calibrated_nlls(probs, labels) -> np.ndarray:
     return -np.log(np.clip(picked, metrics_lib.EPSILON, 1.0))
 
 
-def _score(test_p, y, val_p, calibration) -> dict:
+def _score(test_p, y, val_p, val_labels) -> dict:
     row = {
         "accuracy": metrics_lib.accuracy(test_p, y),
         "nll": metrics_lib.nll(test_p, y),
@@ -600,7 +662,7 @@ def _score(test_p, y, val_p, calibration) -> dict:
     }
     shown = test_p
     if val_p is not None:
-        t = metrics_lib.fit_temperature(val_p, calibration[1])
+        t = metrics_lib.fit_temperature(val_p, val_labels)
         shown = metrics_lib.temperature_scale(test_p, t)
         row.update(
             temperature=t,
@@ -618,56 +680,58 @@ def _score(test_p, y, val_p, calibration) -> dict:
     return row
 
 
-def _curve_point_rows(
-    anchor, bridges, test_probs, val_probs, index, teachers, test, calibration
-) -> list:
-    """Reference rows: the curve points the Type I bridges imitate, at
-    full cost (each point predicted once; the rows are running means)."""
+def _type1_points(anchor, bridges) -> list:
+    """The Type I bridges on the anchor whose curve points are reference
+    rows, one per point (frozen and shared-trunk bridges may imitate the
+    same points)."""
     type1 = [
         b
         for b in bridges
         if b.kind == "type1" and b.pair[0] == anchor and not b.conditioned
     ]
-    # Frozen and shared-trunk bridges may imitate the same points.
-    type1 = list({(b.pair, b.point): b for b in type1}.values())
+    return list({(b.pair, b.point): b for b in type1}.values())
+
+
+def _curve_point_rows(anchor, bridges, index, test, calibration) -> list:
+    """Reference rows: the curve points the Type I bridges imitate, at
+    full cost (each point predicted once; the rows are running means)."""
+    type1 = _type1_points(anchor, bridges)
     if not type1:
         return []
 
-    def points(x):
-        return [
-            softmax(teachers[(b.pair, b.point)].predict(x, verbose=0))
-            for b in type1
-        ]
+    def points(found):
+        return [softmax(found.logits[(b.pair, b.point)]) for b in type1]
 
     anchor = index[ModeMember(anchor)]
-    test_points = points(test[0])
-    val_points = points(calibration[0]) if calibration is not None else None
+    test_points = points(test)
+    val_points = points(calibration) if calibration is not None else None
+    val_labels = None if calibration is None else calibration.labels
     rows = []
     for k in range(1, len(type1) + 1):
-        test_p = np.mean([test_probs[:, anchor]] + test_points[:k], axis=0)
+        test_p = np.mean([test.probs[:, anchor]] + test_points[:k], axis=0)
         val_p = None
         if val_points is not None:
-            val_p = np.mean([val_probs[:, anchor]] + val_points[:k], axis=0)
+            val_p = np.mean(
+                [calibration.probs[:, anchor]] + val_points[:k], axis=0
+            )
         row = {
             "name": f"Single + {k} curve points",
             "members": k + 1,
             "flops": float(k + 1),
         }
-        row.update(_score(test_p, test[1], val_p, calibration))
+        row.update(_score(test_p, test.labels, val_p, val_labels))
         rows.append(row)
     return rows
 
 
-def _bridge_fidelity(
-    scored, test, probs, index, teachers, build_model, base_flops
-) -> list:
-    (x, y), rows, costs, accuracy = test, [], {}, {}
+def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
+    y, probs, rows, costs, accuracy = test.labels, test.probs, [], {}, {}
     for member in scored:
         if not isinstance(member, BridgeMember):
             continue
         key = (member.pair, member.r)
         if key not in accuracy:
-            logits = teachers[key].predict(x, verbose=0)
+            logits = test.logits[key]
             accuracy[key] = (logits, metrics_lib.accuracy(softmax(logits), y))
         teacher_logits, teacher_accuracy = accuracy[key]
         member_probs = probs[:, index[member]]

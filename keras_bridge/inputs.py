@@ -10,6 +10,10 @@ Accepted data: a batched, finite `tf.data.Dataset` of ``(x, y)`` (or of
 Labels are integer class ids in ``[0, num_classes)``, of shape ``(batch,)``
 or ``(batch, 1)``, or one-hot rows of shape ``(batch, num_classes)``; they
 are turned into integer ids.
+
+How much of the data is checked before a stage runs is a setting
+(`set_data_checks`): a full pass in Python for small data, checks inside
+the `tf.data` pipeline (and the first batch at once) for large data.
 """
 
 import math
@@ -25,6 +29,60 @@ DEFAULT_BATCH_SIZE = 32
 # `scan` reports them with their batch. No real label is this negative.
 _NOT_ONE_HOT = -(2**31)
 _FRACTIONAL = -(2**31) + 1
+_WRONG_WIDTH = -(2**31) + 2
+
+#: The data-check modes of `set_data_checks`.
+DATA_CHECKS = ("auto", "full", "in_pipeline")
+#: Under ``"auto"``, a dataset of at most this many batches gets the full
+#: check. Above it the full pass costs more than the in-pipeline checks
+#: (benchmarks/data_checks.py on Fashion-MNIST, runs/data_checks/).
+FULL_CHECK_MAX_BATCHES = 1000
+_settings = {"data_checks": "auto"}
+
+
+def set_data_checks(mode: str) -> None:
+    """Chooses how every stage checks the values of its data.
+
+    - ``"full"``: one pass over the data in Python before anything runs.
+      Every batch's shape, finite inputs and labels are checked; a bad
+      batch raises `ValueError` (or `FloatingPointError` for NaN and inf)
+      naming the argument and the batch, and nothing has been trained or
+      changed.
+    - ``"in_pipeline"``: the first batch is checked as ``"full"`` checks
+      it, at once; every other batch is checked inside the `tf.data`
+      pipeline (`tf.debugging` asserts) when the stage reads it, with no
+      pass of its own. A bad batch stops the stage with
+      `tf.errors.InvalidArgumentError` naming the argument and the batch;
+      the stage raises, so it keeps none of what it trained, but it may
+      have trained for a while first.
+    - ``"auto"`` (the default): ``"in_pipeline"`` for data of more than
+      `FULL_CHECK_MAX_BATCHES` batches, ``"full"`` for smaller data and
+      for data of unknown size (a generator, a ``filter``), which need a
+      pass to count their batches anyway.
+
+    Structure (element layout, batching, input shape, label format,
+    finiteness of the dataset) is checked at once in every mode.
+
+    Args:
+        mode: one of `DATA_CHECKS`.
+
+    Example:
+
+    >>> set_data_checks("in_pipeline")
+    >>> data_checks()
+    'in_pipeline'
+    >>> set_data_checks("auto")
+    """
+    if mode not in DATA_CHECKS:
+        raise ValueError(
+            f"`mode` must be one of {DATA_CHECKS}; received mode={mode!r}."
+        )
+    _settings["data_checks"] = mode
+
+
+def data_checks() -> str:
+    """The data-check mode set by `set_data_checks`."""
+    return _settings["data_checks"]
 
 
 def positive_int(value, argument: str, minimum: int = 1) -> int:
@@ -258,11 +316,15 @@ def _label_converter(y_spec, argument, num_classes):
         if one_hot:
             return x, _one_hot_ids(y)
         if len(shape) == 2 and shape[-1] is None:
-            # Only known per batch: one-hot rows or a column of ids.
-            return x, tf.cond(
-                tf.shape(y)[-1] > 1,
-                lambda: _one_hot_ids(y),
-                lambda: _class_ids(tf.reshape(y, [-1])),
+            # Only known per batch: one-hot rows, a column of ids, or a
+            # width that is neither (marked `_WRONG_WIDTH`).
+            width = tf.shape(y)[-1]
+            return x, tf.case(
+                [
+                    (width == 1, lambda: _class_ids(tf.reshape(y, [-1]))),
+                    (width == num_classes, lambda: _one_hot_ids(y)),
+                ],
+                default=lambda: tf.fill(tf.shape(y)[:1], _WRONG_WIDTH),
             )
         return x, _class_ids(tf.reshape(y, [-1]))
 
@@ -314,7 +376,7 @@ def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
             )
         if y is not None:
             y = np.asarray(y)
-            _check_converted(y, argument, count)
+            _check_converted(y, argument, count, num_classes)
             bad = y[(y < 0) | (y >= num_classes)]
             if bad.size:
                 raise ValueError(
@@ -326,13 +388,19 @@ def scan(data, argument, input_shape, num_classes, stage, keep=None) -> int:
     return count
 
 
-def _check_converted(y, argument, count) -> None:
+def _check_converted(y, argument, count, num_classes) -> None:
     if (y == _NOT_ONE_HOT).any():
         raise ValueError(
             f"`{argument}` must have integer class ids or one-hot labels; "
             f"batch {count} holds a row that is not one-hot (all zeros, "
             "label smoothing or several classes). Pass class ids, or rows "
             "with exactly one 1."
+        )
+    if (y == _WRONG_WIDTH).any():
+        raise ValueError(
+            f"`{argument}` must have labels of shape (batch,) (class ids) "
+            f"or (batch, {num_classes}) (one-hot); batch {count} holds "
+            "labels of another width."
         )
     if (y == _FRACTIONAL).any():
         raise ValueError(
@@ -350,11 +418,128 @@ def checked(
     needs_labels=True,
     dtype="float32",
 ):
-    """`dataset` then `scan`: ``(dataset, number of batches)``."""
+    """`dataset` then the value checks that `data_checks` chooses:
+    ``(dataset, number of batches)``."""
     data = dataset(
         data, argument, input_shape, num_classes, needs_labels, dtype
     )
-    return data, scan(data, argument, input_shape, num_classes, stage)
+    cardinality = int(data.cardinality())
+    mode = data_checks()
+    if mode == "auto":
+        # Data of unknown size need a pass to count them: the full one.
+        large = cardinality > FULL_CHECK_MAX_BATCHES
+        mode = "in_pipeline" if large else "full"
+    if mode == "full":
+        return data, scan(data, argument, input_shape, num_classes, stage)
+    scan(data.take(1), argument, input_shape, num_classes, stage)
+    data = in_pipeline(data, argument, input_shape, num_classes, stage)
+    if cardinality < 0:
+        # Unknown size: count the batches in TensorFlow; the asserts run,
+        # so a bad batch is found before anything trains.
+        cardinality = int(data.reduce(0, lambda count, _: count + 1))
+        if cardinality == 0:
+            raise ValueError(f"`{argument}` is empty: it holds no batches.")
+    return data, cardinality
+
+
+def in_pipeline(data, argument, input_shape, num_classes, stage):
+    """``data`` (from `dataset`) with `scan`'s checks as `tf.debugging`
+    asserts in the pipeline: reading a bad batch raises
+    `tf.errors.InvalidArgumentError` naming ``argument`` and the batch.
+
+    Example:
+
+    >>> x = np.zeros((6, 2), "float32")
+    >>> x[4, 0] = np.nan
+    >>> batches = tf.data.Dataset.from_tensor_slices((x, np.zeros(6)))
+    >>> data = dataset(batches.batch(2), "data", (2,), 3)
+    >>> data = in_pipeline(data, "data", (2,), 3, "fit_modes")
+    >>> try:
+    ...     _ = [batch for batch in data]
+    ... except tf.errors.InvalidArgumentError as error:
+    ...     message = error.message.split("assertion failed: ")[1]
+    ...     print(message.split(" Clean")[0])
+    [fit_modes: `data` holds non-finite inputs (NaN or inf) in batch 3.
+    """
+    x_spec = data.element_spec
+    x_spec = x_spec[0] if isinstance(x_spec, tuple) else x_spec
+    # Only dimensions the spec leaves open can differ from batch to batch.
+    open_dims = [
+        (i + 1, int(size))
+        for i, (spec, size) in enumerate(zip(x_spec.shape[1:], input_shape))
+        if spec is None and size is not None
+    ]
+
+    def fail(condition, template, *values):
+        return tf.debugging.Assert(
+            condition, [tf.strings.format(template, values)]
+        )
+
+    def check(index, batch):
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        number = index + 1
+        asserts = [
+            fail(
+                tf.reduce_all(tf.gather(tf.shape(x), dim) == size),
+                f"`{argument}` must yield inputs of shape "
+                f"{_shape_text(input_shape)}; batch {{}} has shape {{}}.",
+                number,
+                tf.shape(x),
+            )
+            for dim, size in open_dims
+        ]
+        if x.dtype.is_floating:
+            asserts.append(
+                fail(
+                    tf.reduce_all(tf.math.is_finite(x)),
+                    f"{stage}: `{argument}` holds non-finite inputs (NaN or "
+                    "inf) in batch {}. Clean the data first.",
+                    number,
+                )
+            )
+        if y is not None:
+            asserts += _label_asserts(y, number, argument, num_classes, fail)
+        with tf.control_dependencies(asserts):
+            if y is None:
+                return tf.identity(x)
+            return tf.identity(x), tf.identity(y)
+
+    return data.enumerate().map(check)
+
+
+def _label_asserts(y, number, argument, num_classes, fail) -> list:
+    marked = (y == _NOT_ONE_HOT) | (y == _FRACTIONAL) | (y == _WRONG_WIDTH)
+    outside = ((y < 0) | (y >= num_classes)) & ~marked
+    first = tf.gather(y, tf.argmax(tf.cast(outside, tf.int32)))
+    accepted = f"`{argument}` must have integer class ids or one-hot labels"
+    return [
+        fail(
+            tf.reduce_all(y != _NOT_ONE_HOT),
+            f"{accepted}; batch {{}} holds a row that is not one-hot (all "
+            "zeros, label smoothing or several classes). Pass class ids, "
+            "or rows with exactly one 1.",
+            number,
+        ),
+        fail(
+            tf.reduce_all(y != _WRONG_WIDTH),
+            f"`{argument}` must have labels of shape (batch,) (class ids) "
+            f"or (batch, {num_classes}) (one-hot); batch {{}} holds labels "
+            "of another width.",
+            number,
+        ),
+        fail(
+            tf.reduce_all(y != _FRACTIONAL),
+            f"{accepted}; batch {{}} holds a fractional label.",
+            number,
+        ),
+        fail(
+            ~tf.reduce_any(outside),
+            f"`{argument}` must have labels in [0, {num_classes}); "
+            "received label {} in batch {}.",
+            first,
+            number,
+        ),
+    ]
 
 
 def arrays(data, argument, input_shape, num_classes, stage, dtype="float32"):

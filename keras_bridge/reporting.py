@@ -6,6 +6,7 @@ methods from `Trainer`); it reads the ensemble's state and changes nothing.
 """
 
 import numpy as np
+import tensorflow as tf
 
 from keras_bridge import curves as curves_lib
 from keras_bridge import evaluation, inputs, training
@@ -98,6 +99,10 @@ class ReportingMixin:
         ensemble's own `temperature` is set only by `calibrate`, so
         `predict` and `export` give the same results before and after.
 
+        Each data set is read once, batch by batch: only the per-example
+        outputs are kept, never the inputs, so data larger than memory
+        can be scored.
+
         Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
         bridges; DE-m + n Type II bridges; Single + k curve points at full
         cost; r-conditioned bridges. See `keras_bridge.evaluation`.
@@ -122,16 +127,17 @@ class ReportingMixin:
         (2, 2)
         """
         stage = "evaluate"
-        arrays = {"test": self._arrays(data, "data", stage), "ood": None}
-        arrays["calibration"] = (
-            None
-            if calibration_data is None
-            else self._arrays(calibration_data, "calibration_data", stage)
-        )
-        if ood_data is not None:
-            ood, _ = self._data(ood_data, "ood_data", stage, False)
-            arrays["ood"] = np.concatenate(
-                [np.asarray(b[0] if isinstance(b, tuple) else b) for b in ood]
+        found = {"test": self._data(data, "data", stage)[0]}
+        for argument, given, key, labels in (
+            ("calibration_data", calibration_data, "calibration", True),
+            ("ood_data", ood_data, "ood", False),
+        ):
+            if given is not None and not labels:
+                given = _inputs_only(given)
+            found[key] = (
+                None
+                if given is None
+                else self._data(given, argument, stage, labels)[0]
             )
         members = self.members()
         self._check_finite("evaluate", training.BROKEN_MEMBER)
@@ -144,7 +150,7 @@ class ReportingMixin:
             lambda chosen: self.inference_model(chosen, temperature=1.0),
             teachers,
             flops(self.backbone),
-            arrays,
+            found,
             self.anchor,
         )
 
@@ -175,9 +181,17 @@ class ReportingMixin:
         """
         if max_members is not None:
             inputs.positive_int(max_members, "max_members")
-        x, y = self._arrays(data, "data", "select_members")
+        data, _ = self._data(data, "data", "select_members")
         model = self.inference_model(temperature=1.0)
-        probs = model.predict(x, verbose=0)["member_probabilities"]
+        found = evaluation.predict_outputs(
+            data,
+            {
+                "probs": lambda x: model.predict_on_batch(x)[
+                    "member_probabilities"
+                ]
+            },
+        )
+        probs, y = found["probs"], found["labels"]
         names = self.member_names()
         requires = [
             [names.index(source_member(i).name) for i in member.sources]
@@ -187,3 +201,15 @@ class ReportingMixin:
         ]
         chosen = metrics_lib.select_members(probs, y, max_members, requires)
         return [names[i] for i in chosen]
+
+
+def _inputs_only(data):
+    """``data``'s inputs: labels, if any, are dropped (OOD data)."""
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if isinstance(spec, tuple) and len(spec) == 2:
+            return data.map(lambda x, y: x)
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0])
+    return data

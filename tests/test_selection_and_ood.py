@@ -202,10 +202,12 @@ def test_low_fidelity_is_a_note_and_a_flag_never_meets_selection(quality):
         [mode, bridge], index, probs, y
     )
     rows = [{"member": bridge}]
-    kb.evaluation._check_bridges(
-        rows, index, probs, (np.zeros((400, 1)), y),
-        {((0, 1), 0.5): teacher}, selected,
-    )  # fmt: skip
+    # Validation outputs as `evaluate` streams them: probabilities, the
+    # teacher's logits, labels.
+    calibration = kb.evaluation._Outputs(
+        probs, {((0, 1), 0.5): teacher.predict(None)}, y
+    )
+    kb.evaluation._check_bridges(rows, index, calibration, selected)
     (row,) = rows
     assert row["val_agreement"] == pytest.approx(0.8, abs=0.01)
     assert "low fidelity" in row["note"]
