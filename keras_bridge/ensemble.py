@@ -456,9 +456,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         network (if fitted), then bridges.
 
         Modes are ``"mode_0"`` ...; the shared network ``"shared"``;
-        bridges ``"{kind}_{i}-{j}_r{r}"`` (``"shared_type1_..."`` on the
-        shared trunk) in the order they were fitted (see
-        `keras_bridge.members`).
+        bridges ``"{kind}_{i}-{j}_r{t}"``, t the position on the curve
+        of modes i and j they imitate or ``any`` (the letter ``r`` is
+        kept from version 0.3 so that saved names do not change;
+        ``"shared_type1_..."`` on the shared trunk), in the order they
+        were fitted (see `keras_bridge.members`).
         """
         names = [ModeMember(i).name for i in range(len(self.modes))]
         names += [SHARED] if self.shared is not None else []
