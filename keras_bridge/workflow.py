@@ -1,5 +1,6 @@
 """`BridgeEnsemble.fit`: every stage in one resumable call."""
 
+import dataclasses
 import inspect
 
 import keras
@@ -33,10 +34,13 @@ _NOT_SETTINGS = (
 
 
 def _plain(value):
-    """``value`` as JSON that compares equal between two calls: an object
-    (an optimizer, a head, a layer) by its class name only."""
+    """``value`` as JSON that compares equal between two calls: a
+    dataclass (a `keras_bridge.bridges.HeadSpec`) by its fields, another
+    object (an optimizer, a head, a layer) by its class name only."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
