@@ -239,9 +239,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 interrupted one from its last epoch.
 
         Returns:
-            A list of `keras.callbacks.History`, one per network trained,
-            in order (here: one per mode), as every ``fit_*`` method
-            returns.
+            A list of `keras.callbacks.History`, one per training run
+            (`keras.Model.fit` call), in order: here one per mode. Every
+            ``fit*`` method returns such a list.
         """
         data, steps, options = self._prepare(
             "fit_modes", data, validation_data, True, epochs=epochs,
@@ -502,13 +502,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
         For each fitted curve in ``pairs`` and each position ``t`` on it,
         a head learns to predict the curve network at t (its teacher) from
-        the feature
-        map of mode ``pair[0]`` (``kind="type1"``) or of both modes
-        (``"type2"``), as a correction added to that mode's logits (the
-        mean of both for Type II; see `keras_bridge.layers.BaseBridgeHead`,
-        ``base_logits``). A teacher is BatchNorm-recalibrated on ``data``,
-        unless an earlier call already made that network (then it is
-        reused, so all bridges of one position share one teacher). Loss:
+        the feature map of mode ``pair[0]`` (``kind="type1"``) or of both
+        modes (``"type2"``), as a correction added to that mode's logits
+        (the mean of both for Type II; see
+        `keras_bridge.layers.BaseBridgeHead`, ``base_logits``). A teacher
+        is BatchNorm-recalibrated on ``data``, unless an earlier call
+        already made that network (then it is reused, so all bridges of
+        one position share one teacher). Loss:
         KL(teacher || bridge) on mixup batches; labels are not used. The
         bridges of one call train together through `keras.Model.fit`, so
         callbacks work; logs are ``loss``, ``kl`` and ``agreement`` (with
