@@ -62,7 +62,7 @@ def run_seed(seed, args):
         data.train,
         kind="type2",
         pairs=[(0, 1)],
-        points=(0.25, 0.5, 0.75),
+        t=(0.25, 0.5, 0.75),
         epochs=args.bridge_epochs,
         head=args.head,
         verbose=0,
@@ -71,7 +71,7 @@ def run_seed(seed, args):
     ens.fit_bridge(
         data.train,
         kind="type1",
-        points="any",
+        t="any",
         epochs=args.bridge_epochs,
         head=args.head,
         verbose=0,

@@ -8,7 +8,7 @@ each on a fresh copy of the saved ensemble (the same teachers):
 - ``shared``: ``fit_bridge(trunk="shared")``: one trunk, started as the
   anchor's, trained with every head; its own tail distils the anchor;
 - ``direct``: the same shared trunk distilling the other modes directly
-  (``points=1.0``: the curves' ends), to see what the curves bring;
+  (``t=1.0``: the curves' ends), to see what the curves bring;
 - ``shared_aug`` / ``frozen_aug``: with random translation (and flips
   where ``--flip``) of the distillation inputs, as the paper's training;
 - ``shared_best``: keeping the epoch of the lowest validation KL;
@@ -70,7 +70,7 @@ def variants(flip):
     return {
         "frozen": {},
         "shared": {"trunk": "shared"},
-        "direct": {"trunk": "shared", "points": 1.0},
+        "direct": {"trunk": "shared", "t": 1.0},
         "shared_aug": {"trunk": "shared", "augmentation": augmentation(flip)},
         "frozen_aug": {"augmentation": augmentation(flip)},
         "shared_best": {"trunk": "shared", "keep_best": True},

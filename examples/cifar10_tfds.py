@@ -247,7 +247,8 @@ def train(args, data, verbose):
             kind=kind,
             epochs=args.bridge_epochs,
             validation_data=data.validation,
-            max_flops=budget,  # None: the library's default, 0.12 per map
+            # None: the library's default budget, 0.12 per map
+            head={"max_flops": budget},
             callbacks=[early_stopping()],
             verbose=verbose,
         )

@@ -4,6 +4,7 @@ Functions here take plain values (the backbone, feature maps, teachers)
 and return new heads; modes and teachers are read, never changed.
 """
 
+import dataclasses
 import hashlib
 import math
 import numbers
@@ -35,7 +36,7 @@ from keras_bridge.members import (
 )
 from keras_bridge.splitting import slim_tail
 
-#: Points of the curve an r-conditioned bridge is trained against.
+#: Positions on the curve a t-conditioned bridge is trained against.
 CONDITIONED_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 #: Width divisors tried, in order, for a head that rebuilds the tail.
 TAIL_SLIMS = (2, 3, 4, 6, 8, 12, 16)
@@ -44,30 +45,101 @@ TAIL_SLIMS = (2, 3, 4, 6, 8, 12, 16)
 DEFAULT_MAX_FLOPS = 0.12
 
 
-def check_points(points) -> tuple | str:
-    """Validates ``points``: `ANY_POINT` or floats in [0, 1].
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """What bridge head `BridgeEnsemble.fit_bridge` builds, and its budget.
+
+    Groups the head's settings as Keras groups an optimizer's in an
+    optimizer object. With nothing set, the backbone's tail after the
+    feature layer is rebuilt at the widest reduced width that fits
+    ``max_flops`` (see `size_head`). ``fit_bridge(head=...)`` also takes
+    these fields as a dict, e.g. ``{"width": 32, "max_flops": 0.2}``.
+
+    Args:
+        slim: rebuild the backbone's tail at 1/``slim`` width (a
+            `keras_bridge.layers.TailHead`).
+        width: ask for a residual conv head of this width instead (a
+            `keras_bridge.layers.BridgeHead`), ``depth`` blocks deep
+            (default 2).
+        depth: blocks of the residual head; only with ``width``.
+        base_logits: True (the default: the head corrects the logits of
+            the mode(s) it reads), False (it predicts logits from
+            scratch; the default on a shared trunk) or the fraction of
+            those logits it corrects, e.g. 0.5.
+        max_flops: the most one head may cost, as a fraction of one
+            backbone pass; ``None`` for `DEFAULT_MAX_FLOPS` per feature
+            map the head reads (Single + 4 Type I <= 1.48x).
+
+    Example:
+
+    >>> spec = HeadSpec.get({"width": 32, "max_flops": 0.2})
+    >>> spec.width, spec.depth, spec.max_flops
+    (32, None, 0.2)
+    >>> spec.architecture()
+    {'width': 32}
+    """
+
+    slim: float | None = None
+    width: int | None = None
+    depth: int | None = None
+    base_logits: bool | float | None = None
+    max_flops: float | None = None
+
+    @classmethod
+    def get(cls, head) -> "HeadSpec | BaseBridgeHead":
+        """``head`` as a `HeadSpec` (from None, a dict or a spec); a head
+        layer is returned as is."""
+        if head is None:
+            return cls()
+        if isinstance(head, (cls, BaseBridgeHead)):
+            return head
+        if not isinstance(head, dict):
+            raise ValueError(
+                "`head` must be None, a `HeadSpec`, a dict of its fields "
+                "or a bridge head layer; received "
+                f"{type(head).__name__}."
+            )
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(head) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"`head` accepts the keys {fields}; received {unknown}."
+            )
+        return cls(**head)
+
+    def architecture(self) -> dict | None:
+        """The set architecture fields, as `size_head` takes them: None
+        when none is set."""
+        values = {
+            key: value
+            for key, value in dataclasses.asdict(self).items()
+            if value is not None and key != "max_flops"
+        }
+        return values or None
+
+
+def check_points(t) -> tuple | str:
+    """Validates ``fit_bridge``'s ``t``: a position in [0, 1], a list of
+    them or `ANY_POINT`; returns a tuple of positions or `ANY_POINT`.
 
     Example:
 
     >>> check_points(0.5)
     (0.5,)
     """
-    if points == ANY_POINT:
+    if isinstance(t, str) and t == ANY_POINT:
         return ANY_POINT
-    if isinstance(points, (int, float, np.integer, np.floating)):
-        points = (points,)
-    if isinstance(points, str) or not hasattr(points, "__iter__"):
+    positions = (t,) if isinstance(t, (int, float, np.number)) else t
+    if isinstance(positions, str) or not hasattr(positions, "__iter__"):
         raise ValueError(
-            "`points` must be 'any' or curve points r in [0, 1]; received "
-            f"points={points!r}."
+            "`t` must be a curve position in [0, 1], a list of them or "
+            f"'any'; received t={t!r}."
         )
-    checked = tuple(check_point(r) for r in points)
+    checked = tuple(check_point(value) for value in positions)
     if not checked:
-        raise ValueError("`points` must hold at least one r.")
+        raise ValueError("`t` must hold at least one curve position.")
     if len(set(checked)) != len(checked):
-        raise ValueError(
-            f"`points` must not repeat a point; received {points!r}."
-        )
+        raise ValueError(f"`t` must not repeat a position; received t={t!r}.")
     return checked
 
 
@@ -213,7 +285,7 @@ def head_flops(head, feature_shape, num_sources) -> int:
     ``feature_shape`` (building it if needed), counted by `kb.flops`."""
     maps = [keras.Input(feature_shape) for _ in range(num_sources)]
     logits = [keras.Input((head.num_classes,)) for _ in range(num_sources)]
-    outputs = head.apply(maps, r=DEFAULT_POINT, logits=logits)
+    outputs = head.apply(maps, t=DEFAULT_POINT, logits=logits)
     inputs = maps + logits if head.base_logits else maps
     return flops(keras.Model(inputs, outputs))
 
@@ -251,7 +323,7 @@ def size_head(
     Args:
         backbone, feature_layer: where the head reads.
         num_sources: feature maps it reads (2 for Type II).
-        conditioned: whether it takes r.
+        conditioned: whether it takes the curve position t.
         head: None, a dict, or a head instance.
         max_flops: the budget, relative to one backbone pass; None for
             `DEFAULT_MAX_FLOPS` per feature map read.
@@ -283,7 +355,7 @@ def size_head(
         if head.num_classes != num_classes or head.conditioned != conditioned:
             raise ValueError(
                 f"`head` must output {num_classes} classes and have "
-                f"conditioned={conditioned} (for `points`); received "
+                f"conditioned={conditioned} (for `t`); received "
                 f"num_classes={head.num_classes}, "
                 f"conditioned={head.conditioned}."
             )
@@ -334,7 +406,7 @@ def plan(kind, pairs, points, options, backbone, feature_layer, teacher):
             (``"frozen"`` or ``"shared"``; a shared-trunk head predicts
             logits from scratch unless its dict sets ``base_logits``).
         backbone, feature_layer: where the heads read.
-        teacher: ``teacher(pair, r)`` returns the curve network at r.
+        teacher: ``teacher(pair, t)`` returns the curve network at t.
 
     Returns:
         ``(heads, specs, sized)``: a dict from each new `BridgeMember` to
@@ -425,7 +497,7 @@ def recalibrate_shared(trunk, specs, data) -> None:
             points = spec["points"]
             outputs.append(
                 spec["head"].apply(
-                    [features], r=points[len(points) // 2], logits=[logits]
+                    [features], t=points[len(points) // 2], logits=[logits]
                 )
             )
     recalibrate_batchnorm(keras.Model(inputs, outputs), data)

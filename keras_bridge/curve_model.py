@@ -110,12 +110,12 @@ def curve_layers(curve_model) -> list:
     ]
 
 
-def point_model(curve_model, t: float, template, data=None) -> keras.Model:
-    """Materialises the curve at t as a plain model.
+def point_model(curve_model, t: float, template, *, data=None) -> keras.Model:
+    """Materialises the curve at position t as a plain model.
 
     Args:
         curve_model: a model made by `to_curve_model`.
-        t: float in [0, 1], the curve point.
+        t: the position on the curve, a float in [0, 1].
         template: a model of the endpoints' architecture (e.g. endpoint A);
             it is cloned, not modified.
         data: optional `tf.data.Dataset` (or iterable of batches) used to

@@ -184,7 +184,7 @@ class BridgeDistiller(keras.Model):
         sources = self._sources[index]
         return self.heads[index].apply(
             [features[i] for i in sources],
-            r=r,
+            t=r,
             logits=[logits.get(i) for i in sources],
             training=training,
         )

@@ -206,6 +206,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     def fit_modes(
         self,
         data,
+        *,
         epochs: int = 30,
         validation_data=None,
         optimizer=None,
@@ -236,8 +237,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             epochs: epochs per mode.
             validation_data: like ``data``; passed to `fit`.
             optimizer: ``None`` for Adam with cosine decay of
-                ``learning_rate``; an optimizer (copied per mode) or name.
-            learning_rate: peak learning rate of the default optimizer.
+                ``learning_rate`` to 0 over the run; an optimizer (copied
+                per mode) or name, as `keras.Model.compile` takes it.
+            learning_rate: peak learning rate of the default optimizer
+                (the decay is sized to the run, so it stays an argument;
+                an ``optimizer`` given carries its own).
             callbacks: Keras callbacks, used for every mode.
             verbose: passed to `fit`.
             backup_dir: a folder for checkpoints after every epoch (see
@@ -246,7 +250,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 interrupted one from its last epoch.
 
         Returns:
-            The list of `keras.callbacks.History`, one per mode.
+            A list of `keras.callbacks.History`, one per training run
+            (`keras.Model.fit` call), in order: here one per mode. Every
+            ``fit*`` method returns such a list.
         """
         data, steps, options = self._prepare(
             "fit_modes", data, validation_data, True, epochs=epochs,
@@ -339,6 +345,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     def fit_curves(
         self,
         data,
+        *,
         epochs: int | None = None,
         pairs=None,
         optimizer=None,
@@ -370,7 +377,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             backup_dir: as in `fit_modes`, per curve.
 
         Returns:
-            A dict from pair to `keras.callbacks.History`.
+            A list of `keras.callbacks.History`, one per curve, in the
+            order of ``pairs`` (as in `fit_modes`).
         """
         pairs = self._pairs(pairs)
         epochs = (self.mode_epochs or 30) if epochs is None else epochs
@@ -402,7 +410,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self.curves.update(curves)
         self.curve_checks.update(scores)
         self._points.update(points)
-        return histories
+        return [histories[pair] for pair in pairs]
 
     def _drop_dependents(self, pairs) -> None:
         dropped = [b.name for b in self.bridges if b.pair in pairs]
@@ -451,13 +459,16 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             return fitted[0]
         return (self.anchor, 1 if self.anchor == 0 else 0)
 
-    def point_model(self, pair=None, t: float = 0.5, bn_data=None):
-        """The curve network of ``pair`` at ``t`` as a plain model.
+    def point_model(self, pair=None, t: float = 0.5, *, bn_data=None):
+        """The curve network of ``pair`` at position ``t`` as a plain model.
+
+        ``pair`` and ``t`` say which network, so they may be passed by
+        position; ``bn_data`` is keyword-only.
 
         Args:
             pair: the pair of mode indices of a fitted curve; default
                 `default_pair`.
-            t: float in [0, 1].
+            t: the position on the curve, a float in [0, 1].
             bn_data: data to recompute BatchNorm statistics at ``t``.
                 Needed for an interior point that no earlier call has
                 made (the ensemble keeps no training data).
@@ -489,9 +500,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         network (if fitted), then bridges.
 
         Modes are ``"mode_0"`` ...; the shared network ``"shared"``;
-        bridges ``"{kind}_{i}-{j}_r{r}"`` (``"shared_type1_..."`` on the
-        shared trunk) in the order they were fitted (see
-        `keras_bridge.members`).
+        bridges ``"{kind}_{i}-{j}_r{t}"``, t the position on the curve
+        of modes i and j they imitate or ``any`` (the letter ``r`` is
+        kept from version 0.3 so that saved names do not change;
+        ``"shared_type1_..."`` on the shared trunk), in the order they
+        were fitted (see `keras_bridge.members`).
         """
         names = [ModeMember(i).name for i in range(len(self.modes))]
         names += [SHARED] if self.shared is not None else []
@@ -512,33 +525,34 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     def fit_bridge(
         self,
         data,
+        *,
         kind: str = "type1",
         pairs=None,
-        points=(0.5,),
+        t=0.5,
+        head=None,
+        trunk="frozen",
         epochs: int = 30,
-        mixup_alpha: float = 0.4,
+        validation_data=None,
         optimizer=None,
         learning_rate: float = 6e-3,
-        callbacks=None,
-        validation_data=None,
-        head=None,
-        max_flops=None,
-        verbose="auto",
-        backup_dir=None,
-        trunk="frozen",
+        mixup_alpha: float = 0.4,
         augmentation=None,
         keep_best=False,
-    ) -> keras.callbacks.History:
-        """Trains bridges that imitate curve points from mode features.
+        callbacks=None,
+        verbose="auto",
+        backup_dir=None,
+    ) -> list:
+        """Trains bridges that imitate curve networks from mode features.
 
-        For each fitted curve in ``pairs`` and each point r, a head learns
-        to predict the curve network at r (its teacher) from the feature
-        map of mode ``pair[0]`` (``kind="type1"``) or of both modes
-        (``"type2"``), as a correction added to that mode's logits (the
-        mean of both for Type II; see `keras_bridge.layers.BaseBridgeHead`,
-        ``base_logits``). A teacher is BatchNorm-recalibrated on ``data``,
-        unless an earlier call already made that point (then it is reused,
-        so all bridges of one point share one teacher). Loss:
+        For each fitted curve in ``pairs`` and each position ``t`` on it,
+        a head learns to predict the curve network at t (its teacher) from
+        the feature map of mode ``pair[0]`` (``kind="type1"``) or of both
+        modes (``"type2"``), as a correction added to that mode's logits
+        (the mean of both for Type II; see
+        `keras_bridge.layers.BaseBridgeHead`, ``base_logits``). A teacher
+        is BatchNorm-recalibrated on ``data``, unless an earlier call
+        already made that network (then it is reused, so all bridges of
+        one position share one teacher). Loss:
         KL(teacher || bridge) on mixup batches; labels are not used. The
         bridges of one call train together through `keras.Model.fit`, so
         callbacks work; logs are ``loss``, ``kl`` and ``agreement`` (with
@@ -561,27 +575,26 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             data: training data, ``x`` only or ``(x, y)``.
             kind: ``"type1"`` or ``"type2"``.
             pairs: fitted curves to bridge; default all of them.
-            points: curve points r in [0, 1], or ``"any"`` for one
-                r-conditioned head per curve.
-            epochs: training epochs.
-            mixup_alpha: Beta parameter of input mixup; 0 turns it off.
-            optimizer, learning_rate, callbacks, verbose: as in
-                `fit_modes`.
-            validation_data: data for ``val_kl`` and ``val_agreement``.
-            head: None (the backbone's tail at half width), a dict of
-                ``slim`` or ``width``/``depth`` and optionally
-                ``base_logits`` (True, False or the fraction of the
-                mode's logits the head corrects; default True; see
-                `keras_bridge.bridges.size_head`), or a fresh head (whose
-                own ``base_logits`` applies: False unless it was built
-                with True).
-            max_flops: the most one head may cost, as a fraction of one
-                backbone pass; default 0.12 per feature map it reads
-                (Single + 4 Type I <= 1.48x). The default head is sized to
-                fit; a head over budget is refused with its cost.
-            backup_dir: as in `fit_modes`, for this call's bridges.
+            t: the position on the curve each bridge imitates, a float in
+                [0, 1]; a list of them for one bridge per position and
+                curve; or ``"any"`` for one t-conditioned head per curve.
+            head: the head and its budget: a
+                `keras_bridge.bridges.HeadSpec` or a dict of its fields
+                (``slim``, ``width``, ``depth``, ``base_logits``,
+                ``max_flops``); None for ``HeadSpec()``, the backbone's
+                tail at the widest reduced width within 0.12 of a
+                backbone pass per feature map read (Single + 4 Type I <=
+                1.48x). A head over budget is refused with its cost. Or a
+                fresh head layer, held to the default budget (its own
+                ``base_logits`` applies: False unless it was built with
+                True).
             trunk: ``"frozen"`` (heads read the modes' own features) or
                 ``"shared"`` (see above).
+            epochs: training epochs.
+            validation_data: data for ``val_kl`` and ``val_agreement``.
+            optimizer, learning_rate, callbacks, verbose: as in
+                `fit_modes`.
+            mixup_alpha: Beta parameter of input mixup; 0 turns it off.
             augmentation: None, or a Keras layer applied to each training
                 batch before mixup (teacher and student see the same
                 inputs), e.g. ``keras.Sequential([keras.layers.
@@ -590,15 +603,17 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 ``val_kl`` (``val_loss`` with a shared trunk, which also
                 counts its own tail's KL to the anchor; needs
                 ``validation_data``), as the paper's training does.
+            backup_dir: as in `fit_modes`, for this call's bridges.
 
         Returns:
-            The `keras.callbacks.History` of the training.
+            A list of `keras.callbacks.History`, as in `fit_modes`: here
+            one, as the bridges of one call train together.
 
         Example:
 
-        >>> history = ens.fit_bridge(data.train, kind="type1", epochs=2,
-        ...     validation_data=data.validation, verbose=0,
-        ...     callbacks=[keras.callbacks.EarlyStopping(
+        >>> (history,) = ens.fit_bridge(data.train, kind="type1", epochs=2,
+        ...     head={"max_flops": 0.12}, validation_data=data.validation,
+        ...     verbose=0, callbacks=[keras.callbacks.EarlyStopping(
         ...         monitor="val_kl", mode="min", patience=5)])
         >>> sorted(history.history)
         ['agreement', 'kl', 'loss', 'val_agreement', 'val_kl', 'val_loss']
@@ -607,10 +622,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             # One trunk, copied from one mode: the anchor's curves.
             own = [p for p in sorted(self.curves) if p[0] == self.anchor]
             pairs = own or None
+        head = bridges_lib.HeadSpec.get(head)
+        max_flops = None
+        if isinstance(head, bridges_lib.HeadSpec):
+            head, max_flops = head.architecture(), head.max_flops
         pairs, points = bridges_lib.check_request(
-            kind, pairs, points, self.curves, len(self.modes), max_flops,
-            trunk,
-        )  # fmt: skip
+            kind, pairs, t, self.curves, len(self.modes), max_flops, trunk
+        )
         if augmentation is not None and not isinstance(
             augmentation, keras.layers.Layer
         ):
@@ -634,14 +652,14 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         with training.seeded(self.seed, training.BRIDGE_SEED_OFFSET):
             teachers = {}
 
-            def teacher(pair, r):
-                if (pair, r) in self._points:
-                    return self._points[(pair, r)]
-                if (pair, r) not in teachers:
-                    teachers[(pair, r)] = training.curve_point(
-                        self.curves[pair], r, self.backbone, data
+            def teacher(pair, t):
+                if (pair, t) in self._points:
+                    return self._points[(pair, t)]
+                if (pair, t) not in teachers:
+                    teachers[(pair, t)] = training.curve_point(
+                        self.curves[pair], t, self.backbone, data
                     )
-                return teachers[(pair, r)]
+                return teachers[(pair, t)]
 
             sizing = {"head": head, "max_flops": max_flops, "trunk": trunk}
             with self._scope():
@@ -676,7 +694,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         if trunk == "shared":
             self._replace_shared(options["shared"]["network"], new)
         self._add_bridges(new)
-        return history
+        return [history]
 
     def _replace_shared(self, network, new) -> None:
         """Installs a new shared trunk; drops the heads of the old one."""
@@ -715,6 +733,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self,
         data,
         validation_data,
+        *,
         kind: str = "type1",
         pair=None,
         tuner: str = "hyperband",
@@ -729,7 +748,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     ):
         """Searches the head of one bridge with KerasTuner; installs the best.
 
-        The bridge of ``pair`` at r = 0.5 is trained as in `fit_bridge`
+        The bridge of ``pair`` at t = 0.5 is trained as in `fit_bridge`
         once per trial, with the head, learning rate and mixup strength of
         `keras_bridge.tuning.BridgeHyperModel`; the objective is
         ``val_kl`` (minimised). Only heads within ``max_flops`` are
@@ -738,6 +757,10 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         head has a lower validation KL, else it is kept (a warning says
         which, and ``result.installed`` is False). If the search fails,
         the ensemble is unchanged.
+
+        ``validation_data`` is required, so it may be passed by position
+        as the second data argument (as ``y`` in `keras.Model.evaluate`);
+        every other argument is keyword-only.
 
         Args:
             data: training data, ``x`` only or ``(x, y)``.
@@ -751,7 +774,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 as many epochs as ``max_trials`` full-length trials.
             epochs: epochs of a trial (Hyperband: of its longest trials).
             max_flops: the most the head may cost, as a fraction of one
-                backbone pass; default 0.12 per feature map it reads.
+                backbone pass; default 0.12 per feature map it reads. It
+                bounds the search, so it is an argument here; ``fit_kwargs``
+                pass it on inside ``head`` (see `fit_bridge`).
             directory: where KerasTuner keeps its trials; ``None`` for a
                 temporary folder removed afterwards. With a folder and
                 ``overwrite=False``, an earlier search there is resumed.
@@ -834,7 +859,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
 
     # Inference ---------------------------------------------------------
 
-    def inference_model(self, members=None, temperature=None) -> keras.Model:
+    def inference_model(self, members=None, *, temperature=None) -> keras.Model:
         """One `keras.Model` from the backbone's input to the outputs.
 
         Outputs, by name: ``probabilities`` (temperature-scaled mean of
@@ -860,7 +885,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             self.shared,
         )
 
-    def predict(self, x, members=None, batch_size=None, verbose="auto") -> dict:
+    def predict(
+        self, x, *, members=None, batch_size=None, verbose="auto"
+    ) -> dict:
         """The serving outputs for ``x`` as a dict of NumPy arrays.
 
         Takes inputs as `keras.Model.predict` does: an array (batched
@@ -930,7 +957,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         x, _ = self._data(x, "x", "predict", needs_labels=False)
         return x, None
 
-    def calibrate(self, data, members=None) -> float:
+    def calibrate(self, data, *, members=None) -> float:
         """Fits, sets and returns `temperature`: the minimiser of the NLL
         of the ensemble of ``members`` on labelled ``data``, read once,
         batch by batch (only the probabilities are kept).

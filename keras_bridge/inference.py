@@ -95,7 +95,7 @@ def build_inference_model(
         member_logits.append(
             head.apply(
                 [features[i] for i in member.sources],
-                r=member.r,
+                t=member.t,
                 logits=[logits.get(i) for i in member.sources],
             )
         )

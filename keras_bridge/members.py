@@ -4,10 +4,12 @@ A member is a full network (`ModeMember`, named ``"mode_0"``), the
 shared trunk's own network (`SharedMember`, named ``"shared"``: a trunk
 trained for every head, with the anchor's tail distilling the anchor) or a
 bridge (`BridgeMember`, named ``"type1_0-1_r0.5"``: its kind, the curve's
-pair of modes and the curve point r it imitates; ``"shared_type1_0-1_r0.5"``
-when it reads the shared trunk rather than mode 0's frozen features). An
-r-conditioned bridge has ``point="any"`` (``"type1_0-1_rany"``) and is
-evaluated at `DEFAULT_POINT` unless a name asks for another point:
+pair of modes and the position t on the curve it imitates, after ``r``;
+``"shared_type1_0-1_r0.5"`` when it reads the shared trunk rather than
+mode 0's frozen features). The names keep the letter ``r`` of version 0.3
+so that saved ensembles, exports and reports keep their member names. A
+t-conditioned bridge has ``point="any"`` (``"type1_0-1_rany"``) and is
+evaluated at `DEFAULT_POINT` unless a name asks for another position:
 ``"type1_0-1_rany@0.3"``.
 
 A member's ``sources`` are the networks whose feature maps it reads: mode
@@ -18,7 +20,7 @@ Example:
 >>> member = parse("type2_0-1_r0.5")
 >>> member.kind, member.pair, member.sources
 ('type2', (0, 1), (0, 1))
->>> parse("type1_0-1_rany@0.3").r
+>>> parse("type1_0-1_rany@0.3").t
 0.3
 """
 
@@ -28,10 +30,10 @@ import re
 
 import numpy as np
 
-#: The curve point a bridge imitates, and where an r-conditioned bridge is
+#: The curve position t a bridge imitates, and where a t-conditioned bridge is
 #: evaluated, unless told otherwise.
 DEFAULT_POINT = 0.5
-#: The ``point`` of an r-conditioned bridge.
+#: The ``point`` of a t-conditioned bridge.
 ANY_POINT = "any"
 KINDS = ("type1", "type2")
 #: The key of the shared trunk among a member's ``sources``.
@@ -100,9 +102,9 @@ class BridgeMember:
         kind: ``"type1"`` (reads mode ``pair[0]``) or ``"type2"`` (reads
             both modes of ``pair``).
         pair: the two modes joined by the curve.
-        point: the curve point r the bridge imitates, or `ANY_POINT` for
-            an r-conditioned bridge.
-        at: where an r-conditioned bridge is evaluated; None means
+        point: the curve position t the bridge imitates, or `ANY_POINT`
+            for a t-conditioned bridge.
+        at: where a t-conditioned bridge is evaluated; None means
             `DEFAULT_POINT`. Always None for a fixed-point bridge.
         shared: whether the bridge reads the shared trunk (see
             `SharedMember`) instead of mode ``pair[0]``'s frozen features.
@@ -124,8 +126,8 @@ class BridgeMember:
             object.__setattr__(self, "point", float(self.point))
             if self.at is not None:
                 raise ValueError(
-                    f"Only r-conditioned bridges take '@r'; {self.base.name!r}"
-                    f" imitates the fixed point r={self.point:g}."
+                    f"Only t-conditioned bridges take '@t'; {self.base.name!r}"
+                    f" imitates the fixed position t={self.point:g}."
                 )
         if self.at is not None:
             object.__setattr__(self, "at", check_point(self.at, "members"))
@@ -149,11 +151,14 @@ class BridgeMember:
         return self.pair[:1] if self.kind == "type1" else self.pair
 
     @property
-    def r(self) -> float:
-        """The curve point this member computes."""
+    def t(self) -> float:
+        """The curve position t this member computes."""
         if not self.conditioned:
             return self.point
         return DEFAULT_POINT if self.at is None else self.at
+
+    #: The name of `t` before version 0.4.
+    r = t
 
     @property
     def base(self) -> "BridgeMember":
@@ -169,18 +174,19 @@ class BridgeMember:
         return name if self.at is None else f"{name}@{self.at:g}"
 
 
-def check_point(r, argument: str = "points") -> float:
-    """Validates one curve point r in [0, 1] (not a bool)."""
+def check_point(t, argument: str = "t") -> float:
+    """Validates one position t on a curve: a number in [0, 1], not a
+    bool."""
     if (
-        isinstance(r, (bool, np.bool_))
-        or not isinstance(r, (int, float, np.integer, np.floating))
-        or not 0.0 <= float(r) <= 1.0
+        isinstance(t, (bool, np.bool_))
+        or not isinstance(t, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(t) <= 1.0
     ):
         raise ValueError(
-            f"`{argument}` must hold curve points r in [0, 1]; received "
-            f"r={r!r}."
+            f"`{argument}` must hold curve positions t in [0, 1]; received "
+            f"t={t!r}."
         )
-    return float(r)
+    return float(t)
 
 
 def parse(name) -> ModeMember | SharedMember | BridgeMember:

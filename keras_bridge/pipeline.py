@@ -165,14 +165,16 @@ def _fit_bridges(ens, data, bridges, log, backup, kind, pairs, options):
 def _type1(ens, data, config, log, backup, records):
     log.stage("type1", "Type I bridges")
     options = {
-        "head": None,
         "trunk": config.bridges.trunk,
         **_bridge_options(config.bridges),
     }
     pairs = sorted(ens.curves)
     tuned = (records.get("tuning") or {}).get("tuning")
     if tuned:  # the tuned bridge stays; the others train like it
-        options = {**tuned["fit_kwargs"], "trunk": config.bridges.trunk}
+        options = {
+            **_tuned_options(tuned["fit_kwargs"]),
+            "trunk": config.bridges.trunk,
+        }
         if config.bridges.trunk == "frozen":
             pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
     if pairs:
@@ -194,11 +196,23 @@ def _type2(ens, data, config, log, backup, records):
 
 
 def _bridge_options(bridges) -> dict:
+    """The config's ``bridges`` settings as `fit_bridge` arguments: the
+    head's budget ``max_flops`` goes in its ``head`` spec."""
     return {
         "learning_rate": bridges.learning_rate,
         "mixup_alpha": bridges.mixup_alpha,
-        "max_flops": bridges.max_flops,
+        "head": {"max_flops": bridges.max_flops},
     }
+
+
+def _tuned_options(fit_kwargs) -> dict:
+    """A tuning record's ``fit_kwargs`` as `fit_bridge` arguments; a
+    record written before 0.4 holds ``max_flops`` beside ``head``."""
+    options = dict(fit_kwargs)
+    if "max_flops" in options:
+        budget = options.pop("max_flops")
+        options["head"] = {**(options.get("head") or {}), "max_flops": budget}
+    return options
 
 
 #: The training stages of a run, in order; each is checkpointed.

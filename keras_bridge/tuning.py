@@ -85,12 +85,12 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         ensemble: a `BridgeEnsemble` with fitted curves.
         data: training data (``x`` or ``(x, y)``); recalibrates the
             teacher's BatchNorm statistics (unless `fit_bridge` already
-            made that curve point) and sets the steps of the learning-rate
-            schedule.
+            made that curve network) and sets the steps of the
+            learning-rate schedule.
         kind: ``"type1"`` or ``"type2"``.
         pair: the fitted curve; default `BridgeEnsemble.default_pair`
             (the anchor mode's first curve).
-        point: the curve point r the bridge imitates.
+        t: the position on the curve, in [0, 1], the bridge imitates.
         max_flops: the most the head may cost, as a fraction of one
             backbone pass; default 0.12 per feature map it reads.
         trunk: ``"frozen"``, or ``"shared"`` for a Type I head on a
@@ -115,15 +115,16 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         self,
         ensemble,
         data,
+        *,
         kind: str = "type1",
         pair=None,
-        point: float = DEFAULT_POINT,
+        t: float = DEFAULT_POINT,
         max_flops=None,
         trunk: str = "frozen",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        point = check_point(point)
+        point = check_point(t)
         pairs = [ensemble.default_pair() if pair is None else pair]
         pairs, _ = bridges_lib.check_request(
             kind, pairs, (point,), ensemble.curves, len(ensemble.modes),
@@ -395,8 +396,9 @@ class TuningResult:
             when a bridge fitted before scored a validation KL no higher
             (it was kept).
         fit_kwargs: the best hyperparameters as `fit_bridge` keyword
-            arguments (``head``, ``learning_rate``, ``mixup_alpha``,
-            ``max_flops``), to train other bridges the same way.
+            arguments (``head``, its budget ``max_flops`` included,
+            ``learning_rate`` and ``mixup_alpha``), to train other
+            bridges the same way.
         seconds: wall time of the search.
 
     Example:
@@ -611,10 +613,12 @@ def _result(hypermodel, trials, best, seconds) -> TuningResult:
         pareto=metrics_lib.pareto_front(trials),
         best=best,
         fit_kwargs={
-            "head": _head_config(values),
+            "head": {
+                **_head_config(values),
+                "max_flops": hypermodel.max_flops,
+            },
             "learning_rate": float(values["learning_rate"]),
             "mixup_alpha": float(values["mixup_alpha"]),
-            "max_flops": hypermodel.max_flops,
         },
         seconds=seconds,
     )

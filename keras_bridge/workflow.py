@@ -1,5 +1,6 @@
 """`BridgeEnsemble.fit`: every stage in one resumable call."""
 
+import dataclasses
 import inspect
 
 import keras
@@ -31,10 +32,13 @@ _NOT_SETTINGS = (
 
 
 def _plain(value):
-    """``value`` as JSON that compares equal between two calls: an object
-    (an optimizer, a head, a layer) by its class name only."""
+    """``value`` as JSON that compares equal between two calls: a
+    dataclass (a `keras_bridge.bridges.HeadSpec`) by its fields, another
+    object (an optimizer, a head, a layer) by its class name only."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
@@ -74,6 +78,7 @@ class WorkflowMixin:
     def fit(
         self,
         data,
+        *,
         validation_data=None,
         run_dir=None,
         modes=None,
@@ -81,7 +86,7 @@ class WorkflowMixin:
         bridges=None,
         callbacks=None,
         verbose="auto",
-    ):
+    ) -> list:
         """Modes, curves, Type I bridges, a Type II bridge, calibration.
 
         Runs `fit_modes`, `fit_curves` (the anchor to every other mode),
@@ -112,15 +117,21 @@ class WorkflowMixin:
             verbose: as in `fit_modes`.
 
         Returns:
-            The ensemble.
+            A list of `keras.callbacks.History`, one per training run of
+            this call, in order, as every ``fit_*`` method returns: the
+            modes', the curves', then the bridges'. Stages that an earlier
+            call in ``run_dir`` finished add none.
 
         Example:
 
         >>> import tempfile
         >>> ens2 = kb.BridgeEnsemble(ens.backbone, num_modes=2, seed=0)
-        >>> _ = ens2.fit(data.train, data.validation, tempfile.mkdtemp(),
-        ...     modes={"epochs": 1}, curves={"epochs": 1},
-        ...     bridges={"epochs": 1, "type2": False}, verbose=0)
+        >>> histories = ens2.fit(data.train, validation_data=data.validation,
+        ...     run_dir=tempfile.mkdtemp(), modes={"epochs": 1},
+        ...     curves={"epochs": 1}, bridges={"epochs": 1, "type2": False},
+        ...     verbose=0)
+        >>> len(histories)  # 2 modes, 1 curve, 1 bridge
+        4
         >>> ens2.member_names()
         ['mode_0', 'mode_1', 'type1_0-1_r0.5']
         """
@@ -139,17 +150,18 @@ class WorkflowMixin:
             if saved is not None:
                 self._adopt(saved)
         common = {"callbacks": callbacks, "verbose": verbose}
+        histories = []
         for stage in STAGES:
             if stage in finished:
                 continue
             backup = None if state is None else state.backup_dir(stage)
-            self._fit_stage(
+            histories += self._fit_stage(
                 stage, data, validation_data, options, type2,
                 {**common, "backup_dir": backup},
             )  # fmt: skip
             if state is not None:
                 state.complete(stage, self)
-        return self
+        return histories
 
     def _settings(self, options, type2) -> dict:
         """What `fit` was asked to do, as `RunState.check_settings` takes
@@ -168,29 +180,34 @@ class WorkflowMixin:
             },
         }
 
-    def _fit_stage(self, stage, data, validation_data, options, type2, common):
+    def _fit_stage(
+        self, stage, data, validation_data, options, type2, common
+    ) -> list:
+        """Runs one stage of `fit`; returns its histories."""
         if stage == "modes":
-            self.fit_modes(
+            histories = self.fit_modes(
                 data, validation_data=validation_data,
                 **{**common, **options["modes"]},
             )  # fmt: skip
             training.stop_on_broken_modes(self.mode_checks)
-        elif stage == "curves":
-            self.fit_curves(
+            return histories
+        if stage == "curves":
+            return self.fit_curves(
                 data, validation_data=validation_data,
                 **{**common, **options["curves"]},
             )  # fmt: skip
-        elif stage == "type1":
-            self.fit_bridge(
+        if stage == "type1":
+            return self.fit_bridge(
                 data, kind="type1", validation_data=validation_data,
                 **{**common, **options["bridges"]},
             )  # fmt: skip
-        elif stage == "type2" and type2 and len(self.modes) > 1:
+        if stage == "type2" and type2 and len(self.modes) > 1:
             # Type II bridges read two modes' frozen features.
             frozen = {**options["bridges"], "trunk": "frozen"}
-            self.fit_bridge(
+            return self.fit_bridge(
                 data, kind="type2", pairs=[self.default_pair()],
                 validation_data=validation_data, **{**common, **frozen},
             )  # fmt: skip
-        elif stage == "calibration" and validation_data is not None:
+        if stage == "calibration" and validation_data is not None:
             self.calibrate(validation_data)
+        return []

@@ -28,7 +28,7 @@ def _train_ensemble_files(digits, folder):
     ens.save(folder / "curves.keras")
     ens.fit_bridge(digits.train, kind="type1", epochs=40, verbose=0)
     ens.fit_bridge(digits.train, kind="type2", epochs=20, verbose=0)
-    ens.fit_bridge(digits.train, points="any", epochs=20, verbose=0)
+    ens.fit_bridge(digits.train, t="any", epochs=20, verbose=0)
     ens.save(folder / "bridged.keras")
     (folder / "line.json").write_text(json.dumps(line.to_dict()))
 

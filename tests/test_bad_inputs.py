@@ -244,10 +244,10 @@ def test_curve_and_bridge_arguments_are_checked(modes_only):
     with pytest.raises(ValueError, match="call `fit_curves` before"):
         ens.fit_bridge(_ds(X))
     ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"`t` must hold curve points r"):
+    with pytest.raises(ValueError, match=r"`t` must hold curve positions t in"):
         ens.point_model((0, 1), 1.5)
-    with pytest.raises(ValueError, match="`points` must be 'any' or curve"):
-        ens.fit_bridge(_ds(X), points="half")
+    with pytest.raises(ValueError, match="`t` must be a curve position in"):
+        ens.fit_bridge(_ds(X), t="half")
     with pytest.raises(ValueError, match="`head` accepts the keys"):
         ens.fit_bridge(_ds(X), head={"wdith": 4})
     with pytest.raises(ValueError, match="`kind` must be 'type1' or 'type2'"):
@@ -431,8 +431,8 @@ def test_training_arguments_are_checked(modes_only):
     for alpha in (float("nan"), "a", -1):
         with pytest.raises(ValueError, match="`mixup_alpha` must be"):
             ens.fit_bridge(_ds(X), mixup_alpha=alpha)
-    with pytest.raises(ValueError, match="`points` must not repeat"):
-        ens.fit_bridge(_ds(X), points=(0.2, 0.2))
+    with pytest.raises(ValueError, match="`t` must not repeat"):
+        ens.fit_bridge(_ds(X), t=(0.2, 0.2))
     with pytest.raises(ValueError, match="`pairs` must hold pairs"):
         ens.fit_curves(_ds(X, Y), pairs=[(0.5, 1)])
     with pytest.raises(ValueError, match="`pairs` must hold pairs"):
@@ -465,7 +465,7 @@ def test_a_head_instance_must_fit_the_request(modes_only):
     with pytest.raises(ValueError, match="`head` must output 10 classes"):
         ens.fit_bridge(_ds(X), head=kb.layers.BridgeHead(7, width=8))
     with pytest.raises(ValueError, match="conditioned=True"):
-        ens.fit_bridge(_ds(X), points="any", head=kb.layers.BridgeHead(10))
+        ens.fit_bridge(_ds(X), t="any", head=kb.layers.BridgeHead(10))
     assert ens.member_names() == ["mode_0", "mode_1"]
 
 

@@ -45,15 +45,15 @@ def test_type2_input_is_concatenated_on_channels():
     )
 
 
-def test_conditioned_head_depends_on_r():
+def test_conditioned_head_depends_on_t():
     head = BridgeHead(4, width=6, depth=1, conditioned=True)
     x = _features((2, 4, 4, 3))
-    low, high = head(x, r=0.1), head(x, r=0.9)
+    low, high = head(x, t=0.1), head(x, t=0.9)
     assert np.abs(np.asarray(low) - np.asarray(high)).max() > 1e-4
     np.testing.assert_allclose(
-        head(x, r=np.full((2, 1), 0.1, "float32")), low, atol=1e-6
+        head(x, t=np.full((2, 1), 0.1, "float32")), low, atol=1e-6
     )
-    with pytest.raises(ValueError, match="`r` is required"):
+    with pytest.raises(ValueError, match="`t` is required"):
         head(x)
 
 
@@ -114,7 +114,7 @@ def test_head_with_a_slim_tail_round_trips(tmp_path):
     tail = kb.splitting.slim_tail(backbone, "stage2", 33, slim=2)
     head = TailHead(10, tail, conditioned=True)
     inputs = keras.Input((4, 4, 32))
-    model = keras.Model(inputs, head(inputs, r=0.3))
+    model = keras.Model(inputs, head(inputs, t=0.3))
     x = _features((2, 4, 4, 32))
     expected = np.asarray(model(x))
     # The tail is the backbone's stage 3 at half width.
@@ -137,8 +137,8 @@ def test_features_without_spatial_axes_are_refused():
         BridgeHead(3)(np.zeros((2, 8), "float32"))
     with pytest.raises(ValueError, match="num_classes"):
         BridgeHead(0)
-    with pytest.raises(ValueError, match="`r` is only taken"):
-        BridgeHead(3)(np.zeros((2, 4, 4, 8), "float32"), r=0.5)
+    with pytest.raises(ValueError, match="`t` is only taken"):
+        BridgeHead(3)(np.zeros((2, 4, 4, 8), "float32"), t=0.5)
     with pytest.raises(ValueError, match="`tail` must be a functional"):
         TailHead(3, tail="stage3")
 
@@ -146,7 +146,7 @@ def test_features_without_spatial_axes_are_refused():
 def test_residual_head_round_trips_through_a_keras_file(tmp_path):
     head = BridgeHead(4, width=6, depth=1, conditioned=True)
     inputs = keras.Input((4, 4, 8))
-    model = keras.Model(inputs, head(inputs, r=0.7))
+    model = keras.Model(inputs, head(inputs, t=0.7))
     x = _features((3, 4, 4, 8))
     expected = np.asarray(model(x))
     config = head.get_config()

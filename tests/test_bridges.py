@@ -66,7 +66,7 @@ def test_inference_graph_equals_members_computed_one_by_one(
             )
         )
         + (z0 + z1) / 2,
-        np.asarray(_head(ens, "type1_0-1_rany")(f0, r=0.5, logits=z0)),
+        np.asarray(_head(ens, "type1_0-1_rany")(f0, t=0.5, logits=z0)),
     ]
     members = np.stack([_softmax(z) for z in by_hand], axis=1)
     np.testing.assert_allclose(
@@ -100,7 +100,7 @@ def test_conditioned_bridge_is_evaluated_at_the_requested_point(
     z0 = ens.modes[0](x[:9])
     out = ens.predict(x[:9], members=["type1_0-1_rany@0.2"])
     head = _head(ens, "type1_0-1_rany")
-    expected = _softmax(np.asarray(head(f0, r=0.2, logits=z0)))
+    expected = _softmax(np.asarray(head(f0, t=0.2, logits=z0)))
     np.testing.assert_allclose(
         out["member_probabilities"][:, 0], expected, atol=1e-5
     )
@@ -176,8 +176,8 @@ def test_bad_bridge_requests_are_refused(digits):
         ens.fit_bridge(digits.train, kind="type3")
     ens = _untrained_ensemble()
     ens.fit_curves(digits.train, epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"r in \[0, 1\]; received r=1.5"):
-        ens.fit_bridge(digits.train, points=(0.5, 1.5))
+    with pytest.raises(ValueError, match=r"t in \[0, 1\]; received t=1.5"):
+        ens.fit_bridge(digits.train, t=(0.5, 1.5))
     with pytest.raises(ValueError, match="`members` must name"):
         ens.inference_model(["mode_0", "type1_0-1_r0.3"])
 
@@ -188,7 +188,7 @@ def test_callbacks_take_effect_in_fit_bridge(digits, tmp_path):
     stop = keras.callbacks.EarlyStopping(
         monitor="val_kl", mode="min", min_delta=10.0, patience=1
     )
-    history = ens.fit_bridge(
+    (history,) = ens.fit_bridge(
         digits.train,
         epochs=10,
         validation_data=digits.validation,
@@ -210,7 +210,7 @@ def test_callbacks_take_effect_in_fit_bridge(digits, tmp_path):
         ens.fit_bridge(
             digits.train, epochs=5, callbacks=[backup, Crash()], verbose=0
         )
-    resumed = ens.fit_bridge(
+    (resumed,) = ens.fit_bridge(
         digits.train, epochs=5, callbacks=[backup], verbose=0
     )
     # The backup (listed first) saved epoch 2 before the crash at its end,

@@ -68,10 +68,10 @@ CHILD = textwrap.dedent(
     ens.fit_modes(train, epochs=3, verbose=0)
     ens.fit_curves(train, epochs=2, verbose=0)
     ens.fit_bridge(
-        train, epochs=8, mixup_alpha=0.0, max_flops=1.0, verbose=0
+        train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0}, verbose=0
     )
     ens.fit_bridge(
-        train, epochs=8, mixup_alpha=0.0, max_flops=1.0, verbose=0,
+        train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0}, verbose=0,
         trunk="shared",
     )
     x, _ = kb.data.to_numpy(data.test)

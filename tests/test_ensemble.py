@@ -253,7 +253,12 @@ def test_fit_stops_before_the_curves_on_broken_modes(digits):
     ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
     with pytest.warns(UserWarning, match="far below"):
         with pytest.raises(RuntimeError, match="Stopped after `fit_modes`"):
-            ens.fit(digits.train, (x, wrong), modes={"epochs": 2}, verbose=0)
+            ens.fit(
+                digits.train,
+                validation_data=(x, wrong),
+                modes={"epochs": 2},
+                verbose=0,
+            )
     assert len(ens.modes) == 1 and ens.curves == {}
     assert ens.mode_checks[0] > kb.training.MODE_GAP_TOLERANCE
 

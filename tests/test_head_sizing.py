@@ -136,10 +136,10 @@ def test_fit_bridge_refuses_an_over_budget_head(tiny_ensemble, digits):
     before = tiny_ensemble.member_names()
     with pytest.raises(ValueError, match=r"costs \d\.\d+x"):
         tiny_ensemble.fit_bridge(
-            digits.train, head={"slim": 1}, max_flops=0.01, epochs=1
+            digits.train, head={"slim": 1, "max_flops": 0.01}, epochs=1
         )
     with pytest.raises(ValueError, match="`max_flops` must be a number"):
-        tiny_ensemble.fit_bridge(digits.train, max_flops=-1)
+        tiny_ensemble.fit_bridge(digits.train, head={"max_flops": -1})
     assert tiny_ensemble.member_names() == before
 
 

@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
     backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit(
-        data.train, data.validation, run_dir,
+        data.train, validation_data=data.validation, run_dir=run_dir,
         modes={"epochs": 2}, curves={"epochs": 2}, bridges={"epochs": 2},
         callbacks=[KillMidEpoch()], verbose=0,
     )

@@ -73,7 +73,7 @@ def test_select_members_drops_a_member_built_to_hurt(
 
     # The selection is no worse than all members on the data it used.
     def cnll(members):
-        p = ens.inference_model(members, 1.0).predict(x, verbose=0)
+        p = ens.inference_model(members, temperature=1.0).predict(x, verbose=0)
         p = p["probabilities"]
         return kb.metrics.calibrated_nll(p, y, p, y)
 

@@ -218,7 +218,7 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
     first = ens.shared
     with pytest.warns(UserWarning, match="heads of the old one are dropped"):
         ens.fit_bridge(
-            digits.train, trunk="shared", points=0.25, epochs=1, verbose=0
+            digits.train, trunk="shared", t=0.25, epochs=1, verbose=0
         )
     assert ens.shared is not first
     assert ens.member_names() == [
@@ -231,11 +231,13 @@ def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
 
     def run():
         ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-        return ens.fit(
-            digits.train, digits.validation, str(tmp_path / "run"),
-            modes={"epochs": 1}, curves={"epochs": 1},
-            bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
+        ens.fit(
+            digits.train, validation_data=digits.validation,
+            run_dir=str(tmp_path / "run"), modes={"epochs": 1},
+            curves={"epochs": 1}, bridges={"epochs": 1, "trunk": "shared"},
+            verbose=0,
         )  # fmt: skip
+        return ens
 
     ens = run()
     pair = f"{ens.anchor}-{1 - ens.anchor}"  # the anchor's curve
@@ -286,7 +288,7 @@ def test_the_flops_plot_draws_the_shared_rows_as_one_family():
 
 def test_keep_best_keeps_the_epoch_of_the_lowest_val_kl(tiny_ensemble, digits):
     ens = tiny_ensemble
-    history = ens.fit_bridge(
+    (history,) = ens.fit_bridge(
         digits.train, epochs=4, learning_rate=0.05,
         validation_data=digits.validation, keep_best=True, verbose=0,
     )  # fmt: skip
@@ -311,7 +313,7 @@ def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
             return x * 0.0
 
     ens = tiny_ensemble
-    history = ens.fit_bridge(
+    (history,) = ens.fit_bridge(
         digits.train, epochs=1, augmentation=Spy(), mixup_alpha=0.0,
         verbose=0,
     )  # fmt: skip

@@ -189,7 +189,7 @@ def test_a_loaded_ensemble_trains_on(trained_ensemble, digits):
     # In a fixed order: recalibration runs BatchNorm in training mode, so
     # its statistics depend on which inputs share a batch.
     train = kb.data.make_pipeline(*kb.data.to_numpy(digits.train), 64)
-    ens.fit_bridge(train, points=(0.3,), epochs=1, verbose=0)
+    ens.fit_bridge(train, t=(0.3,), epochs=1, verbose=0)
     assert ens.member_names()[-1] == "type1_0-1_r0.3"
     profile = ens.curve_profile(digits.test, num_points=3)
     assert profile.kind == "curve" and len(profile.t) == 3
@@ -454,7 +454,7 @@ def test_a_loaded_ensemble_with_bridges_trains_more(bridged_ensemble, digits):
     ens = bridged_ensemble
     with pytest.warns(UserWarning, match=r"replaced the bridges"):
         ens.fit_bridge(digits.train, epochs=1, verbose=0)
-    ens.fit_bridge(digits.train, points=(0.3,), epochs=1, verbose=0)
+    ens.fit_bridge(digits.train, t=(0.3,), epochs=1, verbose=0)
     names = ens.member_names()
     assert names[-1] == "type1_0-1_r0.3" and len(names) == 6
     outputs = ens.predict(np.zeros((2, 8, 8, 1), "float32"))

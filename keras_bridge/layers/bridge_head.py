@@ -1,8 +1,9 @@
 """Bridge heads: small networks from feature maps to a member's logits.
 
 `BaseBridgeHead` owns the calling convention shared by every head (one
-feature map or a list of two, concatenated on the channel axis; the curve
-point r appended as one constant channel when the head is conditioned).
+feature map or a list of two, concatenated on the channel axis; the
+position t on the curve appended as one constant channel when the head is
+conditioned).
 Each subclass is one architecture: `BridgeHead` (a residual conv head) and
 `TailHead` (the backbone's own tail, rebuilt). A head with
 ``base_logits=True`` predicts a correction to the (mean) logits of the
@@ -45,11 +46,11 @@ class BaseBridgeHead(keras.layers.Layer):
     """The calling convention of every bridge head.
 
     Subclasses implement ``build_head(shape)`` (``shape``: the joined
-    feature map's shape, r channel included) and ``head_call(x, training)``.
+    feature map's shape, t channel included) and ``head_call(x, training)``.
 
     Args:
         num_classes: number of output logits.
-        conditioned: whether the head takes the curve point r.
+        conditioned: whether the head takes the curve position ``t``.
         base_logits: whether the head's output is added to the mean logits
             of the modes it reads (passed as ``logits``), so it learns the
             teacher's difference from them. The mode's logits are computed
@@ -62,8 +63,9 @@ class BaseBridgeHead(keras.layers.Layer):
     Call arguments:
         features: a feature map ``(batch, *spatial, channels)``, or a list
             of two for a Type II head.
-        r: the curve point, a float or a ``(batch, 1)`` tensor; required
-            when ``conditioned``, refused otherwise.
+        t: the position on the curve, a float in [0, 1] or a
+            ``(batch, 1)`` tensor; required when ``conditioned``, refused
+            otherwise.
         logits: the logits of the modes whose features the head reads,
             ``(batch, num_classes)`` or a list of them; required when
             ``base_logits``, refused otherwise. No gradient flows into
@@ -99,20 +101,20 @@ class BaseBridgeHead(keras.layers.Layer):
         self.build_head(shape[:-1] + (shape[-1] + int(self.conditioned),))
         self.built = True
 
-    def call(self, features, r=None, logits=None, training=None):
+    def call(self, features, t=None, logits=None, training=None):
         if isinstance(features, (list, tuple)):
             x = ops.concatenate(list(features), axis=-1)
         else:
             x = features
         if self.conditioned:
-            if r is None:
-                raise ValueError("`r` is required by a conditioned head.")
-            r = ops.convert_to_tensor(r, dtype=x.dtype)
-            r = ops.reshape(r, (-1,) + (1,) * (len(x.shape) - 1))
-            x = ops.concatenate([x, ops.ones_like(x[..., :1]) * r], axis=-1)
-        elif r is not None:
+            if t is None:
+                raise ValueError("`t` is required by a conditioned head.")
+            t = ops.convert_to_tensor(t, dtype=x.dtype)
+            t = ops.reshape(t, (-1,) + (1,) * (len(x.shape) - 1))
+            x = ops.concatenate([x, ops.ones_like(x[..., :1]) * t], axis=-1)
+        elif t is not None:
             raise ValueError(
-                "`r` is only taken by a conditioned head (`conditioned=True`)."
+                "`t` is only taken by a conditioned head (`conditioned=True`)."
             )
         outputs = self.head_call(x, training=training)
         if not self.base_logits:
@@ -137,27 +139,27 @@ class BaseBridgeHead(keras.layers.Layer):
         base = logits[0] if maps == 1 else ops.mean(ops.stack(logits), 0)
         return outputs + self.base_logits * ops.stop_gradient(base)
 
-    def apply(self, maps, r=None, logits=None, training=None):
+    def apply(self, maps, t=None, logits=None, training=None):
         """Calls the head on ``maps`` (a list, one per mode read), passing
-        ``r`` and ``logits`` only where the head takes them: the one way
+        ``t`` and ``logits`` only where the head takes them: the one way
         the ensemble calls its heads.
 
         Example:
 
         >>> head = BridgeHead(10, width=8, depth=1)
-        >>> tuple(head.apply([keras.ops.ones((2, 4, 4, 8))], r=0.5,
+        >>> tuple(head.apply([keras.ops.ones((2, 4, 4, 8))], t=0.5,
         ...     logits=[keras.ops.ones((2, 10))]).shape)
         (2, 10)
         """
         return self(
             maps if len(maps) > 1 else maps[0],
-            r=r if self.conditioned else None,
+            t=t if self.conditioned else None,
             logits=logits if self.base_logits else None,
             training=training,
         )
 
     def compute_output_shape(
-        self, features_shape, r_shape=None, logits_shape=None
+        self, features_shape, t_shape=None, logits_shape=None
     ):
         return (_joined_shape(features_shape)[0], self.num_classes)
 
@@ -183,12 +185,12 @@ class BridgeHead(BaseBridgeHead):
         num_classes: number of output logits.
         width: channels of the head.
         depth: number of residual blocks.
-        conditioned: whether the head also takes the curve point r.
+        conditioned: whether the head also takes the curve position t.
         base_logits: whether (or which fraction of) the logits of the
             modes read are added to the output (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Call arguments: see `BaseBridgeHead` (``features``, ``r``,
+    Call arguments: see `BaseBridgeHead` (``features``, ``t``,
     ``logits``, ``training``).
 
     Returns:
@@ -286,7 +288,7 @@ class TailHead(BaseBridgeHead):
         num_classes: number of output logits.
         tail: functional `keras.Model` from the feature map (one more
             channel when conditioned) to ``num_classes`` logits.
-        conditioned: whether the head also takes the curve point r.
+        conditioned: whether the head also takes the curve position t.
         base_logits: whether (or which fraction of) the logits of the
             modes read are added to the output (see `BaseBridgeHead`).
         **kwargs: forwarded to `keras.layers.Layer`.

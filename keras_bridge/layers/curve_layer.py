@@ -29,7 +29,7 @@ def _scalar_t(t):
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
 class CurveLayer(keras.layers.Wrapper):
-    """Makes the weights of any Keras layer a function of a curve point t.
+    """Makes the weights of any Keras layer a function of a curve position t.
 
     Every floating-point weight ``w`` of the wrapped layer gets
     ``curve.num_points`` control points and is computed, at each call, as
@@ -59,9 +59,9 @@ class CurveLayer(keras.layers.Wrapper):
 
     Call arguments:
         inputs: the wrapped layer's inputs.
-        t: the curve point, a float or a tensor. A tensor of shape
-            ``(batch, 1)`` must hold one value for the whole batch; the
-            first row is used.
+        t: the position on the curve, a float in [0, 1] or a tensor. A
+            tensor of shape ``(batch, 1)`` must hold one value for the
+            whole batch; the first row is used.
         training: forwarded to the wrapped layer when it takes it.
 
     Returns:
@@ -146,7 +146,7 @@ class CurveLayer(keras.layers.Wrapper):
         """Returns the wrapped layer's weight values at t.
 
         Args:
-            t: the curve point, a float in [0, 1].
+            t: the position on the curve, a float in [0, 1].
 
         Returns:
             A list of tensors in the order of ``self.layer.weights``.
