@@ -7,8 +7,6 @@ takes plain values and returns new ones (`training`, `bridges`,
 state, and it changes it only when a step has succeeded.
 """
 
-import warnings
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -30,6 +28,7 @@ from keras_bridge.members import (
     resolve,
     resolve_pairs,
 )
+from keras_bridge.messages import print_msg, warn
 from keras_bridge.persistence import PersistenceMixin
 from keras_bridge.reporting import ReportingMixin
 from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
@@ -271,7 +270,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             )
             anchor = int(np.argmin([score["nll"] for score in scores]))
             if verbose:
-                print(f"Anchor: mode {anchor}, the best on validation NLL.")
+                print_msg(f"Anchor: mode {anchor}, the best on validation NLL.")
         self._replace_modes(modes)
         self.mode_epochs, self.anchor = epochs, anchor
         self.mode_checks = checks
@@ -415,10 +414,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     def _drop_dependents(self, pairs) -> None:
         dropped = [b.name for b in self.bridges if b.pair in pairs]
         if dropped:
-            warnings.warn(
+            warn(
                 f"Refitting the curves {sorted(pairs)} drops the bridges "
                 f"trained against the old curves: {dropped}.",
-                stacklevel=3,
             )
         self.bridges = {
             b: h for b, h in self.bridges.items() if b.pair not in pairs
@@ -675,7 +673,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                     }
             self._check_new_bridges(new)
             if verbose:
-                print(
+                print_msg(
                     f"Training {len(new)} {kind} bridge(s): "
                     f"{[b.name for b in new]}; head: {what}, {cost:.3f}x of "
                     "one backbone pass"
@@ -700,10 +698,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         """Installs a new shared trunk; drops the heads of the old one."""
         dropped = [b.name for b in self.bridges if b.shared and b not in new]
         if dropped:
-            warnings.warn(
+            warn(
                 "`fit_bridge(trunk='shared')` trained a new shared trunk; "
                 f"the heads of the old one are dropped: {dropped}.",
-                stacklevel=3,
             )
         self.bridges = {b: h for b, h in self.bridges.items() if not b.shared}
         self.shared = network
@@ -723,10 +720,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         self.bridges.update(new)
         self._predictors = {}
         if replaced:
-            warnings.warn(
+            warn(
                 f"`{stage}` replaced the bridges {replaced} that were "
                 "already fitted.",
-                stacklevel=3,
             )
 
     def tune_bridge(
@@ -996,12 +992,11 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 f"it is at a bound of the search [{low:g}, {high:g}]"
             )
         if problems:
-            warnings.warn(
+            warn(
                 f"The temperature {temperature:.4g} is unreliable: "
                 + " and ".join(problems)
                 + ". Calibrate on a larger held-out set (a few hundred "
                 "examples or more).",
-                stacklevel=2,
             )
         self.temperature = temperature
         return self.temperature

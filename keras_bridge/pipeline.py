@@ -21,6 +21,7 @@ from keras_bridge import models, plots, report_text, training
 from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.ensemble import BridgeEnsemble
 from keras_bridge.files import atomic_write
+from keras_bridge.messages import print_msg
 from keras_bridge.profile import CurveProfile
 
 
@@ -87,7 +88,7 @@ class _Log:
 
     def say(self, text) -> None:
         if self.verbose:
-            print(text, flush=True)
+            print_msg(text)
 
 
 def _stop(bridges) -> list:
@@ -272,8 +273,8 @@ def evaluate(ens, data, folder, plots=True, profiles=(), verbose=1) -> dict:
     report = ens.evaluate(data.test, calibration_data=data.validation)
     selected = ens.select_members(data.validation)
     if verbose:
-        print(report, flush=True)
-        print(f"Members that pay off on validation data: {selected}")
+        print_msg(report)
+        print_msg(f"Members that pay off on validation data: {selected}")
     with open(os.path.join(folder, "report.md"), "w") as handle:
         handle.write(report_text.markdown(report, selected, ens.anchor))
     if plots:
@@ -295,7 +296,7 @@ def _plots(report, profiles, folder, verbose) -> None:
             )
     except ImportError as error:
         if verbose:
-            print(f"Plots skipped: {error}")
+            print_msg(f"Plots skipped: {error}")
 
 
 def export(ens, config, folder, verbose=1) -> dict:
@@ -314,7 +315,7 @@ def export(ens, config, folder, verbose=1) -> dict:
                 verbose=bool(verbose),
             )  # fmt: skip
         except ImportError as error:
-            print(f"ONNX export skipped: {error}")
+            print_msg(f"ONNX export skipped: {error}")
     return paths
 
 
