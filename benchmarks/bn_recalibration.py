@@ -51,7 +51,7 @@ def load(name, train_size):
 
 
 def scores(model, x, y):
-    probs = kb.training.softmax(model.predict(x, batch_size=512, verbose=0))
+    probs = kb.metrics.softmax(model.predict(x, batch_size=512, verbose=0))
     return kb.metrics.nll(probs, y), kb.metrics.accuracy(probs, y)
 
 

@@ -12,8 +12,15 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bridge import bridges as bridges_lib
+from keras_bridge import (
+    curve_training,
+    evaluation,
+    inputs,
+    mode_training,
+    splitting,
+    training,
+)
 from keras_bridge import curves as curves_lib
-from keras_bridge import evaluation, inputs, splitting, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.curve_model import (
@@ -227,7 +234,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         extend (else mode 0), and a mode whose validation accuracy is far
         below its training accuracy is warned of and listed in
         ``mode_checks`` (gaps by mode; see
-        `keras_bridge.training.MODE_GAP_TOLERANCE`): `fit` and
+        `keras_bridge.mode_training.MODE_GAP_TOLERANCE`): `fit` and
         ``keras-bridge run`` stop there rather than build on it.
 
         Args:
@@ -259,13 +266,15 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             callbacks=callbacks, verbose=verbose, backup_dir=backup_dir,
         )  # fmt: skip
         with self._scope():
-            modes, histories = training.train_modes(
+            modes, histories = mode_training.train_modes(
                 self.backbone, self.num_modes, data, steps, self.seed, options
             )
         anchor, checks = 0, {}
         if validation_data is not None:
-            scores = training.score_modes(modes, options["validation_data"])
-            checks = training.mode_check(
+            scores = mode_training.score_modes(
+                modes, options["validation_data"]
+            )
+            checks = mode_training.mode_check(
                 histories, [score["accuracy"] for score in scores]
             )
             anchor = int(np.argmin([score["nll"] for score in scores]))
@@ -395,14 +404,14 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         for pair in pairs:
             ends = [self.modes[i] for i in pair]
             with self._scope():
-                curves[pair], histories[pair] = training.train_curve(
+                curves[pair], histories[pair] = curve_training.train_curve(
                     ends, pair, self.curve, data, steps, self.seed, options
                 )
             if checks:
-                points[(pair, 0.5)] = training.curve_point(
+                points[(pair, 0.5)] = curve_training.curve_point(
                     curves[pair], 0.5, self.backbone, data
                 )
-                scores[pair] = training.midpoint_check(
+                scores[pair] = curve_training.midpoint_check(
                     pair, ends, points[(pair, 0.5)], x, y
                 )
         self._drop_dependents(curves)
@@ -487,7 +496,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             )
         if bn_data is not None:
             bn_data, _ = self._data(bn_data, "bn_data", "point_model", False)
-        return training.curve_point(
+        return curve_training.curve_point(
             self.curves[pair], t, self.backbone, bn_data
         )
 
@@ -654,7 +663,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 if (pair, t) in self._points:
                     return self._points[(pair, t)]
                 if (pair, t) not in teachers:
-                    teachers[(pair, t)] = training.curve_point(
+                    teachers[(pair, t)] = curve_training.curve_point(
                         self.curves[pair], t, self.backbone, data
                     )
                 return teachers[(pair, t)]

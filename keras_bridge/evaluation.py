@@ -19,7 +19,7 @@ from keras_bridge.members import (
     SharedMember,
     source_member,
 )
-from keras_bridge.training import softmax
+from keras_bridge.metrics import softmax
 
 COLUMNS = (
     ("name", "configuration", "{}"),

@@ -438,3 +438,10 @@ def _placed(trial) -> bool:
         and _finite(trial.get("flops"))
         and _finite(trial.get("val_kl"))
     )
+
+
+def softmax(logits) -> np.ndarray:
+    """Softmax in float64, for scoring."""
+    logits = np.asarray(logits, dtype="float64")
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

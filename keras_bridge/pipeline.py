@@ -17,7 +17,7 @@ import keras
 
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
-from keras_bridge import models, plots, report_text, training
+from keras_bridge import mode_training, models, plots, report_text
 from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.ensemble import BridgeEnsemble
 from keras_bridge.files import atomic_write
@@ -110,7 +110,7 @@ def _modes(ens, data, config, log, backup, records):
         validation_data=data.validation, verbose=log.verbose,
         backup_dir=backup,
     )  # fmt: skip
-    training.stop_on_broken_modes(ens.mode_checks)
+    mode_training.stop_on_broken_modes(ens.mode_checks)
     line = ens.curve_profile(
         data.test, bn_data=data.train, verbose=log.verbose,
         num_points=config.curves.num_points,

@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge import plots
-from keras_bridge.training import softmax
+from keras_bridge.metrics import softmax
 
 
 class CurveProfile:

@@ -8,8 +8,8 @@ methods from `Trainer`); it reads the ensemble's state and changes nothing.
 import numpy as np
 import tensorflow as tf
 
+from keras_bridge import curve_training, evaluation, inputs, training
 from keras_bridge import curves as curves_lib
-from keras_bridge import evaluation, inputs, training
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
 from keras_bridge.flop_count import flops
@@ -88,7 +88,9 @@ class ReportingMixin:
             num_points,
             x,
             y,
-            lambda t: training.curve_point(curve_model, t, self.backbone, bn),
+            lambda t: curve_training.curve_point(
+                curve_model, t, self.backbone, bn
+            ),
             verbose=1 if verbose == "auto" else verbose,
         )
 

@@ -1,4 +1,5 @@
-"""Training the full networks: modes, curves, and the midpoint check.
+"""Training any network of an ensemble: seeds, optimizers, the divergence
+check and fits that resume from a backup.
 
 Each function takes plain values (models, datasets, counts) and returns
 new models; none changes a model it is given.
@@ -10,16 +11,9 @@ import random
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_bridge import compat
-from keras_bridge import metrics as metrics_lib
-from keras_bridge.curve_model import (
-    point_model,
-    recalibrate_batchnorm,
-    to_curve_model,
-)
-from keras_bridge.messages import print_msg, warn
+from keras_bridge.messages import print_msg
 
 #: Seeds of the stages are ``seed + offset`` (+ the mode or pair index), so
 #: a stage's randomness does not depend on what ran before it.
@@ -27,13 +21,6 @@ MODE_SEED_OFFSET = 0
 CURVE_SEED_OFFSET = 1000
 BRIDGE_SEED_OFFSET = 2000
 TUNING_SEED_OFFSET = 3000
-#: A curve whose midpoint's validation accuracy is this much below its
-#: endpoints' mean is reported as poor.
-MIDPOINT_TOLERANCE = 0.02
-#: A mode whose validation accuracy is this much below its training
-#: accuracy (last epoch) is reported: usually BatchNorm moving statistics
-#: that lag the weights after few steps, sometimes overfitting.
-MODE_GAP_TOLERANCE = 0.2
 #: A stage whose epoch loss exceeds this multiple of its first batch's
 #: has diverged (`StopOnNonFinite`).
 DIVERGENCE_FACTOR = 10
@@ -303,28 +290,6 @@ def fresh_copy(backbone, name: str) -> keras.Model:
     return model
 
 
-def train_modes(backbone, num_modes, data, steps, seed, options):
-    """Trains ``num_modes`` fresh copies of ``backbone`` (`fresh_copy`).
-
-    Returns:
-        ``(modes, histories)``: new models named ``mode_<i>``.
-    """
-    modes, histories = [], []
-    for index in range(num_modes):
-        with seeded(seed, MODE_SEED_OFFSET + index):
-            model = fresh_copy(backbone, f"mode_{index}")
-            stage = f"fit_modes (mode {index + 1}/{num_modes})"
-            histories.append(
-                resumable_fit(model, data, steps, options, stage, model.name)
-            )
-            # Exact statistics for the final weights: the moving averages
-            # lag them (badly after few steps), and every later stage
-            # builds on the modes (curve points get the same).
-            recalibrate_batchnorm(model, data)
-        modes.append(model)
-    return modes, histories
-
-
 def resumable_fit(model, data, steps, options, stage, unit):
     """`fit_classifier`, resumed from ``options["checkpoints"]`` (a
     `keras_bridge.checkpoints.Checkpoints` or None) as ``unit``: a unit
@@ -351,166 +316,3 @@ def resumable_fit(model, data, steps, options, stage, unit):
         raise
     checkpoints.finish(unit, model)
     return history
-
-
-def score_modes(modes, validation_data) -> list:
-    """The NLL and accuracy of each mode on ``validation_data`` (batched
-    ``(x, y)`` with integer labels): ``[{"nll": ..., "accuracy": ...}]``."""
-    scores = []
-    for model in modes:
-        nll, correct, count = 0.0, 0, 0
-        for x, y in validation_data:
-            probabilities = softmax(model(x, training=False))
-            y = np.asarray(y)
-            nll += metrics_lib.nll(probabilities, y) * len(y)
-            correct += int((probabilities.argmax(axis=1) == y).sum())
-            count += len(y)
-        scores.append({"nll": nll / count, "accuracy": correct / count})
-    return scores
-
-
-def with_random_t(dataset, seed=None) -> tf.data.Dataset:
-    """Adds one curve point t ~ U(0, 1) per batch: ``((x, t), y)``.
-
-    Example:
-
-    >>> data = keras_bridge.data.load_digits()
-    >>> curve_ds = with_random_t(data.train, seed=0)
-    >>> (x, t), y = next(iter(curve_ds))
-    >>> tuple(t.shape), bool(keras.ops.all(t == t[0]))  # one t per batch
-    ((64, 1), True)
-    """
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-
-    def add_t(batch, draw):
-        x, y = batch
-        t = tf.cast(draw % (2**24), "float32") / float(2**24)
-        return (x, tf.fill([tf.shape(x)[0], 1], t)), y
-
-    return tf.data.Dataset.zip((dataset, draws)).map(add_t)
-
-
-def train_curve(ends, pair, curve, data, steps, seed, options):
-    """Trains the interior control points of a curve between the two
-    models ``ends``; they are not changed. Returns ``(model, history)``."""
-    i, j = pair
-    with seeded(seed, CURVE_SEED_OFFSET + 31 * i + j):
-        curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
-        history = resumable_fit(
-            curve_model,
-            with_random_t(data, seed=seed),
-            steps,
-            {**options, "validation_data": None},
-            f"fit_curves (curve {i} -> {j})",
-            curve_model.name,
-        )
-    return curve_model, history
-
-
-def midpoint_check(pair, ends, midpoint, x, y) -> dict:
-    """Validation accuracy of a curve's ends and midpoint, with a warning
-    when the midpoint is clearly worse (see `MIDPOINT_TOLERANCE`)."""
-    scores = {}
-    for name, model in (
-        ("start", ends[0]),
-        ("mid", midpoint),
-        ("end", ends[1]),
-    ):
-        logits = model.predict(x, verbose=0)
-        scores[name] = metrics_lib.accuracy(softmax(logits), y)
-    scores["gap"] = (scores["start"] + scores["end"]) / 2 - scores["mid"]
-    if scores["gap"] > MIDPOINT_TOLERANCE:
-        warn(
-            f"The curve {pair[0]} -> {pair[1]} is poor: its midpoint's "
-            f"validation accuracy {scores['mid']:.4f} is "
-            f"{100 * scores['gap']:.1f} points below its endpoints' "
-            "mean. Train the curve longer (as long as the modes).",
-        )
-    return scores
-
-
-def mode_check(histories, val_accuracies=None) -> dict:
-    """Warns of modes whose validation accuracy is more than
-    `MODE_GAP_TOLERANCE` below their last training accuracy; returns the
-    gaps by mode index (modes without both figures are skipped).
-
-    Args:
-        histories: the modes' `keras.callbacks.History`.
-        val_accuracies: the modes' validation accuracy as they are now
-            (after `fit_modes` recomputed their BatchNorm statistics);
-            default each history's last ``val_accuracy``.
-
-    Example:
-
-    >>> history = keras.callbacks.History()
-    >>> history.history = {"accuracy": [0.9], "val_accuracy": [0.88]}
-    >>> mode_check([history])
-    {0: 0.02}
-    """
-    gaps = {}
-    for index, history in enumerate(histories):
-        logs = getattr(history, "history", None) or {}
-        val = (
-            (logs.get("val_accuracy") or [None])[-1]
-            if val_accuracies is None
-            else val_accuracies[index]
-        )
-        if not logs.get("accuracy") or val is None:
-            continue
-        train = logs["accuracy"][-1]
-        gaps[index] = round(float(train - val), 6)
-        if gaps[index] > MODE_GAP_TOLERANCE:
-            warn(
-                f"Mode {index}'s validation accuracy {val:.4f} is far below "
-                f"its training accuracy {train:.4f}, although its BatchNorm "
-                "statistics were recomputed on the training data: it "
-                "overfits, or the validation data differ from the training "
-                "data (preprocessing, labels), and every later stage would "
-                "build on it. See the FAQ, 'A mode scores much worse on "
-                "validation than in training'.",
-            )
-    return gaps
-
-
-def stop_on_broken_modes(gaps) -> None:
-    """Raises `RuntimeError` when a mode of ``gaps`` (`mode_check`'s) is
-    too broken to build curves and bridges on: what `fit` and
-    ``keras-bridge run`` do after `fit_modes`.
-
-    Example:
-
-    >>> stop_on_broken_modes({0: 0.02, 1: 0.65})
-    Traceback (most recent call last):
-    ...
-    RuntimeError: Stopped after `fit_modes`: mode 1 scores 0.65 lower ...
-    """
-    broken = {
-        i: gap for i, gap in sorted(gaps.items()) if gap > MODE_GAP_TOLERANCE
-    }
-    if broken:
-        described = ", ".join(
-            f"mode {i} scores {g:.2f}" for i, g in broken.items()
-        )
-        raise RuntimeError(
-            f"Stopped after `fit_modes`: {described} lower in accuracy on "
-            "validation than in training (more than "
-            f"{MODE_GAP_TOLERANCE}), so curves, bridges and the report "
-            "would build on broken modes. Check that the validation data "
-            "are preprocessed and labelled like the training data, or "
-            "train longer or with more regularisation. See the FAQ, 'A "
-            "mode scores much worse on validation than in training'."
-        )
-
-
-def curve_point(curve_model, t, template, bn_data) -> keras.Model:
-    """The curve at ``t`` as a plain model, BatchNorm recalibrated on
-    ``bn_data`` at interior points."""
-    data = bn_data if 0.0 < t < 1.0 else None
-    return point_model(curve_model, t, template, data=data)
-
-
-def softmax(logits) -> np.ndarray:
-    """Softmax in float64, for scoring."""
-    logits = np.asarray(logits, dtype="float64")
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)

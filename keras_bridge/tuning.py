@@ -25,7 +25,14 @@ import keras_tuner
 import numpy as np
 
 from keras_bridge import bridges as bridges_lib
-from keras_bridge import compat, distillation, inputs, plots, training
+from keras_bridge import (
+    compat,
+    curve_training,
+    distillation,
+    inputs,
+    plots,
+    training,
+)
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.graph import feature_model
 from keras_bridge.members import (
@@ -143,7 +150,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         )
         self.teacher = ensemble.curve_points.get((pair, point))
         if self.teacher is None:
-            self.teacher = training.curve_point(
+            self.teacher = curve_training.curve_point(
                 ensemble.curves[pair], point, ensemble.backbone, data
             )
         # With logits: the default heads add their output to them.

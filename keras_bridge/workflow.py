@@ -6,7 +6,7 @@ import inspect
 import keras
 import numpy as np
 
-from keras_bridge import training
+from keras_bridge import mode_training
 from keras_bridge.checkpoints import RunState
 
 #: The stages of `BridgeEnsemble.fit`, in order.
@@ -189,7 +189,7 @@ class WorkflowMixin:
                 data, validation_data=validation_data,
                 **{**common, **options["modes"]},
             )  # fmt: skip
-            training.stop_on_broken_modes(self.mode_checks)
+            mode_training.stop_on_broken_modes(self.mode_checks)
             return histories
         if stage == "curves":
             return self.fit_curves(

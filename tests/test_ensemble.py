@@ -131,7 +131,7 @@ def test_fit_modes_leaves_no_stale_batchnorm_statistics(digits):
     # to 0.89 for seeds 0-2 after 3 epochs; the stale statistics give
     # chance).
     assert accuracy > 0.7
-    assert ens.mode_checks[0] < kb.training.MODE_GAP_TOLERANCE
+    assert ens.mode_checks[0] < kb.mode_training.MODE_GAP_TOLERANCE
 
 
 def test_mode_check_reports_only_large_gaps():
@@ -142,12 +142,12 @@ def test_mode_check_reports_only_large_gaps():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gaps = kb.training.mode_check(
+        gaps = kb.mode_training.mode_check(
             [history(0.99, 0.95), history(0.9, 0.75), keras.callbacks.History()]
         )
     assert gaps == {0: pytest.approx(0.04), 1: pytest.approx(0.15)}
     with pytest.warns(UserWarning, match=r"Mode 1's .* 0\.2800 .* 0\.9300"):
-        kb.training.mode_check([history(0.9, 0.8), history(0.93, 0.28)])
+        kb.mode_training.mode_check([history(0.9, 0.8), history(0.93, 0.28)])
 
 
 def test_set_modes_and_curve_pairs():
@@ -188,7 +188,9 @@ def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
     mid_acc = kb.metrics.accuracy(probabilities, y)
     assert mid_acc >= np.mean(endpoint_acc) - 0.03
     # On validation (-0.008 to 0.0), fit_curves did not warn.
-    assert ens.curve_checks[(0, 1)]["gap"] < kb.training.MIDPOINT_TOLERANCE
+    assert (
+        ens.curve_checks[(0, 1)]["gap"] < kb.curve_training.MIDPOINT_TOLERANCE
+    )
 
     # The curve's NLL barrier is 0.0002-0.02, the line's 2.1-2.3.
     profile = ens.curve_profile(digits.test, num_points=3)
@@ -260,7 +262,7 @@ def test_fit_stops_before_the_curves_on_broken_modes(digits):
                 verbose=0,
             )
     assert len(ens.modes) == 1 and ens.curves == {}
-    assert ens.mode_checks[0] > kb.training.MODE_GAP_TOLERANCE
+    assert ens.mode_checks[0] > kb.mode_training.MODE_GAP_TOLERANCE
 
 
 def test_a_backbone_with_a_python_lambda_layer_is_refused_at_once():

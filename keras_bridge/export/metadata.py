@@ -7,7 +7,6 @@ metadata (key ``keras_bridge``) and to the LiteRT file's metadata (entry
 ``keras_bridge``).
 """
 
-
 from keras_bridge.export.signature import INPUT_NAME
 from keras_bridge.members import serving_name
 from keras_bridge.version import __version__

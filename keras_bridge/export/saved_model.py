@@ -78,8 +78,6 @@ def read_saved_model_metadata(filepath) -> dict:
     >>> read_saved_model_metadata(path)["members"] == ens.member_names()
     True
     """
-    path = os.path.join(
-        os.fspath(filepath), "assets.extra", METADATA_FILE
-    )
+    path = os.path.join(os.fspath(filepath), "assets.extra", METADATA_FILE)
     with open(path) as handle:
         return json.load(handle)
