@@ -21,7 +21,7 @@ from keras_bridge.version import __version__ as __version__  # public
 _NAMES = {
     "BridgeEnsemble": "ensemble",
     "CurveProfile": "profile",
-    "EnsembleReport": "evaluation",
+    "EnsembleReport": "report",
     "flops": "flop_count",
     "point_model": "curve_model",
     "recalibrate_batchnorm": "curve_model",
@@ -57,9 +57,9 @@ if _typing.TYPE_CHECKING:  # what `__getattr__` gives, for static tools
     )
     from keras_bridge.curve_model import to_curve_model as to_curve_model
     from keras_bridge.ensemble import BridgeEnsemble as BridgeEnsemble
-    from keras_bridge.evaluation import EnsembleReport as EnsembleReport
     from keras_bridge.flop_count import flops as flops
     from keras_bridge.profile import CurveProfile as CurveProfile
+    from keras_bridge.report import EnsembleReport as EnsembleReport
 
 
 def __getattr__(name: str):

@@ -17,7 +17,8 @@ import keras
 
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
-from keras_bridge import mode_training, models, plots, report_text
+from keras_bridge import mode_training, models, plots
+from keras_bridge import report as report_lib
 from keras_bridge.checkpoints import RunState, jsonable
 from keras_bridge.ensemble import BridgeEnsemble
 from keras_bridge.files import atomic_write
@@ -276,7 +277,7 @@ def evaluate(ens, data, folder, plots=True, profiles=(), verbose=1) -> dict:
         print_msg(report)
         print_msg(f"Members that pay off on validation data: {selected}")
     with open(os.path.join(folder, "report.md"), "w") as handle:
-        handle.write(report_text.markdown(report, selected, ens.anchor))
+        handle.write(report_lib.markdown(report, selected, ens.anchor))
     if plots:
         _plots(report, profiles, folder, verbose)
     return {"evaluation": report.to_dict(), "selected_members": selected}

@@ -89,7 +89,7 @@ def flops_tradeoff(report, path=None, metrics=("accuracy", "cnll"), ax=None):
     ``"nll"``.
 
     Args:
-        report: an `keras_bridge.evaluation.EnsembleReport`.
+        report: an `keras_bridge.report.EnsembleReport`.
         path: where to save the figure as a PNG; default not saved.
         metrics: report columns to plot, one panel each, e.g.
             ``"accuracy"``, ``"cnll"``, ``"cece"`` (keys of
@@ -102,7 +102,7 @@ def flops_tradeoff(report, path=None, metrics=("accuracy", "cnll"), ax=None):
 
     Example:
 
-    >>> from keras_bridge.evaluation import EnsembleReport
+    >>> from keras_bridge.report import EnsembleReport
     >>> def row(name, flops, accuracy, nll):
     ...     return {"name": name, "members": round(flops), "flops": flops,
     ...             "accuracy": accuracy, "nll": nll}
@@ -227,7 +227,7 @@ def reliability(report, path=None, names=None, ax=None):
     apart), so that bins near 1 do not pile up at (1, 1).
 
     Args:
-        report: an `keras_bridge.evaluation.EnsembleReport`.
+        report: an `keras_bridge.report.EnsembleReport`.
         path: where to save the figure as a PNG; default not saved.
         names: row names to draw; default the single model (DE-1) and
             the largest deep ensemble, Type I and Type II rows.
@@ -240,7 +240,7 @@ def reliability(report, path=None, names=None, ax=None):
 
     >>> import numpy as np
     >>> from keras_bridge import metrics
-    >>> from keras_bridge.evaluation import EnsembleReport
+    >>> from keras_bridge.report import EnsembleReport
     >>> probabilities = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]])
     >>> bins = metrics.reliability_bins(probabilities, [0, 0, 1], 3,
     ...                                 strategy="quantile")

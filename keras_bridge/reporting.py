@@ -120,7 +120,7 @@ class ReportingMixin:
                 95 % TPR of predictive entropy and mutual information).
 
         Returns:
-            A `keras_bridge.evaluation.EnsembleReport`.
+            A `keras_bridge.report.EnsembleReport`.
 
         Example:
 

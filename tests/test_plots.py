@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_bridge import CurveProfile, evaluation, metrics, plots, profile
-from keras_bridge.evaluation import EnsembleReport
+from keras_bridge.report import EnsembleReport
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
@@ -247,7 +247,7 @@ def test_reliability_bins_by_hand():
 def test_evaluation_rows_keep_their_reliability_bins():
     val_p, val_y = _probabilities(0)
     test_p, test_y = _probabilities(1)
-    row = evaluation._score(test_p, test_y, val_p, (None, val_y))
+    row = evaluation._score(test_p, test_y, val_p, val_y)
     bins = row["reliability"]
     assert bins["calibrated"] is True
     # Equal-count bins of MIN_PER_BIN inputs: 300 inputs, 12 bins.

@@ -5,7 +5,7 @@ import json
 import types
 
 from keras_bridge import evaluation, pipeline
-from keras_bridge.evaluation import EnsembleReport
+from keras_bridge.report import EnsembleReport
 
 
 def _rows():

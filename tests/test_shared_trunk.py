@@ -269,7 +269,7 @@ def test_the_flops_plot_draws_the_shared_rows_as_one_family():
             "accuracy": 0.9, "nll": cnll, "cnll": cnll,
         }  # fmt: skip
 
-    report = kb.evaluation.EnsembleReport(
+    report = kb.EnsembleReport(
         [
             row("DE-1", 1.0, 0.35),
             row("DE-2", 2.0, 0.25),
