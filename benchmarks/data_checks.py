@@ -3,8 +3,8 @@
 On Fashion-MNIST (`keras_bridge.data.load_fashion_mnist`, batches of
 128: 430 training, 40 validation and 79 test batches):
 
-1. Per data set and check mode (`keras_bridge.inputs.set_data_checks`):
-   the seconds `inputs.checked` takes before a stage runs (``"full"``: a
+1. Per data set and check mode (`keras_bridge.data_checks.set_data_checks`):
+   the seconds `data_checks.checked` takes before a stage runs (``"full"``: a
    pass in Python over every batch; ``"in_pipeline"``: the first batch),
    and the seconds the in-pipeline asserts add to one pass over the data
    (paid every epoch, measured by reading the pipeline alone, an upper
@@ -79,7 +79,7 @@ def _epoch_seconds(kb, data) -> float:
 
 def check_costs() -> list:
     import keras_bridge as kb
-    from keras_bridge import inputs
+    from keras_bridge import data_checks
 
     data = kb.data.load_fashion_mnist()
     epoch = _epoch_seconds(kb, data)
@@ -87,7 +87,7 @@ def check_costs() -> list:
     for name in ("train", "validation", "test"):
         ds = getattr(data, name)
         args = (name, (28, 28, 1), 10, "benchmark")
-        plain = inputs.dataset(ds, *args[:3])
+        plain = data_checks.dataset(ds, *args[:3])
 
         def read(dataset):
             dataset.reduce(0, lambda count, _: count + 1)
@@ -98,15 +98,15 @@ def check_costs() -> list:
             "epoch_s": epoch,
         }
         for mode in ("full", "in_pipeline"):
-            inputs.set_data_checks(mode)
-            row[f"{mode}_s"] = _seconds(inputs.checked, ds, *args)
-        inputs.set_data_checks("auto")
-        checked = inputs.in_pipeline(plain, *args)
+            data_checks.set_data_checks(mode)
+            row[f"{mode}_s"] = _seconds(data_checks.checked, ds, *args)
+        data_checks.set_data_checks("auto")
+        checked = data_checks.in_pipeline(plain, *args)
         row["read_s"] = _seconds(read, plain)
         row["asserts_s"] = max(0.0, _seconds(read, checked) - row["read_s"])
         row["auto"] = (
             "full"
-            if row["batches"] <= inputs.FULL_CHECK_MAX_BATCHES
+            if row["batches"] <= data_checks.FULL_CHECK_MAX_BATCHES
             else "in_pipeline"
         )
         rows.append(row)

@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}")
         return 2
-    from keras_bridge.files import run_folder
+    from keras_bridge.atomic_files import run_folder
 
     output = run_folder(args.output)
     print(f"Writing to {output}")

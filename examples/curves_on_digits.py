@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    output = kb.files.run_folder(args.output)
+    output = kb.atomic_files.run_folder(args.output)
     print(f"Writing to {output}")
     data = kb.data.load_digits()
     backbone = kb.models.resnet(

@@ -120,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    output = kb.files.run_folder(args.output)
+    output = kb.atomic_files.run_folder(args.output)
     print(f"Writing to {output}")
     verbose = 0 if args.smoke else 2  # 2: one line per epoch
     data = kb.data.load_digits(seed=args.seed)

@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    output = kb.files.run_folder(args.output)
+    output = kb.atomic_files.run_folder(args.output)
     print(f"Writing to {output}")
     epochs, bridge_epochs = (1, 1) if args.smoke else (args.epochs, 40)
     data = kb.data.load_digits()

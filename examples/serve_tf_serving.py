@@ -214,7 +214,7 @@ def local_answer(saved_model: str, signature: str, x) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from keras_bridge.files import run_folder
+    from keras_bridge.atomic_files import run_folder
 
     output = run_folder(args.output)
     print(f"Writing to {output}")

@@ -217,7 +217,7 @@ def tune_with_full_control(args, ens, data, pair, output, verbose):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    output = kb.files.run_folder(args.output)
+    output = kb.atomic_files.run_folder(args.output)
     print(f"Writing to {output}")
     verbose = 0 if args.smoke else 1
     data = kb.data.load_digits(seed=args.seed)

@@ -20,7 +20,7 @@ from keras_bridge.version import __version__ as __version__  # public
 #: The public names, and the module that defines each.
 _NAMES = {
     "BridgeEnsemble": "ensemble",
-    "CurveProfile": "profile",
+    "CurveProfile": "curve_profile",
     "EnsembleReport": "report",
     "flops": "flop_count",
     "point_model": "curve_model",
@@ -56,9 +56,9 @@ if _typing.TYPE_CHECKING:  # what `__getattr__` gives, for static tools
         recalibrate_batchnorm as recalibrate_batchnorm,
     )
     from keras_bridge.curve_model import to_curve_model as to_curve_model
+    from keras_bridge.curve_profile import CurveProfile as CurveProfile
     from keras_bridge.ensemble import BridgeEnsemble as BridgeEnsemble
     from keras_bridge.flop_count import flops as flops
-    from keras_bridge.profile import CurveProfile as CurveProfile
     from keras_bridge.report import EnsembleReport as EnsembleReport
 
 
@@ -94,4 +94,4 @@ else:
     # with Keras when their modules load, so that `keras.saving.load_model`
     # reads files that hold them.
     _importlib.import_module("keras_bridge.layers")
-    _importlib.import_module("keras_bridge.saving")
+    _importlib.import_module("keras_bridge.archive")

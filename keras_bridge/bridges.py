@@ -13,10 +13,11 @@ import keras
 import numpy as np
 
 from keras_bridge import distillation, training
+from keras_bridge.arguments import positive_float, positive_int
+from keras_bridge.backbone import slim_tail
 from keras_bridge.curve_model import recalibrate_batchnorm
 from keras_bridge.flop_count import flops
 from keras_bridge.graph import feature_model
-from keras_bridge.inputs import positive_float, positive_int
 from keras_bridge.layers.bridge_head import (
     BaseBridgeHead,
     BridgeHead,
@@ -34,7 +35,6 @@ from keras_bridge.members import (
     resolve_pairs,
     serving_name,
 )
-from keras_bridge.splitting import slim_tail
 
 #: Positions on the curve a t-conditioned bridge is trained against.
 CONDITIONED_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())

@@ -23,8 +23,8 @@ import shutil
 
 import keras
 
+from keras_bridge.atomic_files import atomic_write
 from keras_bridge.compat import BackupAndRestoreWriter
-from keras_bridge.files import atomic_write
 
 
 class EpochBackup(BackupAndRestoreWriter):

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from keras_bridge import files
+from keras_bridge import atomic_files
 from keras_bridge.version import __version__
 
 #: `keras_bridge.export.FORMATS`, here so that ``--help`` needs no Keras.
@@ -176,8 +176,8 @@ def _data_arguments(parser) -> None:
 
 
 def run_folder(output: str) -> str:
-    """`keras_bridge.files.run_folder`, with errors naming ``--output``."""
-    return files.run_folder(output, argument="--output")
+    """`atomic_files.run_folder`, with errors naming ``--output``."""
+    return atomic_files.run_folder(output, argument="--output")
 
 
 def _verbosity(args) -> int:

@@ -13,7 +13,7 @@ import math
 import keras
 from keras import ops
 
-from keras_bridge.inputs import positive_int
+from keras_bridge.arguments import positive_int
 
 
 class Curve:

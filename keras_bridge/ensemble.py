@@ -11,22 +11,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bridge import bridges as bridges_lib
 from keras_bridge import (
+    arguments,
     curve_training,
+    data_checks,
     evaluation,
-    inputs,
     mode_training,
-    splitting,
     training,
 )
+from keras_bridge import backbone as backbone_lib
+from keras_bridge import bridges as bridges_lib
 from keras_bridge import curves as curves_lib
 from keras_bridge import metrics as metrics_lib
+from keras_bridge.backbone import prepare_backbone, resolve_feature_layer
 from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.curve_model import (
     batchnorm_layers,
     check_same_architecture,
 )
+from keras_bridge.ensemble_fit import FitMixin
+from keras_bridge.ensemble_reports import ReportsMixin
+from keras_bridge.ensemble_saving import SavingMixin
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import (
     SHARED,
@@ -36,16 +41,12 @@ from keras_bridge.members import (
     resolve_pairs,
 )
 from keras_bridge.messages import print_msg, warn
-from keras_bridge.persistence import PersistenceMixin
-from keras_bridge.reporting import ReportingMixin
-from keras_bridge.splitting import prepare_backbone, resolve_feature_layer
-from keras_bridge.workflow import WorkflowMixin
 
 #: `BridgeEnsemble.calibrate` warns below this many examples.
 MIN_CALIBRATION_SIZE = 100
 
 
-class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
+class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
     """A deep ensemble whose extra members are cheap bridge networks.
 
     Holds ``num_modes`` independently trained copies of a backbone (the
@@ -60,7 +61,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
             weights are not trained). A trailing softmax is removed.
         feature_layer: the layer whose output the bridges read; ``None``
             picks the end of the stage before the last (see
-            `keras_bridge.splitting.resolve_feature_layer`).
+            `keras_bridge.backbone.resolve_feature_layer`).
         num_modes: number of independently trained full networks.
         seed: seed of all training, or ``None`` for a random start.
         curve: a `keras_bridge.curves.Curve` or ``"bezier"`` /
@@ -102,9 +103,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
                 f"received strategy={strategy!r}."
             )
         self.strategy = strategy
-        self.num_modes = inputs.positive_int(num_modes, "num_modes")
+        self.num_modes = arguments.positive_int(num_modes, "num_modes")
         if seed is not None:
-            seed = inputs.positive_int(seed, "seed", minimum=0)
+            seed = arguments.positive_int(seed, "seed", minimum=0)
         self.backbone = prepare_backbone(backbone)
         self.feature_layer = resolve_feature_layer(self.backbone, feature_layer)
         self.seed = seed
@@ -161,7 +162,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     @property
     def feature_index(self) -> int:
         """Position of the feature layer in the backbone's layers."""
-        return splitting.feature_index(self.backbone, self.feature_layer)
+        return backbone_lib.feature_index(self.backbone, self.feature_layer)
 
     @property
     def curve_points(self) -> dict:
@@ -180,13 +181,13 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         return self.backbone.inputs[0].dtype
 
     def _data(self, data, argument, stage, needs_labels=True):
-        return inputs.checked(
+        return data_checks.checked(
             data, argument, self.input_shape, self.num_classes, stage,
             needs_labels, self._dtype,
         )  # fmt: skip
 
     def _arrays(self, data, argument, stage):
-        return inputs.arrays(
+        return data_checks.arrays(
             data, argument, self.input_shape, self.num_classes, stage,
             self._dtype,
         )  # fmt: skip
@@ -194,8 +195,8 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
     def _prepare(self, stage, data, validation_data, labels, **options):
         """Checks a training call's data and counts before anything runs:
         ``(data, steps per epoch, options)``."""
-        inputs.positive_int(options["epochs"], "epochs")
-        inputs.training_options(options)
+        arguments.positive_int(options["epochs"], "epochs")
+        arguments.training_options(options)
         backup_dir = options.pop("backup_dir", None)
         options["checkpoints"] = (
             None if backup_dir is None else Checkpoints(backup_dir)
@@ -814,7 +815,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         from keras_bridge import tuning
 
         tuning.check_search(tuner, max_trials, epochs, directory, overwrite)
-        inputs.check_callbacks(callbacks)
+        arguments.check_callbacks(callbacks)
         if validation_data is None:
             raise ValueError(
                 "`validation_data` is required: the search minimises the "
@@ -880,7 +881,7 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         if temperature is None:
             temperature = self.temperature
         else:
-            temperature = inputs.positive_float(temperature, "temperature")
+            temperature = arguments.positive_float(temperature, "temperature")
         return build_inference_model(
             self.modes,
             self.feature_index,
@@ -945,9 +946,9 @@ class BridgeEnsemble(WorkflowMixin, ReportingMixin, PersistenceMixin):
         and ``None``."""
         if not isinstance(x, tf.data.Dataset):
             if batch_size is None:
-                batch_size = inputs.DEFAULT_BATCH_SIZE
-            batch_size = inputs.positive_int(batch_size, "batch_size")
-            x = inputs.check_x(x, self.input_shape, dtype=self._dtype)
+                batch_size = data_checks.DEFAULT_BATCH_SIZE
+            batch_size = arguments.positive_int(batch_size, "batch_size")
+            x = data_checks.check_x(x, self.input_shape, dtype=self._dtype)
             return x, batch_size
         if batch_size is not None:
             raise ValueError(

@@ -19,11 +19,11 @@ from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
 from keras_bridge import mode_training, models, plots
 from keras_bridge import report as report_lib
+from keras_bridge.atomic_files import atomic_write
 from keras_bridge.checkpoints import RunState, jsonable
+from keras_bridge.curve_profile import CurveProfile
 from keras_bridge.ensemble import BridgeEnsemble
-from keras_bridge.files import atomic_write
 from keras_bridge.messages import print_msg
-from keras_bridge.profile import CurveProfile
 
 
 def load_data(

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from keras_bridge.files import atomic_write
+from keras_bridge.atomic_files import atomic_write
 from keras_bridge.metrics import pareto_front
 
 __all__ = [

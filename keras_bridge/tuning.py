@@ -24,15 +24,16 @@ import keras
 import keras_tuner
 import numpy as np
 
-from keras_bridge import bridges as bridges_lib
 from keras_bridge import (
+    arguments,
     compat,
     curve_training,
+    data_checks,
     distillation,
-    inputs,
     plots,
     training,
 )
+from keras_bridge import bridges as bridges_lib
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.graph import feature_model
 from keras_bridge.members import (
@@ -138,7 +139,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             max_flops, trunk,
         )  # fmt: skip
         pair = ensemble.default_pair() if pair is None else pairs[0]
-        self.data, self.steps_per_epoch = inputs.checked(
+        self.data, self.steps_per_epoch = data_checks.checked(
             data, "data", ensemble.input_shape, ensemble.num_classes,
             "tune_bridge", False, ensemble.backbone.inputs[0].dtype,
         )  # fmt: skip
@@ -539,8 +540,8 @@ def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:
         raise ValueError(
             f"`tuner` must be one of {TUNERS}; received tuner={tuner!r}."
         )
-    inputs.positive_int(max_trials, "max_trials")
-    inputs.positive_int(epochs, "epochs")
+    arguments.positive_int(max_trials, "max_trials")
+    arguments.positive_int(epochs, "epochs")
     if directory is not None and os.path.isfile(directory):
         raise ValueError(
             f"`directory` must be a folder; {directory!r} is a file."

@@ -111,7 +111,7 @@ def test_base_logits_fraction_adds_that_fraction_of_the_logits(tmp_path):
 
 def test_head_with_a_slim_tail_round_trips(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5)
-    tail = kb.splitting.slim_tail(backbone, "stage2", 33, slim=2)
+    tail = kb.backbone.slim_tail(backbone, "stage2", 33, slim=2)
     head = TailHead(10, tail, conditioned=True)
     inputs = keras.Input((4, 4, 32))
     model = keras.Model(inputs, head(inputs, t=0.3))

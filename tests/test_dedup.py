@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 import keras_bridge as kb
-from keras_bridge import inputs, metrics
+from keras_bridge import arguments, metrics
 from keras_bridge.layers import EnsembleOutputs
 from keras_bridge.layers.ensemble_outputs import mutual_information
 from keras_bridge.members import BridgeMember
 
 POSITIVE_CHECKS = {
     "temperature": lambda v: EnsembleOutputs(temperature=v).temperature,
-    "learning_rate": lambda v: inputs.training_options({"learning_rate": v}),
+    "learning_rate": lambda v: arguments.training_options({"learning_rate": v}),
     "max_flops": lambda v: kb.bridges.check_budget(v, 1),
 }
 
@@ -36,9 +36,9 @@ def test_positive_numbers_are_checked_alike(argument):
 
 
 def test_zero_is_allowed_where_it_turns_a_feature_off():
-    inputs.training_options({"learning_rate": 0.1, "mixup_alpha": 0})
+    arguments.training_options({"learning_rate": 0.1, "mixup_alpha": 0})
     with pytest.raises(ValueError, match="`mixup_alpha` must be a finite "):
-        inputs.training_options({"learning_rate": 0.1, "mixup_alpha": -1})
+        arguments.training_options({"learning_rate": 0.1, "mixup_alpha": -1})
 
 
 def test_mutual_information_is_one_formula_for_layer_and_report():
@@ -73,7 +73,7 @@ def test_head_layers_and_serving_outputs_clean_names_alike():
 
 def test_one_feature_index_for_the_ensemble_and_its_archive(tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    index = kb.splitting.feature_index(backbone, "stage2")
+    index = kb.backbone.feature_index(backbone, "stage2")
     assert backbone.layers[index].name == "stage2"
     ens = kb.BridgeEnsemble(backbone, feature_layer="stage2", seed=0)
     assert ens.feature_index == index
@@ -122,7 +122,7 @@ def test_a_bad_head_is_named_not_reported_as_over_budget(head, words):
 
 def test_a_tail_that_is_not_a_cut_is_refused_once():
     with pytest.raises(ValueError) as info:
-        kb.splitting.slim_tail(_resnet(), "stage2_block1_conv1", 16)
+        kb.backbone.slim_tail(_resnet(), "stage2_block1_conv1", 16)
     assert str(info.value) == (
         "The tail after `feature_layer` 'stage2_block1_conv1' cannot be "
         "rebuilt: some path from the input to the output avoids it."

@@ -183,7 +183,7 @@ def test_bridge_distiller_adds_the_heads_regularisation_losses():
     # KL plus exactly the regularisation of the head's weights.
     keras.utils.set_random_seed(0)
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    tail = kb.splitting.slim_tail(backbone, "stage2", 8, 1)
+    tail = kb.backbone.slim_tail(backbone, "stage2", 8, 1)
     head = kb.layers.TailHead(10, tail)
     mode = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     index = [layer.name for layer in mode.layers].index("stage2")

@@ -53,7 +53,7 @@ def test_trailing_softmax_is_removed_with_a_warning():
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     for model in (as_layer, as_activation, as_op, as_activation_layer):
         with pytest.warns(UserWarning, match="softmax"):
-            backbone = kb.splitting.prepare_backbone(model)
+            backbone = kb.backbone.prepare_backbone(model)
         probabilities = np.asarray(model(x))
         np.testing.assert_allclose(
             keras.ops.softmax(backbone(x)), probabilities, atol=1e-6

@@ -30,7 +30,7 @@ def _se_backbone():
 
 def test_tail_rebuild_handles_squeeze_and_excite():
     backbone = _se_backbone()
-    tail = kb.splitting.slim_tail(backbone, "features", 16, slim=2)
+    tail = kb.backbone.slim_tail(backbone, "features", 16, slim=2)
     widths = [
         layer.get_config().get("filters") or layer.get_config().get("units")
         for layer in tail.layers

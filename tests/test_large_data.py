@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_bridge as kb
-from keras_bridge import inputs
+from keras_bridge import data_checks
 from keras_bridge import metrics as metrics_lib
 
 NUM_BATCHES = 12
@@ -20,9 +20,9 @@ BAD_BATCH = 7
 def large(monkeypatch):
     """Data of more than `FULL_CHECK_MAX_BATCHES` batches count as large:
     the threshold is lowered so that a dozen tiny batches are large."""
-    monkeypatch.setattr(inputs, "FULL_CHECK_MAX_BATCHES", NUM_BATCHES - 2)
+    monkeypatch.setattr(data_checks, "FULL_CHECK_MAX_BATCHES", NUM_BATCHES - 2)
     yield
-    inputs.set_data_checks("auto")
+    data_checks.set_data_checks("auto")
 
 
 def _dataset(bad=None, width=None):
@@ -77,7 +77,7 @@ def _backbone():
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_large_data_are_checked_in_the_pipeline(large, kind):
     bad, message = BAD[kind]
-    data, steps = inputs.checked(
+    data, steps = data_checks.checked(
         _dataset(bad), "validation_data", (8, 8, 1), 10, "fit_modes"
     )
     assert steps == NUM_BATCHES  # no pass was needed to count
@@ -94,10 +94,10 @@ def test_the_full_check_refuses_the_same_batches_before_anything_runs(
     large, kind
 ):
     bad, message = BAD[kind]
-    inputs.set_data_checks("full")
+    data_checks.set_data_checks("full")
     kind_of_error = FloatingPointError if kind == "nan" else ValueError
     with pytest.raises(kind_of_error, match=f"batch {BAD_BATCH}") as error:
-        inputs.checked(_dataset(bad), "data", (8, 8, 1), 10, "fit_modes")
+        data_checks.checked(_dataset(bad), "data", (8, 8, 1), 10, "fit_modes")
     assert "`data`" in str(error.value) and message in str(error.value)
 
 
@@ -118,13 +118,13 @@ def test_the_first_batch_of_large_data_is_checked_at_once(large):
     x = rng.random((4 * NUM_BATCHES, 8, 8, 1), dtype="float32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     with pytest.raises(ValueError, match=r"labels in \[0, 10\).*batch 1"):
-        inputs.checked(data, "data", (8, 8, 1), 10, "fit_modes")
+        data_checks.checked(data, "data", (8, 8, 1), 10, "fit_modes")
 
 
 def test_data_checks_accept_only_their_modes():
     with pytest.raises(ValueError, match="`mode` must be one of"):
-        inputs.set_data_checks("fast")
-    assert inputs.data_checks() == "auto"
+        data_checks.set_data_checks("fast")
+    assert data_checks.data_checks() == "auto"
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def _bridge_head():
 def _tail_head():
     def make():
         backbone = kb.models.resnet((8, 8, 1), 5, depth=8, width=0.25)
-        return TailHead(5, kb.splitting.slim_tail(backbone, "stage2", 16))
+        return TailHead(5, kb.backbone.slim_tail(backbone, "stage2", 16))
 
     return Case(
         make=make,

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_bridge import CurveProfile, evaluation, metrics, plots, profile
+from keras_bridge import CurveProfile, curve_profile, evaluation, metrics, plots
 from keras_bridge.report import EnsembleReport
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
@@ -353,7 +353,7 @@ def test_without_matplotlib_the_error_says_how_to_install(monkeypatch):
     assert len(metrics.pareto_front(TRIALS)) == 4
 
 
-@pytest.mark.parametrize("module", [plots, evaluation, profile, metrics])
+@pytest.mark.parametrize("module", [plots, evaluation, curve_profile, metrics])
 def test_docstring_examples_run(module):
     results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0

@@ -336,7 +336,7 @@ def test_a_write_interrupted_mid_swap_restores_the_old_version(tmp_path):
     os.makedirs(old)
     (old / "saved_model.pb").write_bytes(b"version 1")
     with pytest.warns(UserWarning, match="interrupted"):
-        kb.files.clean_leftovers(tmp_path / "1")
+        kb.atomic_files.clean_leftovers(tmp_path / "1")
     assert (tmp_path / "1" / "saved_model.pb").read_bytes() == b"version 1"
 
 
@@ -396,7 +396,7 @@ def test_a_live_writer_is_left_alone(tmp_path):
     try:
         staging = tmp_path / f".e.keras.{other.pid}-0badc0de.partial.keras"
         staging.write_bytes(b"being written")
-        assert kb.files.leftovers(tmp_path / "e.keras") == []
+        assert kb.atomic_files.leftovers(tmp_path / "e.keras") == []
     finally:
         other.kill()
         other.wait()

@@ -205,13 +205,13 @@ def test_the_checks_catch_what_they_look_for():
 
 def test_the_facade_implements_what_its_mixins_declare():
     from keras_bridge.ensemble import BridgeEnsemble
-    from keras_bridge.persistence import PersistenceMixin
-    from keras_bridge.reporting import ReportingMixin
-    from keras_bridge.workflow import WorkflowMixin
+    from keras_bridge.ensemble_fit import FitMixin
+    from keras_bridge.ensemble_reports import ReportsMixin
+    from keras_bridge.ensemble_saving import SavingMixin
 
     declared = {
         (mixin.__name__, name)
-        for mixin in (WorkflowMixin, ReportingMixin, PersistenceMixin)
+        for mixin in (FitMixin, ReportsMixin, SavingMixin)
         for name, member in vars(mixin).items()
         if callable(member)
         and "raise NotImplementedError" in inspect.getsource(member)

@@ -31,17 +31,17 @@ the same input and output names, optionally quantised after training
 
 import os
 
+from keras_bridge.atomic_files import (
+    check_target,
+    clean_leftovers,
+    saved_model_or_empty,
+)
 from keras_bridge.export import litert, metadata, onnx, saved_model, signature
 from keras_bridge.export.litert import QUANTIZATIONS, read_litert_metadata
 from keras_bridge.export.metadata import serving_name
 from keras_bridge.export.onnx import read_onnx_metadata
 from keras_bridge.export.saved_model import read_saved_model_metadata
 from keras_bridge.export.signature import INPUT_NAME, MEMBERS_SIGNATURE
-from keras_bridge.files import (
-    check_target,
-    clean_leftovers,
-    saved_model_or_empty,
-)
 
 #: Export formats, by Keras' names (`keras.Model.export`).
 FORMATS = ("tf_saved_model", "onnx", "litert")

@@ -13,9 +13,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_bridge.atomic_files import atomic_write, check_target
 from keras_bridge.export.metadata import METADATA_KEY
 from keras_bridge.export.signature import serving_archive
-from keras_bridge.files import atomic_write, check_target
 from keras_bridge.messages import print_msg
 
 #: Post-training quantisations of a LiteRT export (None keeps float32).

@@ -5,9 +5,9 @@ import os
 
 import tensorflow as tf
 
+from keras_bridge.atomic_files import atomic_write
 from keras_bridge.export.metadata import METADATA_KEY
 from keras_bridge.export.signature import input_spec
-from keras_bridge.files import atomic_write
 from keras_bridge.messages import print_msg
 
 

@@ -3,9 +3,9 @@
 import json
 import os
 
+from keras_bridge.atomic_files import atomic_write, saved_model_or_empty
 from keras_bridge.export.metadata import METADATA_FILE
 from keras_bridge.export.signature import MEMBERS_SIGNATURE, serving_archive
-from keras_bridge.files import atomic_write, saved_model_or_empty
 from keras_bridge.messages import print_msg, warn
 
 
@@ -16,7 +16,7 @@ def export_saved_model(
 
     See `keras_bridge.export` for the signatures. The SavedModel is
     written to a hidden staging folder beside ``filepath`` and renamed
-    into place at the end (`keras_bridge.files.atomic_write`), so TF
+    into place at the end (`keras_bridge.atomic_files.atomic_write`), so TF
     Serving (which watches ``<base>/<model_name>/`` for numbered version
     folders) never sees a half-written version.
 

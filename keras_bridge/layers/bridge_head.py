@@ -16,7 +16,7 @@ import numbers
 import keras
 from keras import layers, ops
 
-from keras_bridge.inputs import positive_int
+from keras_bridge.arguments import positive_int
 
 
 def logits_weight(value, name) -> float:
@@ -282,7 +282,7 @@ class TailHead(BaseBridgeHead):
 
     ``tail`` is a functional model from the (joined) feature map to
     logits, usually the backbone's own layers after the feature layer at
-    reduced width (`keras_bridge.splitting.slim_tail`).
+    reduced width (`keras_bridge.backbone.slim_tail`).
 
     Args:
         num_classes: number of output logits.
@@ -296,7 +296,7 @@ class TailHead(BaseBridgeHead):
     Example:
 
     >>> backbone = keras_bridge.models.resnet((8, 8, 1), 10, depth=8)
-    >>> tail = keras_bridge.splitting.slim_tail(backbone, "stage2", 32)
+    >>> tail = keras_bridge.backbone.slim_tail(backbone, "stage2", 32)
     >>> tuple(TailHead(10, tail)(keras.ops.ones((2, 4, 4, 32))).shape)
     (2, 10)
     """

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_bridge.inputs import positive_float
+from keras_bridge.arguments import positive_float
 from keras_bridge.metrics import EPSILON
 
 

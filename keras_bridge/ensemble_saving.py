@@ -4,10 +4,10 @@ Part of the `BridgeEnsemble` facade; `export` and `save` read its state,
 `load` builds a new ensemble.
 """
 
-from keras_bridge import export, saving, training
+from keras_bridge import archive, export, training
 
 
-class PersistenceMixin:
+class SavingMixin:
     """`export`, `save` and `load` of `BridgeEnsemble`.
 
     Its contract with the host class: the host is built as
@@ -170,7 +170,7 @@ class PersistenceMixin:
             mode_epochs=self.mode_epochs,
             anchor=self.anchor,
         )
-        return saving.write(filepath, self.backbone, state, overwrite)
+        return archive.write(filepath, self.backbone, state, overwrite)
 
     @classmethod
     def load(cls, filepath, *, custom_objects=None, safe_mode=True):
@@ -188,7 +188,7 @@ class PersistenceMixin:
         Returns:
             A `BridgeEnsemble` whose predictions equal the saved one's.
         """
-        backbone, state = saving.read(
+        backbone, state = archive.read(
             filepath, custom_objects=custom_objects, safe_mode=safe_mode
         )
         ens = cls(

@@ -59,7 +59,7 @@ def _with_defaults(method, options: dict) -> dict:
     return _plain({**defaults, **options})
 
 
-class WorkflowMixin:
+class FitMixin:
     """`fit` of `BridgeEnsemble`.
 
     Its contract with the host class: the host has the public stages

@@ -8,16 +8,16 @@ methods from `Trainer`); it reads the ensemble's state and changes nothing.
 import numpy as np
 import tensorflow as tf
 
-from keras_bridge import curve_training, evaluation, inputs, training
+from keras_bridge import arguments, curve_training, evaluation, training
 from keras_bridge import curves as curves_lib
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
+from keras_bridge.curve_profile import CurveProfile
 from keras_bridge.flop_count import flops
 from keras_bridge.members import BridgeMember, source_member
-from keras_bridge.profile import CurveProfile
 
 
-class ReportingMixin:
+class ReportsMixin:
     """`curve_profile`, `evaluate` and `select_members` of
     `BridgeEnsemble`.
 
@@ -29,13 +29,13 @@ class ReportingMixin:
 
     def _data(self, data, argument, stage, needs_labels=True):
         """``(dataset, steps per epoch)``: ``data`` checked against the
-        ensemble's input shape and classes (`keras_bridge.inputs.checked`),
+        ensemble's input shape and classes (`keras_bridge.data_checks.checked`),
         errors naming ``argument`` and ``stage``."""
         raise NotImplementedError
 
     def _arrays(self, data, argument, stage):
         """``(x, y)``: labelled ``data`` checked as in `_data`, as NumPy
-        arrays (`keras_bridge.inputs.arrays`)."""
+        arrays (`keras_bridge.data_checks.arrays`)."""
         raise NotImplementedError
 
     def _pairs(self, pairs, argument="pairs") -> list:
@@ -73,7 +73,7 @@ class ReportingMixin:
         stage = "curve_profile"
         pair = self.default_pair() if pair is None else pair
         pair = self._pairs([pair], "pair")[0]
-        inputs.positive_int(num_points, "num_points", minimum=2)
+        arguments.positive_int(num_points, "num_points", minimum=2)
         x, y = self._arrays(data, "data", stage)
         bn = data if bn_data is None else bn_data
         bn, _ = self._data(bn, "bn_data", stage, needs_labels=False)
@@ -182,7 +182,7 @@ class ReportingMixin:
         True
         """
         if max_members is not None:
-            inputs.positive_int(max_members, "max_members")
+            arguments.positive_int(max_members, "max_members")
         data, _ = self._data(data, "data", "select_members")
         model = self.inference_model(temperature=1.0)
         found = evaluation.predict_outputs(

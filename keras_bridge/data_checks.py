@@ -16,10 +16,6 @@ How much of the data is checked before a stage runs is a setting
 the `tf.data` pipeline (and the first batch at once) for large data.
 """
 
-import math
-import numbers
-
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -83,45 +79,6 @@ def set_data_checks(mode: str) -> None:
 def data_checks() -> str:
     """The data-check mode set by `set_data_checks`."""
     return _settings["data_checks"]
-
-
-def positive_int(value, argument: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; bools and floats are refused."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, np.integer)
-    ):
-        raise ValueError(
-            f"`{argument}` must be an integer >= {minimum}; received "
-            f"{argument}={value!r}."
-        )
-    if value < minimum:
-        raise ValueError(
-            f"`{argument}` must be an integer >= {minimum}; received "
-            f"{argument}={value!r}."
-        )
-    return int(value)
-
-
-def positive_float(
-    value, argument: str, allow_zero: bool = False, finite: bool = True
-) -> float:
-    """``value`` as a float > 0 (>= 0 with ``allow_zero``); bools, NaN and
-    (unless ``finite=False``) infinity are refused."""
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Real)
-        or math.isnan(value)
-        or (finite and math.isinf(value))
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        kind = "a finite number" if finite else "a number"
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(
-            f"`{argument}` must be {kind} {bound}; received "
-            f"{argument}={value!r}."
-        )
-    return float(value)
 
 
 def _shape_text(input_shape) -> str:
@@ -550,23 +507,3 @@ def arrays(data, argument, input_shape, num_classes, stage, dtype="float32"):
     scan(data, argument, input_shape, num_classes, stage, keep=batches)
     xs, ys = zip(*batches)
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def training_options(options: dict) -> None:
-    """Checks the common training arguments of a stage."""
-    positive_float(options.get("learning_rate"), "learning_rate")
-    positive_float(options.get("mixup_alpha", 0.0), "mixup_alpha", True)
-    check_callbacks(options.get("callbacks"))
-
-
-def check_callbacks(callbacks) -> None:
-    """Checks that ``callbacks`` is ``None`` or a list (or tuple) of
-    `keras.callbacks.Callback`, as `keras.Model.fit` takes them."""
-    if callbacks is not None and not (
-        isinstance(callbacks, (list, tuple))
-        and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
-    ):
-        raise ValueError(
-            "`callbacks` must be a list of `keras.callbacks.Callback`; "
-            f"received {callbacks!r}."
-        )

@@ -13,10 +13,10 @@ import zipfile
 import keras
 
 from keras_bridge import curves as curves_lib
-from keras_bridge.files import atomic_write, check_target
+from keras_bridge.atomic_files import atomic_write, check_target
+from keras_bridge.backbone import feature_index
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import BridgeMember, ModeMember, SharedMember
-from keras_bridge.splitting import feature_index
 
 #: Version of the archive layout, stored in the file. 2: bridge heads are
 #: `BridgeHead` or `TailHead`. 3: a shared trunk and its bridges.
@@ -182,7 +182,7 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
     ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
     ``shared`` (the shared trunk's network or None), ``temperature``,
     ``mode_epochs`` and ``anchor``. The file is written
-    atomically (`keras_bridge.files.atomic_write`). An existing file is
+    atomically (`keras_bridge.atomic_files.atomic_write`). An existing file is
     replaced when it is an ensemble archive (``overwrite=None``), in any
     case (``True``) or never (``False``).
 
