@@ -260,7 +260,7 @@ def slim_tail(
     ``units`` is divided by ``slim``; the classifier keeps its
     ``num_classes`` outputs, and a ``Reshape`` keeps its channels free.
     The new tail takes a feature map with ``in_channels`` channels (twice
-    the backbone's for a Type II bridge, one more for an r-conditioned
+    the backbone's for a Type II bridge, one more for a t-conditioned
     one). With ``entry=True`` a 1x1 convolution first brings the feature
     map to the slimmed width, which architectures with depthwise
     convolutions or squeeze-and-excite right after the feature layer need.

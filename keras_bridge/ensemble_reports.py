@@ -107,7 +107,7 @@ class ReportsMixin:
 
         Rows: each mode; DE-1 .. DE-M; Single (the `anchor`) + k Type I
         bridges; DE-m + n Type II bridges; Single + k curve points at full
-        cost; r-conditioned bridges. See `keras_bridge.evaluation`.
+        cost; t-conditioned bridges. See `keras_bridge.evaluation`.
 
         Args:
             data: labelled test data.

@@ -29,7 +29,7 @@ RELIABILITY_BINS = 15
 #: bins hold equal counts, fewer bins on a small test set.
 MIN_PER_BIN = 25
 
-#: Points at which an r-conditioned bridge's fidelity is reported (on
+#: Points at which a t-conditioned bridge's fidelity is reported (on
 #: `keras_bridge.bridges.CONDITIONED_GRID`, so the teachers exist).
 CONDITIONED_FIDELITY_POINTS = (0.3, DEFAULT_POINT, 0.7)
 
@@ -104,7 +104,7 @@ def _configurations(modes, bridges, anchor: int = 0, shared=()) -> list:
         and not b.shared
     ]
     rows += [
-        (f"Single + {k} r-conditioned (r=0.5)", single + conditioned[:k])
+        (f"Single + {k} t-conditioned (t=0.5)", single + conditioned[:k])
         for k in range(1, len(conditioned) + 1)
     ]
     return rows

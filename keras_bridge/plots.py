@@ -60,8 +60,8 @@ FAMILIES = (
     (r"DE-(?P<m>\d+) \+ \d+ Type II", "DE-{m} + k Type II", "type2"),
     (r"Single \+ \d+ curve points", "Single + k curve points", "reference"),
     (
-        r"Single \+ \d+ r-conditioned \(r=(?P<r>[\d.]+)\)",
-        "Single + k r-conditioned (r={r})",
+        r"Single \+ \d+ [rt]-conditioned \([rt]=(?P<r>[\d.]+)\)",
+        "Single + k t-conditioned (t={r})",
         "conditioned",
     ),
 )

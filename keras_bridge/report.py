@@ -44,7 +44,7 @@ class EnsembleReport:
             the same accuracy / calibrated NLL, printed ``< 1`` below
             DE-1 and ``>= N`` beyond the largest DE-N; agreement and KL:
             mean fidelity of the row's bridges to their teachers).
-        bridges: one dict per bridge (and point r for conditioned ones):
+        bridges: one dict per bridge (and position t for conditioned ones):
             agreement, KL, the bridge's and the teacher's accuracy, and
             FLOPs relative to one backbone; with calibration data also
             ``val_agreement``, ``val_cnll_change`` (validation cNLL of the
@@ -365,8 +365,8 @@ def _row_notes(names, anchor) -> list:
             "full networks (the reference the bridges approach)",
         ),
         (
-            r".* r-conditioned.*",
-            "**r-conditioned**: one head for every curve point, at r = 0.5",
+            r".* [rt]-conditioned.*",
+            "**t-conditioned**: one head for every curve position t, at t = 0.5",
         ),
     ]
     return [

@@ -11,7 +11,7 @@ with these names added:
   the test images as a NumPy array.
 
 Examples that use the small trained ensemble of `conftest.py` (two digits
-modes, their curve, a Type I, a Type II and an r-conditioned bridge) get
+modes, their curve, a Type I, a Type II and a t-conditioned bridge) get
 it as ``ens``, and a copy of its file as ``ensemble.keras`` in the
 working folder. Examples that
 may change ``ens`` (they fit, tune, calibrate or evaluate, set one of
