@@ -366,7 +366,7 @@ def _row_notes(names, anchor) -> list:
         ),
         (
             r".* [rt]-conditioned.*",
-            "**t-conditioned**: one head for every curve position t, at t = 0.5",
+            "**t-conditioned**: one head for every curve position, at t = 0.5",
         ),
     ]
     return [
