@@ -113,3 +113,38 @@ def tiny_ensemble(tiny_ensemble_file):
     for tests of behaviour, not of quality. Each test loads its own copy
     of one file built once per run."""
     return kb.BridgeEnsemble.load(tiny_ensemble_file)
+
+
+def _build_tiny_bridged(tiny_file, digits, folder):
+    ens = kb.BridgeEnsemble.load(tiny_file)
+    ens.fit_bridge(digits.train.take(2), epochs=1, verbose=0)
+    ens.save(folder / "tiny_bridged.keras")
+    ens = kb.BridgeEnsemble.load(tiny_file)
+    ens.fit_bridge(digits.train.take(2), trunk="shared", epochs=1, verbose=0)
+    ens.save(folder / "tiny_shared.keras")
+
+
+@pytest.fixture(scope="session")
+def tiny_bridged_files(tiny_ensemble_file, digits, tmp_path_factory):
+    folder = _shared_folder(
+        tmp_path_factory, "session-tiny-bridged",
+        lambda folder: _build_tiny_bridged(tiny_ensemble_file, digits, folder),
+    )  # fmt: skip
+    return {
+        "type1": folder / "tiny_bridged.keras",
+        "shared": folder / "tiny_shared.keras",
+    }
+
+
+@pytest.fixture
+def tiny_bridged_ensemble(tiny_bridged_files):
+    """`tiny_ensemble` with a Type I bridge of one short epoch: for tests
+    of what a call does to an ensemble that has bridges."""
+    return kb.BridgeEnsemble.load(tiny_bridged_files["type1"])
+
+
+@pytest.fixture
+def tiny_shared_ensemble(tiny_bridged_files):
+    """`tiny_ensemble` with a shared trunk and its Type I head, one short
+    epoch: for tests of structure, not of quality."""
+    return kb.BridgeEnsemble.load(tiny_bridged_files["shared"])

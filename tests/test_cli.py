@@ -1,9 +1,13 @@
 import json
 import os
 
+import matplotlib.image
+import numpy as np
+import onnxruntime as ort
 import pytest
 import yaml
 
+import keras_bridge as kb
 from keras_bridge import cli
 from keras_bridge import config as config_lib
 
@@ -15,6 +19,14 @@ TINY = {
     "tuning": {"tuner": "random", "max_trials": 2, "epochs": 1},
     "export": {"onnx": False},  # ONNX: see test_export and `export` below
 }
+
+
+def _assert_is_a_figure(path):
+    """``path`` is a PNG image of a drawn figure, not an empty canvas."""
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) >= 200, image.shape
+    colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
+    assert len(colours) > 10, path  # axes, lines and text, not one colour
 
 
 @pytest.mark.large
@@ -34,7 +46,7 @@ def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
     text = (run / "report.md").read_text()
     assert text.startswith("# keras-bridge report") and "## Legend" in text
     for name in ("flops", "reliability", "curves", "pareto"):
-        assert (run / f"{name}.png").stat().st_size > 1000
+        _assert_is_a_figure(run / f"{name}.png")
     assert (run / "ensemble.keras").is_file()
     assert not (run / "model.onnx").exists()
     assert (run / "serving" / "digits" / "1" / "saved_model.pb").is_file()
@@ -47,12 +59,28 @@ def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
     argv = ["evaluate", str(run / "ensemble.keras"), f"--output={evaluation}"]
     assert cli.main([*argv, "--quiet"]) == 0
     again = json.loads((evaluation / "report.json").read_text())
-    assert again["evaluation"]["rows"][0]["name"] == "mode 0"
-    assert (evaluation / "flops.png").is_file()
+    # The saved ensemble scores as the run reported it.
+    rows = report["evaluation"]["rows"]
+    assert [row["name"] for row in again["evaluation"]["rows"]] == names
+    assert names[0] == "mode 0"
+    for row, before in zip(again["evaluation"]["rows"], rows):
+        for key in ("accuracy", "nll", "cnll", "flops"):
+            assert row[key] == pytest.approx(before[key], rel=1e-4), row
+    _assert_is_a_figure(evaluation / "flops.png")
     onnx = tmp_path / "m.onnx"
     export = ["export", str(run / "ensemble.keras"), str(onnx)]
     assert cli.main([*export, "--format=onnx", "--quiet"]) == 0
-    assert onnx.stat().st_size > 1000
+    # The ONNX file computes what the ensemble predicts.
+    ens = kb.BridgeEnsemble.load(run / "ensemble.keras")
+    x, _ = kb.data.to_numpy(kb.data.load_digits().test)
+    expected = ens.predict(x[:16])
+    session = ort.InferenceSession(
+        str(onnx), providers=["CPUExecutionProvider"]
+    )
+    outputs = [o.name for o in session.get_outputs()]
+    assert set(outputs) == set(expected)
+    for name, value in zip(outputs, session.run(None, {"inputs": x[:16]})):
+        np.testing.assert_allclose(value, expected[name], atol=1e-5)
     assert cli.main([*export, "--format=onnx", "--quiet"]) == 2
     assert "overwrite" in capsys.readouterr().err
 

@@ -43,11 +43,13 @@ CHILD = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
+    # 4 batches an epoch: enough to be killed in the third.
     data = kb.data.load_digits(batch_size=128)
+    train, validation = data.train.take(4), data.validation.take(2)
     backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit(
-        data.train, validation_data=data.validation, run_dir=run_dir,
+        train, validation_data=validation, run_dir=run_dir,
         modes={"epochs": 2}, curves={"epochs": 2}, bridges={"epochs": 2},
         callbacks=[KillMidEpoch()], verbose=0,
     )
@@ -72,7 +74,9 @@ def test_a_run_killed_in_each_stage_resumes_and_completes(tmp_path):
     run_dir = tmp_path / "run"
     state = checkpoints.RunState(run_dir)
     stages = ["modes", "curves", "type1", "type2"]
-    for index, stage in enumerate(stages):
+    # One kill per kind of unit (a mode, a curve, a bridge head): a Type II
+    # head resumes as a Type I head does; here it trains unkilled.
+    for index, stage in enumerate(stages[:3]):
         result = _run(script, run_dir, stage, log)
         assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         # Killed in this stage: the earlier ones are recorded, it is not.

@@ -51,12 +51,12 @@ def test_member_names_parse_back():
 
 
 def test_shared_trunk_outputs_equal_its_parts(
-    shared_ensemble, ensemble_files, digits
+    tiny_shared_ensemble, tiny_ensemble_file, digits
 ):
-    ens = shared_ensemble
+    ens = tiny_shared_ensemble
     assert ens.member_names() == NAMES
     # The modes are those the bridge was fitted on: the trunk is a copy.
-    before = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    before = kb.BridgeEnsemble.load(tiny_ensemble_file)
     for mode, original in zip(ens.modes, before.modes):
         for a, b in zip(mode.get_weights(), original.get_weights()):
             np.testing.assert_array_equal(a, b)
@@ -82,8 +82,8 @@ def test_shared_trunk_outputs_equal_its_parts(
     )
 
 
-def test_shared_trunk_is_computed_once(shared_ensemble):
-    ens = shared_ensemble
+def test_shared_trunk_is_computed_once(tiny_shared_ensemble):
+    ens = tiny_shared_ensemble
     base = kb.flops(ens.backbone)
     alone = kb.flops(ens.inference_model(["shared"]))
     both = kb.flops(ens.inference_model(["shared", "shared_type1_0-1_r0.5"]))
@@ -107,9 +107,9 @@ def test_shared_heads_follow_their_teachers(shared_ensemble, digits):
 
 
 def test_report_has_the_shared_rows_and_expected_deep_ensembles(
-    shared_ensemble, digits
+    tiny_shared_ensemble, digits
 ):
-    report = shared_ensemble.evaluate(
+    report = tiny_shared_ensemble.evaluate(
         digits.test, calibration_data=digits.validation
     )
     names = [row["name"] for row in report.rows]
@@ -145,9 +145,9 @@ def test_deep_ensemble_rows_do_not_depend_on_the_order_of_the_modes():
 
 @pytest.mark.large
 def test_shared_trunk_round_trips_and_exports(
-    shared_ensemble, digits, tmp_path
+    tiny_shared_ensemble, digits, tmp_path
 ):
-    ens = shared_ensemble
+    ens = tiny_shared_ensemble
     x, _ = kb.data.to_numpy(digits.test)
     x = x[:17]
     expected = ens.predict(x)
@@ -228,14 +228,15 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
 
 def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    # A few batches: this checks which members a run builds and resumes.
+    train, validation = digits.train.take(3), digits.validation.take(2)
 
     def run():
         ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
         ens.fit(
-            digits.train, validation_data=digits.validation,
-            run_dir=str(tmp_path / "run"), modes={"epochs": 1},
-            curves={"epochs": 1}, bridges={"epochs": 1, "trunk": "shared"},
-            verbose=0,
+            train, validation_data=validation, run_dir=str(tmp_path / "run"),
+            modes={"epochs": 1}, curves={"epochs": 1},
+            bridges={"epochs": 1, "trunk": "shared"}, verbose=0,
         )  # fmt: skip
         return ens
 
@@ -326,14 +327,15 @@ def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
 
 
 def test_files_without_a_shared_trunk_keep_format_2(
-    bridged_ensemble, shared_file, tmp_path
+    tiny_bridged_ensemble, tiny_bridged_files, tmp_path
 ):
     def config(path):
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read("config.json"))["config"]
 
-    plain = config(bridged_ensemble.save(tmp_path / "plain.keras"))
+    plain = config(tiny_bridged_ensemble.save(tmp_path / "plain.keras"))
     # Older keras-bridge versions read format 2 files.
     assert plain["metadata"]["format_version"] == 2
     assert "shared" not in plain
-    assert config(shared_file)["metadata"]["format_version"] == 3
+    shared = config(tiny_bridged_files["shared"])
+    assert shared["metadata"]["format_version"] == 3

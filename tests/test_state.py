@@ -64,6 +64,7 @@ def _with_nan(digits):
 
 
 def test_fit_bridge_leaves_modes_and_user_models_trainable(digits):
+    train = digits.train.take(2)  # what is frozen, not how well it learns
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     users = [keras.models.clone_model(backbone) for _ in range(2)]
     user_weights = [_weights(m) for m in users]
@@ -71,9 +72,9 @@ def test_fit_bridge_leaves_modes_and_user_models_trainable(digits):
     ens.set_modes(users)
     count = len(ens.modes[0].trainable_weights)
     assert count == len(backbone.trainable_weights)
-    ens.fit_curves(digits.train, epochs=1, verbose=0)
+    ens.fit_curves(train, epochs=1, verbose=0)
     mode_weights = _weights(ens.modes[0])
-    ens.fit_bridge(digits.train, epochs=1, verbose=0)
+    ens.fit_bridge(train, epochs=1, verbose=0)
     assert len(ens.modes[0].trainable_weights) == count
     assert all(layer.trainable for layer in ens.modes[0].layers)
     assert _same(mode_weights, _weights(ens.modes[0]))
@@ -85,13 +86,14 @@ def test_fit_bridge_leaves_modes_and_user_models_trainable(digits):
 
 
 def test_a_curve_after_a_bridge_trains_the_whole_network(digits):
+    train = digits.train.take(2)
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, seed=0)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
-    ens.fit_curves(digits.train, epochs=1, verbose=0)
-    ens.fit_bridge(digits.train, epochs=1, verbose=0)
+    ens.fit_curves(train, epochs=1, verbose=0)
+    ens.fit_bridge(train, epochs=1, verbose=0)
     with pytest.warns(UserWarning, match="drops the bridges"):
-        ens.fit_curves(digits.train, epochs=1, verbose=0)
+        ens.fit_curves(train, epochs=1, verbose=0)
     curve = ens.curves[(0, 1)]
     # One trainable control point per float weight of the backbone: every
     # layer of the network, including those before the feature layer.
@@ -165,12 +167,12 @@ def test_failed_fit_curves_and_fit_bridge_change_nothing(
 
 
 def test_refitting_a_curve_drops_its_bridges(tiny_ensemble, digits, tmp_path):
-    ens = tiny_ensemble
-    ens.fit_bridge(digits.train, epochs=1, verbose=0)
+    ens, train = tiny_ensemble, digits.train.take(2)
+    ens.fit_bridge(train, epochs=1, verbose=0)
     assert ens.member_names() == ["mode_0", "mode_1", "type1_0-1_r0.5"]
     old_point = ens._points[((0, 1), 0.5)]
     with pytest.warns(UserWarning, match=r"type1_0-1_r0\.5"):
-        ens.fit_curves(digits.train, epochs=1, verbose=0)
+        ens.fit_curves(train, epochs=1, verbose=0)
     assert ens.member_names() == ["mode_0", "mode_1"]
     assert ((0, 1), 0.5) not in ens._points or (
         ens._points[((0, 1), 0.5)] is not old_point
@@ -209,12 +211,13 @@ def test_a_loaded_ensemble_trains_on(trained_ensemble, digits):
 
 
 def test_backup_of_fit_bridge_holds_only_heads(digits, tmp_path):
+    train = digits.train.take(2)
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
 
     def ensemble():
         ens = kb.BridgeEnsemble(backbone, seed=0)
         ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
-        ens.fit_curves(digits.train, epochs=1, verbose=0)
+        ens.fit_curves(train, epochs=1, verbose=0)
         return ens
 
     class Crash(keras.callbacks.Callback):
@@ -225,7 +228,7 @@ def test_backup_of_fit_bridge_holds_only_heads(digits, tmp_path):
     first = ensemble()
     with pytest.raises(RuntimeError, match="killed"):
         first.fit_bridge(
-            digits.train,
+            train,
             epochs=3,
             callbacks=[keras.callbacks.BackupAndRestore(folder), Crash()],
             verbose=0,
@@ -233,7 +236,7 @@ def test_backup_of_fit_bridge_holds_only_heads(digits, tmp_path):
     second = ensemble()
     modes = [_weights(m) for m in second.modes]
     second.fit_bridge(
-        digits.train,
+        train,
         epochs=3,
         callbacks=[keras.callbacks.BackupAndRestore(folder)],
         verbose=0,
@@ -435,7 +438,10 @@ def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, num_modes=3, seed=0)
     ens.fit_modes(
-        digits.train, epochs=1, validation_data=digits.validation, verbose=0
+        digits.train.take(3),
+        epochs=1,
+        validation_data=digits.validation,
+        verbose=0,
     )
     x, y = kb.data.to_numpy(digits.validation)
     nlls = [

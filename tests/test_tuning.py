@@ -25,12 +25,12 @@ def _val_kl(ens, member, data):
 
 @pytest.mark.large
 def test_search_installs_the_best_completed_head(
-    trained_ensemble, digits, tmp_path
+    tiny_ensemble, digits, tmp_path
 ):
-    ens, _ = trained_ensemble
+    ens = tiny_ensemble
     result = ens.tune_bridge(
         digits.train,
-        digits.validation,
+        validation_data=digits.validation,
         tuner="random",
         max_trials=3,
         epochs=1,
@@ -62,8 +62,8 @@ def test_search_installs_the_best_completed_head(
     assert kwargs["head"]["max_flops"] == pytest.approx(0.12)
     # A second call with the same directory resumes: no trial reruns.
     again = ens.tune_bridge(
-        digits.train, digits.validation, tuner="random", max_trials=3,
-        epochs=1, directory=str(tmp_path), verbose=0,
+        digits.train, validation_data=digits.validation, tuner="random",
+        max_trials=3, epochs=1, directory=str(tmp_path), verbose=0,
     )  # fmt: skip
     assert sorted(t["trial_id"] for t in again.trials) == sorted(
         t["trial_id"] for t in result.trials
@@ -72,9 +72,9 @@ def test_search_installs_the_best_completed_head(
 
 
 def test_search_space_holds_exactly_the_heads_within_budget(
-    trained_ensemble, digits
+    tiny_ensemble, digits
 ):
-    ens, _ = trained_ensemble
+    ens = tiny_ensemble
     budget = 0.05
     hypermodel = tuning.BridgeHyperModel(ens, digits.train, max_flops=budget)
     for slim in bridges.TAIL_SLIMS:
@@ -88,9 +88,9 @@ def test_search_space_holds_exactly_the_heads_within_budget(
 
 
 def test_a_head_over_budget_fails_its_trial_before_training(
-    trained_ensemble, digits
+    tiny_ensemble, digits
 ):
-    ens, _ = trained_ensemble
+    ens = tiny_ensemble
     hypermodel = tuning.BridgeHyperModel(ens, digits.train, max_flops=0.05)
     hp = keras_tuner.HyperParameters()
     hp.Fixed("head", "residual")
@@ -125,22 +125,29 @@ def test_a_head_over_budget_fails_its_trial_before_training(
     ],
 )
 def test_bad_search_arguments_leave_the_ensemble_as_it_was(
-    bridged_ensemble, digits, kwargs, argument
+    tiny_bridged_ensemble, digits, kwargs, argument
 ):
-    ens = bridged_ensemble
+    ens = tiny_bridged_ensemble
     before = dict(ens.bridges)
+    assert before
     with pytest.raises(ValueError, match=argument):
-        ens.tune_bridge(digits.train, digits.validation, verbose=0, **kwargs)
+        ens.tune_bridge(
+            digits.train, validation_data=digits.validation, verbose=0,
+            **kwargs,
+        )  # fmt: skip
     assert ens.bridges == before
 
 
-def test_validation_data_is_required(bridged_ensemble, digits):
+def test_validation_data_is_required(tiny_bridged_ensemble, digits):
+    ens = tiny_bridged_ensemble
+    before = dict(ens.bridges)
     with pytest.raises(ValueError, match="validation_data"):
-        bridged_ensemble.tune_bridge(digits.train, None)
+        ens.tune_bridge(digits.train, validation_data=None)
+    assert ens.bridges == before
 
 
-def test_installing_a_foreign_model_is_refused(trained_ensemble, digits):
-    ens, _ = trained_ensemble
+def test_installing_a_foreign_model_is_refused(tiny_ensemble, digits):
+    ens = tiny_ensemble
     hypermodel = tuning.BridgeHyperModel(ens, digits.train)
     foreign = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="built by this hypermodel"):
@@ -166,8 +173,9 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     ens = tiny_ensemble
     anchor = ens.modes[0].get_weights()
     result = ens.tune_bridge(
-        digits.train, digits.validation, tuner="random", max_trials=1,
-        epochs=1, directory=str(tmp_path), verbose=0, trunk="shared",
+        digits.train.take(4), validation_data=digits.validation,
+        tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+        verbose=0, trunk="shared",
     )  # fmt: skip
     assert result.member == "shared_type1_0-1_r0.5"
     assert ens.member_names() == [
@@ -194,8 +202,8 @@ def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
     # One batch of one epoch: a head far from its teacher.
     with pytest.warns(UserWarning, match="kept the bridge 'type1_0-1_r0.5'"):
         result = ens.tune_bridge(
-            digits.train.take(1), digits.validation, tuner="random",
-            max_trials=1, epochs=1, verbose=0,
+            digits.train.take(1), validation_data=digits.validation,
+            tuner="random", max_trials=1, epochs=1, verbose=0,
         )  # fmt: skip
     assert result.best["val_kl"] > before
     assert result.installed is False and ens.bridges[member] is fitted
@@ -211,8 +219,9 @@ def test_callbacks_run_in_every_trial(tiny_ensemble, digits):
             type(self).seen.append(sorted(logs))
 
     result = tiny_ensemble.tune_bridge(
-        digits.train.take(2), digits.validation, tuner="random",
-        max_trials=1, epochs=1, verbose=0, callbacks=[Epochs()],
+        digits.train.take(2), validation_data=digits.validation,
+        tuner="random", max_trials=1, epochs=1, verbose=0,
+        callbacks=[Epochs()],
     )  # fmt: skip
     assert len(result.trials) == 1
     assert len(Epochs.seen) == 1  # one trial of one epoch
@@ -222,7 +231,7 @@ def test_callbacks_run_in_every_trial(tiny_ensemble, digits):
 def test_bad_callbacks_are_refused_before_the_search(tiny_ensemble, digits):
     with pytest.raises(ValueError, match="`callbacks` must be a list of"):
         tiny_ensemble.tune_bridge(
-            digits.train, digits.validation, verbose=0,
+            digits.train, validation_data=digits.validation, verbose=0,
             callbacks=keras.callbacks.EarlyStopping(),
         )  # fmt: skip
     assert not tiny_ensemble.bridges
