@@ -34,19 +34,31 @@ class CurveProfile:
 
     @classmethod
     def measure(
-        cls, kind, pair, num_points, x, y, point_at, verbose=1
+        cls, kind, pair, num_points, data, point_at, verbose=1
     ) -> "CurveProfile":
-        """Scores ``point_at(t)`` (a model giving logits) on ``(x, y)`` at
-        ``num_points`` evenly spaced t, with a progress bar."""
+        """Scores ``point_at(t)`` (a model giving logits) on ``data`` at
+        ``num_points`` evenly spaced t, with a progress bar.
+
+        ``data`` is read batch by batch (``(x, y)`` batches with integer
+        labels, e.g. a checked `tf.data.Dataset`): only per-batch sums
+        are kept, so large data need not fit in memory.
+        """
         ts = np.linspace(0.0, 1.0, num_points)
         accuracy, nll = [], []
         progress = keras.utils.Progbar(
             num_points, unit_name="point", verbose=verbose
         )
         for t in ts:
-            probabilities = softmax(point_at(float(t)).predict(x, verbose=0))
-            accuracy.append(metrics_lib.accuracy(probabilities, y))
-            nll.append(metrics_lib.nll(probabilities, y))
+            model = point_at(float(t))
+            correct = total_nll = count = 0
+            for x, y in data:
+                probabilities = softmax(model(x, training=False))
+                y = np.asarray(y).reshape(-1)
+                correct += metrics_lib.accuracy(probabilities, y) * len(y)
+                total_nll += metrics_lib.nll(probabilities, y) * len(y)
+                count += len(y)
+            accuracy.append(correct / count)
+            nll.append(total_nll / count)
             progress.add(1)
         return cls(kind, pair, ts, accuracy, nll)
 

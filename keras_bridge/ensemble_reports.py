@@ -29,13 +29,9 @@ class ReportsMixin:
 
     def _data(self, data, argument, stage, needs_labels=True):
         """``(dataset, steps per epoch)``: ``data`` checked against the
-        ensemble's input shape and classes (`keras_bridge.data_checks.checked`),
-        errors naming ``argument`` and ``stage``."""
-        raise NotImplementedError
-
-    def _arrays(self, data, argument, stage):
-        """``(x, y)``: labelled ``data`` checked as in `_data`, as NumPy
-        arrays (`keras_bridge.data_checks.arrays`)."""
+        ensemble's input shape and classes
+        (`keras_bridge.data_checks.checked`), errors naming ``argument``
+        and ``stage``."""
         raise NotImplementedError
 
     def _pairs(self, pairs, argument="pairs") -> list:
@@ -74,7 +70,7 @@ class ReportsMixin:
         pair = self.default_pair() if pair is None else pair
         pair = self._pairs([pair], "pair")[0]
         arguments.positive_int(num_points, "num_points", minimum=2)
-        x, y = self._arrays(data, "data", stage)
+        scored, _ = self._data(data, "data", stage)
         bn = data if bn_data is None else bn_data
         bn, _ = self._data(bn, "bn_data", stage, needs_labels=False)
         curve_model, kind = self.curves.get(pair), "curve"
@@ -86,8 +82,7 @@ class ReportsMixin:
             kind,
             pair,
             num_points,
-            x,
-            y,
+            scored,
             lambda t: curve_training.curve_point(
                 curve_model, t, self.backbone, bn
             ),

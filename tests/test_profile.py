@@ -76,7 +76,11 @@ def test_measure_scores_each_point():
     x = np.random.default_rng(0).normal(size=(4, 2)).astype("float32")
     y = np.array([0, 1, 1, 1])
     calls = []
-    profile = CurveProfile.measure("curve", (0, 1), 3, x, y, _point_at(calls))
+    # Two batches: the sums are kept per batch, not the whole data.
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    profile = CurveProfile.measure(
+        "curve", (0, 1), 3, batches, _point_at(calls)
+    )
 
     assert calls == [0.0, 0.5, 1.0]
     assert all(type(t) is float for t in calls)
