@@ -158,7 +158,7 @@ def saved_model_or_empty(path) -> str | None:
     >>> open("serving/digits/1/saved_model.pb", "w").close()
     >>> saved_model_or_empty("serving/digits/1") is None
     True
-    >>> print_msg(saved_model_or_empty("serving/digits"))
+    >>> print(saved_model_or_empty("serving/digits"))
     is a folder holding ['1'], not a SavedModel (it has no saved_model.pb):
     `overwrite=True` replaces only a SavedModel or an empty folder. A new
     version goes to a new numbered folder, e.g. serving/digits/2

@@ -46,6 +46,7 @@ def prepare_backbone(backbone) -> keras.Model:
     >>> inputs = keras.Input((4,))
     >>> logits = keras.layers.Dense(3, name="logits")(inputs)
     >>> outputs = keras.ops.softmax(logits)
+    >>> import warnings
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     model = prepare_backbone(keras.Model(inputs, outputs))

@@ -60,7 +60,7 @@ def _bridge_head():
         make=lambda: BridgeHead(
             4, width=6, depth=1, conditioned=True, base_logits=True
         ),
-        wire=lambda head, i: head([i[0], i[1]], r=i[2], logits=[i[3], i[4]]),
+        wire=lambda head, i: head([i[0], i[1]], t=i[2], logits=[i[3], i[4]]),
         inputs=[
             _normal((BATCH, 4, 4, 3), 1),
             _normal((BATCH, 4, 4, 2), 2),
