@@ -144,7 +144,7 @@ def test_export_never_leaves_a_partial_version(
         assert not (tmp_path / name).exists()
 
     # A crash after the SavedModel is written, before it is in place.
-    monkeypatch.setattr(kb.export.metadata, "METADATA_FILE", None)
+    monkeypatch.setattr(kb.export.saved_model, "METADATA_FILE", None)
     with pytest.raises(TypeError):
         ens.export(tmp_path / "digits" / "2", verbose=False)
     with pytest.raises(TypeError):

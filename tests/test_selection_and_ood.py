@@ -55,11 +55,19 @@ def test_select_members_honours_requirements():
 
 @pytest.fixture
 def ensemble_with_a_bad_mode(digits):
-    """Two modes trained briefly and one left at its random start."""
+    """Two modes trained briefly and a third built to hurt: a copy of mode
+    0 whose classifier is shifted by one class, so it is confidently wrong
+    (whatever the random state; a mode left at its random start is
+    near-uniform and can even help the calibrated NLL)."""
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit_modes(digits.train, epochs=4, verbose=0)
-    ens.set_modes([*ens.modes, keras.models.clone_model(backbone)])
+    wrong = keras.models.clone_model(ens.modes[0])
+    wrong.set_weights(ens.modes[0].get_weights())
+    classifier = wrong.layers[-1]
+    kernel, bias = classifier.get_weights()
+    classifier.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
+    ens.set_modes([*ens.modes, wrong])
     return ens
 
 

@@ -210,7 +210,7 @@ def test_failed_tflite_export_leaves_no_file(
     def failing_move(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(kb.files, "_move_into_place", failing_move)
+    monkeypatch.setattr(kb.atomic_files, "_move_into_place", failing_move)
     with pytest.raises(OSError, match="disk full"):
         ens.export(path, format="litert", members=["mode_1"], overwrite=True)
     assert os.listdir(tmp_path / "out") == ["digits.tflite"]
