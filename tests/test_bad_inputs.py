@@ -229,6 +229,7 @@ def test_bad_member_lists_are_refused(modes_only, members, words):
     assert words in str(info.value)
 
 
+@pytest.mark.large
 def test_curve_and_bridge_arguments_are_checked(modes_only):
     ens = modes_only
     with pytest.raises(ValueError, match="`pairs` must hold pairs"):
@@ -267,6 +268,7 @@ def test_evaluation_needs_labels(modes_only):
     assert modes_only.temperature == 1.0
 
 
+@pytest.mark.large
 def test_one_hot_labels_are_accepted_everywhere(modes_only):
     ens = modes_only
     one_hot = _ds(X, np.eye(10, dtype="float32")[Y])
@@ -280,6 +282,7 @@ def test_one_hot_labels_are_accepted_everywhere(modes_only):
     assert one_hot_report.rows == sparse_report.rows
 
 
+@pytest.mark.large
 def test_numpy_arrays_are_accepted_as_keras_fit_does(empty):
     history = empty.fit_modes((X, Y), epochs=1, validation_data=(X, Y))[0]
     # 20 inputs in batches of 32: one step, and the validation loss logged.
@@ -329,6 +332,7 @@ def test_missing_and_foreign_files_are_named(tmp_path):
         kb.BridgeEnsemble.load(tmp_path / "plain.keras")
 
 
+@pytest.mark.large
 def test_an_unregistered_custom_layer_is_named(tmp_path):
     # The custom class exists only in the process that saves.
     script = """
@@ -394,6 +398,7 @@ def test_the_command_line_reports_bad_arguments_in_one_line(
     assert words in err
 
 
+@pytest.mark.large
 def test_the_command_line_never_prints_a_traceback(tmp_path):
     result = subprocess.run(
         [
@@ -417,6 +422,7 @@ def test_the_command_line_never_prints_a_traceback(tmp_path):
     )
 
 
+@pytest.mark.large
 def test_training_arguments_are_checked(modes_only):
     ens = modes_only
     cases = [
@@ -459,6 +465,7 @@ def test_member_names_are_parsed_strictly(modes_only, members, words):
     assert words in str(info.value)
 
 
+@pytest.mark.large
 def test_a_head_instance_must_fit_the_request(modes_only):
     ens = modes_only
     ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
@@ -498,6 +505,7 @@ def test_files_are_never_replaced_by_folders_or_back(modes_only, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1", "2", "e.keras"]
 
 
+@pytest.mark.large
 def test_integer_images_are_accepted_everywhere(modes_only):
     ens = modes_only
     x = (X * 255).astype("uint8")
@@ -555,6 +563,7 @@ def test_predict_and_evaluate_refuse_a_member_with_a_nan_weight(modes_only):
     assert np.isfinite(before).all()
 
 
+@pytest.mark.large
 def test_a_diverging_stage_is_refused_and_its_backup_dropped(tmp_path):
     backbone = _backbone()
     ens = kb.BridgeEnsemble(backbone, seed=0)

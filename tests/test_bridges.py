@@ -166,6 +166,7 @@ def _head(ens, name):
     return ens.bridges[kb.members.parse(name)]
 
 
+@pytest.mark.large
 def test_bad_bridge_requests_are_refused(digits):
     ens = _untrained_ensemble(num_modes=1)
     with pytest.raises(ValueError, match="type2.*read two modes"):
@@ -182,6 +183,7 @@ def test_bad_bridge_requests_are_refused(digits):
         ens.inference_model(["mode_0", "type1_0-1_r0.3"])
 
 
+@pytest.mark.large
 def test_callbacks_take_effect_in_fit_bridge(digits, tmp_path):
     ens = _untrained_ensemble()
     ens.fit_curves(digits.train, epochs=1, verbose=0)

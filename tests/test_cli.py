@@ -218,6 +218,7 @@ def test_quiet_silences_tensorflow_notices(
         logger.setLevel(level)
 
 
+@pytest.mark.large
 def test_export_overwrite_keeps_a_users_folder(tiny_ensemble, tmp_path, capsys):
     ensemble = tiny_ensemble.save(tmp_path / "ensemble.keras")
     userdir = tmp_path / "userdir"
@@ -294,6 +295,7 @@ def test_the_command_offers_every_export_format():
     assert cli.EXPORT_FORMATS == export.FORMATS
 
 
+@pytest.mark.large
 def test_the_library_still_registers_its_layers_on_import():
     import subprocess
     import sys

@@ -62,6 +62,7 @@ def _randomise_batchnorm(model, seed):
         )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_curve_model_reproduces_both_endpoints(name):
     make, shape = MODELS[name]

@@ -47,6 +47,36 @@ NEEDS = {
     ),
 }
 
+#: Examples that train or export (2 s or more in a full run): `large`,
+#: so that the quick loop (`-m "not large"`) stays quick.
+SLOW = {
+    "keras_bridge.archive.EnsembleArchive",
+    "keras_bridge.archive.read",
+    "keras_bridge.archive.write",
+    "keras_bridge.curve_model.point_model",
+    "keras_bridge.data.load_fashion_mnist",
+    "keras_bridge.distillation.BridgeDistiller",
+    "keras_bridge.ensemble.BridgeEnsemble",
+    "keras_bridge.ensemble.BridgeEnsemble.calibrate",
+    "keras_bridge.ensemble.BridgeEnsemble.fit_bridge",
+    "keras_bridge.ensemble.BridgeEnsemble.predict",
+    "keras_bridge.ensemble.BridgeEnsemble.tune_bridge",
+    "keras_bridge.ensemble_fit.FitMixin.fit",
+    "keras_bridge.ensemble_reports.ReportsMixin.evaluate",
+    "keras_bridge.ensemble_reports.ReportsMixin.select_members",
+    "keras_bridge.ensemble_saving.SavingMixin.export",
+    "keras_bridge.ensemble_saving.SavingMixin.save",
+    "keras_bridge.export.check_overwrite",
+    "keras_bridge.export.export",
+    "keras_bridge.export.litert.export_litert",
+    "keras_bridge.export.litert.read_litert_metadata",
+    "keras_bridge.export.onnx.export_onnx",
+    "keras_bridge.export.onnx.read_onnx_metadata",
+    "keras_bridge.export.saved_model.export_saved_model",
+    "keras_bridge.export.saved_model.read_saved_model_metadata",
+    "keras_bridge.tuning.BridgeHyperModel",
+}
+
 _USES_ENSEMBLE = re.compile(r"\bens\b|ensemble\.keras")
 _CHANGES_ENSEMBLE = re.compile(
     r"\bens\.(fit|tune|set|calibrate|evaluate)\w*\("  # a method that changes it
@@ -72,7 +102,7 @@ def _params() -> list:
     params = []
     for test in _docstring_tests():
         marks = []
-        if _USES_ENSEMBLE.search(_source(test)):
+        if test.name in SLOW or _USES_ENSEMBLE.search(_source(test)):
             marks.append(pytest.mark.large)
         if test.name in BROKEN:
             marks.append(pytest.mark.skip(reason=BROKEN[test.name]))

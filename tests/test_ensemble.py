@@ -114,6 +114,7 @@ class _StaleBatchNorm(keras.callbacks.Callback):
                 layer.moving_mean.assign(layer.moving_mean + 50.0)
 
 
+@pytest.mark.large
 def test_fit_modes_leaves_no_stale_batchnorm_statistics(digits):
     ens = kb.BridgeEnsemble(_small_backbone(), num_modes=1, seed=0)
     with warnings.catch_warnings():
@@ -199,6 +200,7 @@ def test_curve_training_removes_the_barrier_on_digits(trained_ensemble, digits):
     assert "NLL barrier" in str(profile)
 
 
+@pytest.mark.large
 def test_frozen_pretrained_layers_are_kept_in_every_mode():
     backbone = _small_backbone()
     stem = backbone.get_layer("stem_conv")
@@ -230,6 +232,7 @@ def test_a_backbone_with_nothing_to_train_is_refused():
     assert ens.modes == []
 
 
+@pytest.mark.large
 def test_modes_get_exact_batchnorm_statistics():
     rng = np.random.default_rng(0)
     x = rng.normal(2.0, 3.0, (64, 8, 8, 1)).astype("float32")
@@ -249,6 +252,7 @@ def test_modes_get_exact_batchnorm_statistics():
         )
 
 
+@pytest.mark.large
 def test_fit_stops_before_the_curves_on_broken_modes(digits):
     x, y = kb.data.to_numpy(digits.validation)
     wrong = (y + 1) % 10  # labelled unlike the training data

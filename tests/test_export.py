@@ -191,6 +191,7 @@ def test_export_replaces_only_an_earlier_export_by_default(
     assert info["members"] == ens.member_names()
 
 
+@pytest.mark.large
 def test_export_and_load_take_keras_arguments(tiny_ensemble, tmp_path):
     ens = tiny_ensemble
     path = ens.export(tmp_path / "m.onnx", "onnx", False, opset_version=15)

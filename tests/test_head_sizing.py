@@ -114,6 +114,7 @@ def test_fallback_head_is_sized_from_the_budget():
     assert head.width == 32 or wider_cost > 0.2 * kb.flops(backbone)
 
 
+@pytest.mark.large
 def test_mobilenet_v3_small_gets_a_head_within_budget():
     backbone = keras.applications.MobileNetV3Small(
         weights=None,

@@ -101,6 +101,7 @@ def test_the_full_check_refuses_the_same_batches_before_anything_runs(
     assert "`data`" in str(error.value) and message in str(error.value)
 
 
+@pytest.mark.large
 def test_a_stage_on_large_data_stops_at_the_bad_batch_and_keeps_nothing(
     large,
 ):
@@ -142,6 +143,7 @@ def _labelled(n, seed):
     return x, rng.integers(0, 10, n)
 
 
+@pytest.mark.large
 def test_streamed_evaluate_equals_the_in_memory_scores(two_modes):
     (x, y), (x_val, y_val) = _labelled(90, 0), _labelled(70, 1)
     report = two_modes.evaluate(

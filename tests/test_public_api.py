@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import keras_bridge as kb
 
 
@@ -22,6 +24,7 @@ def test_the_flops_function_is_not_hidden_by_a_module():
     assert kb.flops.__module__ == "keras_bridge.flop_count"
 
 
+@pytest.mark.large
 def test_import_loads_no_tuner_config_or_export_libraries():
     code = (
         "import sys, keras_bridge, keras\n"

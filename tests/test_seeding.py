@@ -5,6 +5,7 @@ import random
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import keras_bridge as kb
@@ -33,6 +34,7 @@ def _fit_modes(backbone, data):
     return [np.array(w) for w in ens.modes[0].weights]
 
 
+@pytest.mark.large
 def test_seeded_fit_modes_leaves_the_callers_random_state():
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     data = _data()
@@ -43,6 +45,7 @@ def test_seeded_fit_modes_leaves_the_callers_random_state():
     assert _draws() == expected
 
 
+@pytest.mark.large
 def test_seeded_fit_modes_is_reproducible():
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     data = _data()

@@ -71,6 +71,7 @@ def ensemble_with_a_bad_mode(digits):
     return ens
 
 
+@pytest.mark.large
 def test_select_members_drops_a_member_built_to_hurt(
     ensemble_with_a_bad_mode, digits
 ):
@@ -90,6 +91,7 @@ def test_select_members_drops_a_member_built_to_hurt(
         ens.select_members(digits.validation, max_members=0)
 
 
+@pytest.mark.large
 def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
     ens = ensemble_with_a_bad_mode
     x, _ = kb.data.to_numpy(digits.test)
@@ -128,6 +130,7 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
         ens.evaluate(digits.test, ood_data=np.zeros((4, 9, 9, 1)))
 
 
+@pytest.mark.large
 def test_evaluate_changes_nothing(tiny_ensemble, digits):
     ens = tiny_ensemble
     ens.temperature = 2.5  # what a user set, or `calibrate` fitted
@@ -141,6 +144,7 @@ def test_evaluate_changes_nothing(tiny_ensemble, digits):
         np.testing.assert_allclose(after[key], value, atol=1e-6)
 
 
+@pytest.mark.large
 def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
     ens = tiny_ensemble
     ens.fit_bridge(digits.train, epochs=1, verbose=0)

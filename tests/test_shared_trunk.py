@@ -50,6 +50,7 @@ def test_member_names_parse_back():
         BridgeMember("type2", (0, 1), 0.5, shared=True)
 
 
+@pytest.mark.large
 def test_shared_trunk_outputs_equal_its_parts(
     tiny_shared_ensemble, tiny_ensemble_file, digits
 ):
@@ -82,6 +83,7 @@ def test_shared_trunk_outputs_equal_its_parts(
     )
 
 
+@pytest.mark.large
 def test_shared_trunk_is_computed_once(tiny_shared_ensemble):
     ens = tiny_shared_ensemble
     base = kb.flops(ens.backbone)
@@ -106,6 +108,7 @@ def test_shared_heads_follow_their_teachers(shared_ensemble, digits):
     assert (members[:, 3].argmax(1) == y).mean() > 0.85
 
 
+@pytest.mark.large
 def test_report_has_the_shared_rows_and_expected_deep_ensembles(
     tiny_shared_ensemble, digits
 ):
@@ -194,6 +197,7 @@ def test_bad_shared_requests_are_refused(tiny_ensemble, digits):
     assert ens.shared is None and not ens.bridges
 
 
+@pytest.mark.large
 def test_a_failed_shared_call_changes_nothing(tiny_ensemble, digits):
     ens = tiny_ensemble
 
@@ -212,6 +216,7 @@ def test_a_failed_shared_call_changes_nothing(tiny_ensemble, digits):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.large
 def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
     ens = tiny_ensemble
     ens.fit_bridge(digits.train, trunk="shared", epochs=1, verbose=0)
@@ -226,6 +231,7 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
     ]  # fmt: skip
 
 
+@pytest.mark.large
 def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     # A few batches: this checks which members a run builds and resumes.
@@ -287,6 +293,7 @@ def test_the_flops_plot_draws_the_shared_rows_as_one_family():
     np.testing.assert_allclose(line.get_xdata(), [1.0, 1.1, 1.2])
 
 
+@pytest.mark.large
 def test_keep_best_keeps_the_epoch_of_the_lowest_val_kl(tiny_ensemble, digits):
     ens = tiny_ensemble
     (history,) = ens.fit_bridge(
@@ -305,6 +312,7 @@ def test_keep_best_keeps_the_epoch_of_the_lowest_val_kl(tiny_ensemble, digits):
     assert np.mean(kls) == pytest.approx(min(history.history["val_kl"]), 1e-4)
 
 
+@pytest.mark.large
 def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
     seen = []
 
@@ -326,6 +334,7 @@ def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
     assert batches == pytest.approx(round(batches), abs=1e-4)
 
 
+@pytest.mark.large
 def test_files_without_a_shared_trunk_keep_format_2(
     tiny_bridged_ensemble, tiny_bridged_files, tmp_path
 ):

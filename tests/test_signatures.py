@@ -52,6 +52,7 @@ def _data(n=32):
     return x, rng.integers(0, 10, n).astype("int32")
 
 
+@pytest.mark.large
 def test_fit_methods_return_a_list_of_histories():
     ens = _ensemble()
     x, y = _data()
@@ -84,6 +85,7 @@ def test_head_spec_groups_the_head_settings_and_its_budget():
         HeadSpec.get({"max_flop": 0.3})
 
 
+@pytest.mark.large
 def test_a_budget_in_the_head_spec_bounds_the_head():
     ens = _ensemble()
     x, y = _data()

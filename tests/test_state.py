@@ -63,6 +63,7 @@ def _with_nan(digits):
 # 1. Later stages never mutate a mode or a user's model.
 
 
+@pytest.mark.large
 def test_fit_bridge_leaves_modes_and_user_models_trainable(digits):
     train = digits.train.take(2)  # what is frozen, not how well it learns
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
@@ -85,6 +86,7 @@ def test_fit_bridge_leaves_modes_and_user_models_trainable(digits):
         assert all(m is not model for m in ens.modes)
 
 
+@pytest.mark.large
 def test_a_curve_after_a_bridge_trains_the_whole_network(digits):
     train = digits.train.take(2)
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
@@ -166,6 +168,7 @@ def test_failed_fit_curves_and_fit_bridge_change_nothing(
 # 3. Refitting a curve drops what depended on the old one.
 
 
+@pytest.mark.large
 def test_refitting_a_curve_drops_its_bridges(tiny_ensemble, digits, tmp_path):
     ens, train = tiny_ensemble, digits.train.take(2)
     ens.fit_bridge(train, epochs=1, verbose=0)
@@ -210,6 +213,7 @@ def test_a_loaded_ensemble_trains_on(trained_ensemble, digits):
 # 5. A stage's checkpoints hold only what that stage trains.
 
 
+@pytest.mark.large
 def test_backup_of_fit_bridge_holds_only_heads(digits, tmp_path):
     train = digits.train.take(2)
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
@@ -264,6 +268,7 @@ def test_a_nan_pixel_stops_every_stage(tiny_ensemble, digits):
     _assert_unchanged(before, _snapshot(ens))
 
 
+@pytest.mark.large
 def test_a_diverging_loss_stops_the_stage(tiny_ensemble, digits):
     ens = tiny_ensemble
     before = _snapshot(ens)
@@ -312,6 +317,7 @@ def _dead_pid():
     return child.pid
 
 
+@pytest.mark.large
 def test_leftovers_of_killed_writes_are_removed(tiny_ensemble, tmp_path):
     ens = tiny_ensemble
     pid = _dead_pid()
@@ -355,6 +361,7 @@ def test_an_old_version_put_back_is_not_overwritten(tiny_ensemble, tmp_path):
     assert (tmp_path / "1" / "saved_model.pb").read_bytes() == b"version 1"
 
 
+@pytest.mark.large
 def test_overwrite_replaces_only_what_an_export_wrote(tiny_ensemble, tmp_path):
     ens = tiny_ensemble
     model = tmp_path / "serving" / "digits"
@@ -434,6 +441,7 @@ def test_tf_tensors_are_accepted_by_predict(tiny_ensemble):
     )
 
 
+@pytest.mark.large
 def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
     backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     ens = kb.BridgeEnsemble(backbone, num_modes=3, seed=0)
@@ -496,6 +504,7 @@ def _tiny_fit(digits, run_dir, num_modes=2, seed=0, epochs=1, type2=False):
     )  # fmt: skip
 
 
+@pytest.mark.large
 def test_a_run_dir_refuses_other_settings(digits, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(_Killed):

@@ -71,6 +71,7 @@ def test_search_installs_the_best_completed_head(
     assert again.best["val_kl"] == result.best["val_kl"]
 
 
+@pytest.mark.large
 def test_search_space_holds_exactly_the_heads_within_budget(
     tiny_ensemble, digits
 ):
@@ -87,6 +88,7 @@ def test_search_space_holds_exactly_the_heads_within_budget(
         assert hypermodel.cost({"width": width, "depth": 2}) <= budget
 
 
+@pytest.mark.large
 def test_a_head_over_budget_fails_its_trial_before_training(
     tiny_ensemble, digits
 ):
@@ -124,6 +126,7 @@ def test_a_head_over_budget_fails_its_trial_before_training(
         ({"pair": (0, 5)}, "pair"),
     ],
 )
+@pytest.mark.large
 def test_bad_search_arguments_leave_the_ensemble_as_it_was(
     tiny_bridged_ensemble, digits, kwargs, argument
 ):
@@ -138,6 +141,7 @@ def test_bad_search_arguments_leave_the_ensemble_as_it_was(
     assert ens.bridges == before
 
 
+@pytest.mark.large
 def test_validation_data_is_required(tiny_bridged_ensemble, digits):
     ens = tiny_bridged_ensemble
     before = dict(ens.bridges)
@@ -146,6 +150,7 @@ def test_validation_data_is_required(tiny_bridged_ensemble, digits):
     assert ens.bridges == before
 
 
+@pytest.mark.large
 def test_installing_a_foreign_model_is_refused(tiny_ensemble, digits):
     ens = tiny_ensemble
     hypermodel = tuning.BridgeHyperModel(ens, digits.train)
@@ -167,6 +172,7 @@ def test_default_pair_is_the_anchors_first_curve():
     assert kb.BridgeEnsemble.default_pair(Fake) == (1, 0)
 
 
+@pytest.mark.large
 def test_search_with_a_shared_trunk_installs_trunk_and_head(
     tiny_ensemble, digits, tmp_path
 ):
@@ -193,6 +199,7 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.large
 def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
     ens = tiny_ensemble
     member = kb.members.BridgeMember("type1", (0, 1), 0.5)
@@ -210,6 +217,7 @@ def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
     assert _val_kl(ens, member, digits.validation) == pytest.approx(before)
 
 
+@pytest.mark.large
 def test_callbacks_run_in_every_trial(tiny_ensemble, digits):
     class Epochs(keras.callbacks.Callback):
         # Each trial trains with a deep copy: the count lives on the class.
