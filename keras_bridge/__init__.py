@@ -25,6 +25,7 @@ _NAMES = {
     "flops": "flop_count",
     "point_model": "curve_model",
     "recalibrate_batchnorm": "curve_model",
+    "set_data_checks": "data_checks",
     "to_curve_model": "curve_model",
 }
 
@@ -57,6 +58,7 @@ if _typing.TYPE_CHECKING:  # what `__getattr__` gives, for static tools
     )
     from keras_bridge.curve_model import to_curve_model as to_curve_model
     from keras_bridge.curve_profile import CurveProfile as CurveProfile
+    from keras_bridge.data_checks import set_data_checks as set_data_checks
     from keras_bridge.ensemble import BridgeEnsemble as BridgeEnsemble
     from keras_bridge.flop_count import flops as flops
     from keras_bridge.report import EnsembleReport as EnsembleReport

@@ -120,9 +120,14 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
                 mutual_information(test), mutual_information(ood)
             )
         )
+    # The report computes the mutual information in float32 (the serving
+    # layer's function), this in float64: a near-tie may rank the other
+    # way: the AUROC moves by one pair in len(x) ** 2 (2.6e-6 seen), the
+    # FPR95 by at most one input in len(flipped).
+    tolerance = {"auroc": 10 / len(x) ** 2, "fpr95": 1 / len(flipped)}
     for key in ("auroc", "fpr95"):
         expected = np.mean([f[key] for f in found])
-        assert row[f"{key}_mi"] == pytest.approx(expected, abs=1e-6)
+        assert row[f"{key}_mi"] == pytest.approx(expected, abs=tolerance[key])
     # One member has no disagreement: its mutual information is 0.
     assert report.row("mode 0")["auroc_mi"] == pytest.approx(0.5)
     assert "AUROC MI" in str(report)
