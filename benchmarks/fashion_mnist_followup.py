@@ -51,7 +51,7 @@ def main(path):
     print("\n## Bridge agreement with its teacher: train vs test\n")
     x_train, _ = kb.data.to_numpy(data.train.take(79))
     for member, _ in ens.bridges.items():
-        teacher = ens.point_model(member.pair, member.r)
+        teacher = ens.point_model(member.pair, member.t)
         names = [member.name] + [
             kb.members.source_member(i).name for i in member.sources
         ]

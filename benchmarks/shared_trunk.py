@@ -126,7 +126,7 @@ def followed(ens, bridge, splits):
     anchor's, the fraction on which the bridge picks the teacher's."""
     x = splits[1][0]
     member = kb.members.parse(bridge)
-    teacher = ens.point_model(member.pair, member.r).predict(x, verbose=0)
+    teacher = ens.point_model(member.pair, member.t).predict(x, verbose=0)
     anchor = ens.modes[member.pair[0]].predict(x, verbose=0)
     head = ens.predict(x, members=[bridge])["probabilities"]
     differs = teacher.argmax(1) != anchor.argmax(1)

@@ -139,7 +139,7 @@ class ReportsMixin:
         members = self.members()
         self._check_finite("evaluate", training.BROKEN_MEMBER)
         teachers = {
-            (m.pair, m.r): self.point_model(m.pair, m.r)
+            (m.pair, m.t): self.point_model(m.pair, m.t)
             for m in evaluation.fidelity_members(members)
         }
         return evaluation.evaluate(

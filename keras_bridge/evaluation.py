@@ -226,7 +226,7 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     calibration = None
     if data.get("calibration") is not None:
         needed = {
-            (m.pair, m.r)
+            (m.pair, m.t)
             for m in fidelity_members(bridges)
             if m.at in (None, DEFAULT_POINT)
         } | {(b.pair, b.point) for b in _type1_points(anchor, bridges)}
@@ -382,7 +382,7 @@ def _check_bridges(bridge_rows, index, calibration, selected):
         member = row["member"]
         if member.at not in (None, DEFAULT_POINT):
             continue
-        teacher = calibration.logits[(member.pair, member.r)].argmax(axis=1)
+        teacher = calibration.logits[(member.pair, member.t)].argmax(axis=1)
         probs = val_probs[:, index[member]]
         row["val_agreement"] = float(np.mean(probs.argmax(1) == teacher))
         sources = [index[source_member(i)] for i in member.sources]
@@ -498,7 +498,7 @@ def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
     for member in scored:
         if not isinstance(member, BridgeMember):
             continue
-        key = (member.pair, member.r)
+        key = (member.pair, member.t)
         if key not in accuracy:
             logits = test.logits[key]
             accuracy[key] = (logits, metrics_lib.accuracy(softmax(logits), y))
@@ -512,7 +512,7 @@ def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
             {
                 "member": member,
                 "name": member.base.name,
-                "point": float(member.r),
+                "point": float(member.t),
                 "agreement": fidelity["agreement"],
                 "kl": fidelity["kl"],
                 "accuracy": metrics_lib.accuracy(member_probs, y),

@@ -157,9 +157,6 @@ class BridgeMember:
             return self.point
         return DEFAULT_POINT if self.at is None else self.at
 
-    #: The name of `t` before version 0.4.
-    r = t
-
     @property
     def base(self) -> "BridgeMember":
         """The trained bridge, without an evaluation point."""
