@@ -1,5 +1,8 @@
 """Turning functional models into curve models, and curve points back."""
 
+import collections
+import json
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -169,6 +172,52 @@ def batchnorm_layers(model) -> list:
     ]
 
 
+#: The batch-moment functions traced so far, by architecture, newest last:
+#: recalibrating another model of an architecture seen before (the points
+#: of a curve, a curve profile, a t-conditioned bridge's teachers) traces
+#: nothing new. Each holds the model it was traced on.
+_MOMENT_FUNCTIONS = collections.OrderedDict()
+_MOMENT_FUNCTIONS_KEPT = 2
+
+
+def _architecture(model, slots):
+    """A key equal for models that differ in their weights' values only,
+    or None where the model cannot describe itself (then nothing is
+    shared)."""
+    try:
+        config = dict(model.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    config.pop("name", None)
+    variables = [
+        (tuple(v.shape), str(v.dtype), bool(v.trainable))
+        for v in (*model.trainable_variables, *model.non_trainable_variables)
+    ]
+    return json.dumps([config, variables, slots], sort_keys=True, default=repr)
+
+
+def _moments_function(model, slots):
+    """``(runner, function)``: ``function(trainable, state, x)`` returns
+    the batch mean and variance at each BatchNormalization slot of
+    ``runner`` run on ``x`` in training mode with the given weight values;
+    ``runner`` is ``model`` or a model of the same architecture."""
+    key = _architecture(model, slots)
+    if key is not None and key in _MOMENT_FUNCTIONS:
+        _MOMENT_FUNCTIONS.move_to_end(key)
+        return _MOMENT_FUNCTIONS[key]
+
+    @tf.function(jit_compile=False, reduce_retracing=True)
+    def batch_moments(trainable, state, x):
+        _, new_state = model.stateless_call(trainable, state, x, training=True)
+        return [(new_state[m], new_state[v]) for m, v in slots]
+
+    if key is not None:
+        _MOMENT_FUNCTIONS[key] = (model, batch_moments)
+        while len(_MOMENT_FUNCTIONS) > _MOMENT_FUNCTIONS_KEPT:
+            _MOMENT_FUNCTIONS.popitem(last=False)
+    return model, batch_moments
+
+
 def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
     """Recomputes BatchNormalization moving statistics from data.
 
@@ -201,31 +250,31 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
     if not layers:
         return model
     positions = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
-    slots = [
+    slots = tuple(
         (positions[id(layer.moving_mean)], positions[id(layer.moving_variance)])
         for layer in layers
-    ]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
+    )
+    runner, batch_moments = _moments_function(model, slots)
+    # The batch statistics come back as the moving statistics when the
+    # momentum is 0 (in the model, and in the traced runner if another).
+    zeroed = layers if runner is model else [*layers, *batchnorm_layers(runner)]
+    momenta = [layer.momentum for layer in zeroed]
+    for layer in zeroed:
         layer.momentum = 0.0
     try:
-        trainable = list(model.trainable_variables)
-        state = list(model.non_trainable_variables)
-
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def batch_moments(x):
-            _, new_state = model.stateless_call(
-                trainable, state, x, training=True
-            )
-            return [(new_state[m], new_state[v]) for m, v in slots]
-
+        trainable = [
+            ops.convert_to_tensor(v) for v in model.trainable_variables
+        ]
+        state = [
+            ops.convert_to_tensor(v) for v in model.non_trainable_variables
+        ]
         count, sums = 0.0, None
         for step, batch in enumerate(data):
             if steps is not None and step >= steps:
                 break
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             size = float(ops.shape(x)[0])
-            moments = batch_moments(x)
+            moments = batch_moments(trainable, state, x)
             # Summed in float64: E[x^2] - E[x]^2 loses digits in float32.
             moments = [
                 (ops.cast(m, "float64"), ops.cast(v, "float64"))
@@ -244,7 +293,7 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             )
             count += size
     finally:
-        for layer, momentum in zip(layers, momenta):
+        for layer, momentum in zip(zeroed, momenta):
             layer.momentum = momentum
     if sums is None:
         raise ValueError("`data` must hold at least one batch; it is empty.")

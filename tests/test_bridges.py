@@ -175,8 +175,10 @@ def test_bad_bridge_requests_are_refused(digits):
         ens.fit_bridge(digits.train)
     with pytest.raises(ValueError, match="`kind` must be"):
         ens.fit_bridge(digits.train, kind="type3")
-    ens = _untrained_ensemble()
-    ens.fit_curves(digits.train, epochs=1, verbose=0)
+
+
+def test_bad_points_and_members_are_refused(tiny_ensemble, digits):
+    ens = tiny_ensemble  # two modes and their curve
     with pytest.raises(ValueError, match=r"t in \[0, 1\]; received t=1.5"):
         ens.fit_bridge(digits.train, t=(0.5, 1.5))
     with pytest.raises(ValueError, match="`members` must name"):
@@ -184,9 +186,8 @@ def test_bad_bridge_requests_are_refused(digits):
 
 
 @pytest.mark.large
-def test_callbacks_take_effect_in_fit_bridge(digits, tmp_path):
-    ens = _untrained_ensemble()
-    ens.fit_curves(digits.train, epochs=1, verbose=0)
+def test_callbacks_take_effect_in_fit_bridge(tiny_ensemble, digits, tmp_path):
+    ens = tiny_ensemble  # two modes and their curve
     stop = keras.callbacks.EarlyStopping(
         monitor="val_kl", mode="min", min_delta=10.0, patience=1
     )

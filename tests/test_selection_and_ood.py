@@ -54,14 +54,12 @@ def test_select_members_honours_requirements():
 
 
 @pytest.fixture
-def ensemble_with_a_bad_mode(digits):
-    """Two modes trained briefly and a third built to hurt: a copy of mode
-    0 whose classifier is shifted by one class, so it is confidently wrong
-    (whatever the random state; a mode left at its random start is
-    near-uniform and can even help the calibrated NLL)."""
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-    ens.fit_modes(digits.train, epochs=4, verbose=0)
+def ensemble_with_a_bad_mode(trained_ensemble):
+    """The two trained digits modes of `conftest.py` and a third built to
+    hurt: a copy of mode 0 whose classifier is shifted by one class, so it
+    is confidently wrong (whatever the random state; a mode left at its
+    random start is near-uniform and can even help the calibrated NLL)."""
+    ens, _ = trained_ensemble
     wrong = keras.models.clone_model(ens.modes[0])
     wrong.set_weights(ens.modes[0].get_weights())
     classifier = wrong.layers[-1]
@@ -150,9 +148,8 @@ def test_evaluate_changes_nothing(tiny_ensemble, digits):
 
 
 @pytest.mark.large
-def test_bridges_that_do_not_pay_off_are_flagged(tiny_ensemble, digits):
-    ens = tiny_ensemble
-    ens.fit_bridge(digits.train, epochs=1, verbose=0)
+def test_bridges_that_do_not_pay_off_are_flagged(tiny_bridged_ensemble, digits):
+    ens = tiny_bridged_ensemble
     report = ens.evaluate(digits.test, calibration_data=digits.validation)
     (bridge,) = report.bridges
     x, y = kb.data.to_numpy(digits.validation)

@@ -1,0 +1,68 @@
+"""BatchNorm recalibration shares one traced function per architecture."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bridge as kb
+from keras_bridge import curve_model
+
+
+def _resnet(seed):
+    keras.utils.set_random_seed(seed)
+    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+
+
+def _exact_moments(model, x, name):
+    """The moments of ``name``'s input over ``x``, with every BN layer
+    before it already holding its exact statistics (so inference mode
+    equals training mode on ``x``)."""
+    probe = keras.Model(model.input, model.get_layer(name).input)
+    features = np.asarray(probe(x)).reshape(-1, probe.output.shape[-1])
+    return features.mean(0), features.var(0)
+
+
+def test_models_of_one_architecture_share_the_traced_function():
+    x = np.random.default_rng(0).normal(size=(48, 8, 8, 1)).astype("float32")
+    a, b = _resnet(0), _resnet(1)
+    kb.recalibrate_batchnorm(a, [x[:16], x[16:]])
+    a_stats = [np.array(w) for w in a.get_layer("stem_bn").get_weights()]
+    (runner, function) = next(reversed(curve_model._MOMENT_FUNCTIONS.values()))
+    assert runner is a
+    traces = function.experimental_get_tracing_count()
+
+    kb.recalibrate_batchnorm(b, [x])
+    # b reused a's function: nothing was traced again ...
+    assert function.experimental_get_tracing_count() == traces
+    # ... yet b got its own exact statistics, not a's (one batch: each
+    # layer's are its input's moments).
+    for name in ("stem_bn", "stage2_block1_bn2"):
+        mean, variance = _exact_moments(b, x, name)
+        layer = b.get_layer(name)
+        np.testing.assert_allclose(layer.moving_mean, mean, atol=1e-4)
+        np.testing.assert_allclose(
+            layer.moving_variance, variance, rtol=1e-3, atol=1e-5
+        )
+    assert not np.allclose(b.get_layer("stem_bn").moving_mean, a_stats[2])
+    # a (the runner) is unchanged, its momentum restored.
+    for before, after in zip(a_stats, a.get_layer("stem_bn").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    for model in (a, b):
+        assert all(
+            layer.momentum == pytest.approx(0.99)
+            for layer in curve_model.batchnorm_layers(model)
+        )
+
+
+def test_another_architecture_gets_its_own_function():
+    x = np.random.default_rng(1).normal(size=(32, 8, 8, 1)).astype("float32")
+    small = _resnet(0)
+    kb.recalibrate_batchnorm(small, [x])
+    wide = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.5)
+    kb.recalibrate_batchnorm(wide, [x])
+    (runner, _) = next(reversed(curve_model._MOMENT_FUNCTIONS.values()))
+    assert runner is wide
+    mean, variance = _exact_moments(wide, x, "stem_bn")
+    np.testing.assert_allclose(
+        wide.get_layer("stem_bn").moving_mean, mean, atol=1e-4
+    )
