@@ -11,6 +11,7 @@ Checked on Keras 3.15.1, TensorFlow 2.21.0 and KerasTuner 1.4.8.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src.backend.common import global_state
 from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
@@ -146,3 +147,40 @@ class BackupAndRestoreWriter(keras.callbacks.BackupAndRestore):
         optimizer state) to ``weights_path``, the JSON ``metadata`` (the
         epochs done) to ``metadata_path``."""
         raise NotImplementedError
+
+
+# TFLite flatbuffer metadata (TensorFlow 2.21.0, tensorflow/lite/python/
+# schema_py_generated.py, tensorflow/lite/tools/flatbuffer_utils.py) ------
+
+
+def add_tflite_metadata(flatbuffer: bytes, name: str, data: bytes) -> bytes:
+    """``flatbuffer`` (a TFLite model) with a named metadata buffer
+    ``name`` holding ``data`` added. The TFLite schema keeps named byte
+    buffers in ``Model.metadata``; TF has no public writer for them, so
+    this uses the generated schema and the flatbuffer helpers its own
+    converter uses for its conversion metadata (checked on TF 2.21.0)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_tflite_metadata(flatbuffer: bytes, name: str):
+    """The bytes of ``flatbuffer``'s metadata buffer ``name``, or None
+    (see `add_tflite_metadata`)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name().decode() == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None

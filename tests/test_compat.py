@@ -154,3 +154,30 @@ def test_backup_writer_writes_the_files_keras_restores(tmp_path):
     assert len(history.history["loss"]) == 2, _upstream(
         "BackupAndRestoreWriter"
     )
+
+
+def test_tflite_metadata_is_written_and_read_back():
+    @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    def double(x):
+        return 2.0 * x
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [double.get_concrete_function()], double
+    )
+    flatbuffer = compat.add_tflite_metadata(
+        converter.convert(), "keras_bridge", b'{"members": 2}'
+    )
+    assert compat.read_tflite_metadata(flatbuffer, "keras_bridge") == (
+        b'{"members": 2}'
+    )
+    assert compat.read_tflite_metadata(flatbuffer, "other") is None
+    # The model still runs with the buffer added.
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    (given,), (taken,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+    interpreter.set_tensor(given["index"], np.ones((1, 3), "float32"))
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_tensor(taken["index"]), 2.0)

@@ -10,9 +10,9 @@ import json
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
+from keras_bridge import compat
 from keras_bridge.atomic_files import atomic_write, check_target
 from keras_bridge.export.metadata import METADATA_KEY
 from keras_bridge.export.signature import serving_archive
@@ -41,22 +41,10 @@ def _flatbuffer(model, quantization: str | None) -> bytes:
 
 
 def _with_metadata(flatbuffer: bytes, info: dict) -> bytes:
-    # The TFLite schema keeps named byte buffers in `Model.metadata`, so
-    # the file carries its metadata and nothing can separate the two. TF
-    # has no public writer for them; these are the helpers its converter
-    # uses to add its own conversion metadata (TF is pinned to 2.21).
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    tflite = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
-    tflite.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(tflite.buffers) - 1
-    tflite.metadata = [*(tflite.metadata or []), entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
+    # The file carries its metadata, so nothing can separate the two.
+    return compat.add_tflite_metadata(
+        flatbuffer, METADATA_KEY, json.dumps(info).encode()
+    )
 
 
 def read_litert_metadata(filepath) -> dict:
@@ -75,16 +63,10 @@ def read_litert_metadata(filepath) -> dict:
     >>> read_litert_metadata(path)["members"] == ens.member_names()
     True
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
     with open(filepath, "rb") as handle:
-        content = handle.read()
-    tflite = schema.Model.GetRootAs(content, 0)
-    for index in range(tflite.MetadataLength()):
-        entry = tflite.Metadata(index)
-        if entry.Name().decode() == METADATA_KEY:
-            data = tflite.Buffers(entry.Buffer()).DataAsNumpy()
-            return json.loads(data.tobytes())
+        data = compat.read_tflite_metadata(handle.read(), METADATA_KEY)
+    if data is not None:
+        return json.loads(data)
     raise ValueError(
         f"{os.fspath(filepath)!r} has no {METADATA_KEY!r} metadata; it was "
         "not written by `keras_bridge.export.litert.export_litert`."
