@@ -229,8 +229,7 @@ def test_bad_member_lists_are_refused(modes_only, members, words):
     assert words in str(info.value)
 
 
-@pytest.mark.large
-def test_curve_and_bridge_arguments_are_checked(modes_only):
+def test_curve_and_bridge_arguments_are_checked(modes_only, tiny_ensemble):
     ens = modes_only
     with pytest.raises(ValueError, match="`pairs` must hold pairs"):
         ens.fit_curves(_ds(X, Y), pairs=[(0, 0)])
@@ -244,7 +243,8 @@ def test_curve_and_bridge_arguments_are_checked(modes_only):
         ens.curve_profile(_ds(X, np.full(20, -1, "int32")))
     with pytest.raises(ValueError, match="call `fit_curves` before"):
         ens.fit_bridge(_ds(X))
-    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
+    assert ens.member_names() == ["mode_0", "mode_1"]
+    ens = tiny_ensemble  # with a fitted curve
     with pytest.raises(ValueError, match=r"`t` must hold curve positions t in"):
         ens.point_model((0, 1), 1.5)
     with pytest.raises(ValueError, match="`t` must be a curve position in"):
@@ -283,20 +283,22 @@ def test_one_hot_labels_are_accepted_everywhere(modes_only):
 
 
 @pytest.mark.large
-def test_numpy_arrays_are_accepted_as_keras_fit_does(empty):
-    history = empty.fit_modes((X, Y), epochs=1, validation_data=(X, Y))[0]
+def test_numpy_arrays_are_accepted_as_keras_fit_does():
+    # One mode each: how arrays are read, the same for every mode.
+    arrays = kb.BridgeEnsemble(_backbone(), num_modes=1, seed=0)
+    history = arrays.fit_modes((X, Y), epochs=1, validation_data=(X, Y))[0]
     # 20 inputs in batches of 32: one step, and the validation loss logged.
     assert len(history.history["val_loss"]) == 1
-    assert len(empty.modes) == 2
+    assert len(arrays.modes) == 1
     # Arrays train as the same data batched by 32, in order, would.
-    batched = kb.BridgeEnsemble(_backbone(), seed=0)
+    batched = kb.BridgeEnsemble(_backbone(), num_modes=1, seed=0)
     twin = batched.fit_modes(
         _ds(X, Y, batch=32), epochs=1, validation_data=_ds(X, Y, batch=32)
     )[0]
     np.testing.assert_allclose(
         history.history["val_loss"], twin.history["val_loss"], rtol=1e-5
     )
-    for mode, other in zip(empty.modes, batched.modes):
+    for mode, other in zip(arrays.modes, batched.modes):
         np.testing.assert_allclose(mode(X), other(X), rtol=1e-4, atol=1e-5)
 
 
@@ -422,9 +424,8 @@ def test_the_command_line_never_prints_a_traceback(tmp_path):
     )
 
 
-@pytest.mark.large
-def test_training_arguments_are_checked(modes_only):
-    ens = modes_only
+def test_training_arguments_are_checked(tiny_ensemble):
+    ens = tiny_ensemble  # two modes and their curve: nothing trains here
     cases = [
         ({"learning_rate": "a"}, "`learning_rate` must be a finite number"),
         ({"learning_rate": float("nan")}, "received learning_rate=nan"),
@@ -433,7 +434,6 @@ def test_training_arguments_are_checked(modes_only):
     for kwargs, words in cases:
         with pytest.raises(ValueError, match=words):
             ens.fit_curves(_ds(X, Y), **kwargs)
-    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
     for alpha in (float("nan"), "a", -1):
         with pytest.raises(ValueError, match="`mixup_alpha` must be"):
             ens.fit_bridge(_ds(X), mixup_alpha=alpha)
@@ -465,10 +465,8 @@ def test_member_names_are_parsed_strictly(modes_only, members, words):
     assert words in str(info.value)
 
 
-@pytest.mark.large
-def test_a_head_instance_must_fit_the_request(modes_only):
-    ens = modes_only
-    ens.fit_curves(_ds(X, Y), epochs=1, verbose=0)
+def test_a_head_instance_must_fit_the_request(tiny_ensemble):
+    ens = tiny_ensemble  # two modes and their curve: nothing trains here
     with pytest.raises(ValueError, match="`head` must output 10 classes"):
         ens.fit_bridge(_ds(X), head=kb.layers.BridgeHead(7, width=8))
     with pytest.raises(ValueError, match="conditioned=True"):
