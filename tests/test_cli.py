@@ -14,7 +14,7 @@ from keras_bridge import config as config_lib
 
 TINY = {
     "modes": {"num_modes": 2, "epochs": 1},
-    "curves": {"epochs": 1, "num_points": 2},  # each point: 2 traces
+    "curves": {"epochs": 1, "num_points": 2},  # the fewest allowed
     "bridges": {"epochs": 1, "patience": None},
     "backbone": {"width": 0.25},
     "tuning": {"tuner": "random", "max_trials": 1, "epochs": 1},
