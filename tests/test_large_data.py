@@ -71,12 +71,7 @@ BAD = {
 
 
 def _backbone():
-    """A network of three layers: streaming and the checks do not depend
-    on its depth, and each call traces it."""
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(10)(x))
+    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
