@@ -46,11 +46,20 @@ CHILD = textwrap.dedent(
     # 4 batches an epoch: enough to be killed in the third.
     data = kb.data.load_digits(batch_size=128)
     train, validation = data.train.take(4), data.validation.take(2)
-    backbone = kb.models.resnet(data.input_shape, 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    # The smallest network with a feature map and BatchNormalization:
+    # every stage builds, saves and loads it (resuming needs no depth).
+    inputs = keras.Input(data.input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="features")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    backbone = keras.Model(inputs, keras.layers.Dense(10)(x))
+    ens = kb.BridgeEnsemble(
+        backbone, feature_layer="features", num_modes=2, seed=0
+    )
     ens.fit(
         train, validation_data=validation, run_dir=run_dir,
-        modes={"epochs": 2}, curves={"epochs": 2}, bridges={"epochs": 2},
+        modes={"epochs": 2}, curves={"epochs": 2},
+        bridges={"epochs": 2, "head": {"max_flops": 1.0}},
         callbacks=[KillMidEpoch()], verbose=0,
     )
     print("DONE", " ".join(ens.member_names()))
@@ -104,11 +113,10 @@ def test_a_run_killed_in_each_stage_resumes_and_completes(tmp_path):
     assert epochs_of["mode_0"] == [[0, 1]]  # loaded, not retrained
     assert epochs_of["curve_0_1"] == [[0, 1], [1]]
 
-    # The final ensemble is complete, evaluates, and nothing partial is
-    # left behind.
+    # The saved ensemble is complete (its calibration ran in the child, on
+    # every member), and nothing partial is left behind.
     ens = kb.BridgeEnsemble.load(state.ensemble_path)
-    report = ens.evaluate(kb.data.load_digits().test)
-    assert report.row("DE-2 + 1 Type II")["members"] == 3
+    assert ens.member_names() == result.stdout.split()[1:]
     leftovers = [
         os.path.join(folder, name)
         for folder, _, names in os.walk(run_dir)

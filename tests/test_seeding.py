@@ -34,22 +34,25 @@ def _fit_modes(backbone, data):
     return [np.array(w) for w in ens.modes[0].weights]
 
 
+def _backbone():
+    """Initialised weights, BatchNormalization and a dense layer: what a
+    seed must fix, in the fewest layers (each fit traces them)."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="features")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
 @pytest.mark.large
-def test_seeded_fit_modes_leaves_the_callers_random_state():
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+def test_seeded_fit_modes_is_reproducible_and_leaves_the_random_state():
+    backbone = _backbone()
     data = _data()
     keras.utils.set_random_seed(123)
     expected = _draws()
     keras.utils.set_random_seed(123)
-    _fit_modes(backbone, data)
-    assert _draws() == expected
-
-
-@pytest.mark.large
-def test_seeded_fit_modes_is_reproducible():
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    data = _data()
     first = _fit_modes(backbone, data)
+    assert _draws() == expected
     random.seed(7)
     np.random.seed(7)  # the caller's state must not reach a seeded run
     second = _fit_modes(backbone, data)
