@@ -304,9 +304,13 @@ def export(args) -> str:
     ``--overwrite`` nothing is replaced, not even an earlier export.
     """
     from keras_bridge.ensemble import BridgeEnsemble
+    from keras_bridge.export import check_overwrite
 
     _load_library()
-    ens = BridgeEnsemble.load(_existing(args.ensemble, "ENSEMBLE"))
+    source = _existing(args.ensemble, "ENSEMBLE")
+    # A destination that may not be written is refused before the load.
+    check_overwrite(args.path, args.format, args.overwrite)
+    ens = BridgeEnsemble.load(source)
     members = None
     if args.members:
         members = [m.strip() for m in args.members.split(",") if m.strip()]

@@ -378,3 +378,15 @@ def test_the_anchor_is_announced_once(digits, tmp_path, capsys):
     mode = f"mode {ens.anchor}"
     said = [x for x in lines if "anchor" in x.lower() and mode in x]
     assert len(said) == 1
+
+
+def test_export_refuses_its_destination_before_loading(tmp_path, capsys):
+    # Not an archive: had the ensemble been loaded first, that would be
+    # the error.
+    broken = tmp_path / "broken.keras"
+    broken.write_text("not an archive")
+    os.makedirs(tmp_path / "serving" / "1")
+    argv = ["export", str(broken), str(tmp_path / "serving" / "1")]
+    assert cli.main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "serving" in err and "--overwrite" in err
