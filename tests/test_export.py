@@ -242,16 +242,17 @@ def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
     outputs = loaded.predict(x)
     for key in expected:
         np.testing.assert_array_equal(outputs[key], expected[key])
-    # The curve and its materialised points come back too.
+    # The curve and its materialised points come back too (called
+    # directly: a `predict` would trace each model once more).
     t = np.full((len(x), 1), 0.3, "float32")
     np.testing.assert_allclose(
-        loaded.curves[(0, 1)].predict([x, t], verbose=0),
-        ens.curves[(0, 1)].predict([x, t], verbose=0),
+        loaded.curves[(0, 1)]([x, t], training=False),
+        ens.curves[(0, 1)]([x, t], training=False),
         atol=1e-6,
     )
     np.testing.assert_array_equal(
-        loaded.point_model((0, 1), 0.5).predict(x, verbose=0),
-        ens.point_model((0, 1), 0.5).predict(x, verbose=0),
+        loaded.point_model((0, 1), 0.5)(x, training=False),
+        ens.point_model((0, 1), 0.5)(x, training=False),
     )
     # Plain Keras loading gives a model of the serving outputs.
     archive = keras.saving.load_model(path, safe_mode=True)

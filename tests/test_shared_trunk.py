@@ -25,10 +25,7 @@ def _softmax(logits):
 def shared_file(ensemble_files, digits, tmp_path_factory):
     """The two digits modes and their curve, with a shared-trunk bridge."""
     ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
-    ens.fit_bridge(
-        digits.train, trunk="shared", epochs=30,
-        validation_data=digits.validation, verbose=0,
-    )  # fmt: skip
+    ens.fit_bridge(digits.train, trunk="shared", epochs=30, verbose=0)
     path = tmp_path_factory.mktemp("shared") / "shared.keras"
     ens.save(path)
     return path
@@ -208,8 +205,8 @@ def test_a_failed_shared_call_changes_nothing(tiny_ensemble, digits):
     weights = ens.modes[0].get_weights()
     with pytest.raises(RuntimeError, match="interrupted"):
         ens.fit_bridge(
-            digits.train, trunk="shared", epochs=2, callbacks=[Crash()],
-            verbose=0,
+            digits.train.take(2), trunk="shared", epochs=2,
+            callbacks=[Crash()], verbose=0,
         )  # fmt: skip
     assert ens.shared is None and not ens.bridges
     for a, b in zip(weights, ens.modes[0].get_weights()):
@@ -217,13 +214,12 @@ def test_a_failed_shared_call_changes_nothing(tiny_ensemble, digits):
 
 
 @pytest.mark.large
-def test_a_new_shared_trunk_drops_the_old_heads(tiny_ensemble, digits):
-    ens = tiny_ensemble
-    ens.fit_bridge(digits.train, trunk="shared", epochs=1, verbose=0)
+def test_a_new_shared_trunk_drops_the_old_heads(tiny_shared_ensemble, digits):
+    ens = tiny_shared_ensemble  # a shared trunk and its head at t = 0.5
     first = ens.shared
     with pytest.warns(UserWarning, match="heads of the old one are dropped"):
         ens.fit_bridge(
-            digits.train, trunk="shared", t=0.25, epochs=1, verbose=0
+            digits.train.take(2), trunk="shared", t=0.25, epochs=1, verbose=0
         )
     assert ens.shared is not first
     assert ens.member_names() == [

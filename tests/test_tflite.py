@@ -59,18 +59,27 @@ def x_test(digits):
 
 
 @pytest.fixture(scope="module")
-def float32_file(ensemble_files, tmp_path_factory):
-    """The trained ensemble's float32 LiteRT file, converted once for the
-    tests that only read it (a conversion is most of a test's time)."""
+def litert_files(ensemble_files, tmp_path_factory):
+    """The trained ensemble's LiteRT files, float32 and both quantised,
+    converted once for the tests that only read them (a conversion is
+    most of a test's time)."""
     ens = kb.BridgeEnsemble.load(ensemble_files["bridged"])
     folder = tmp_path_factory.mktemp("litert")
-    return ens.export(folder / "float32.tflite", format="litert")
+    return {
+        kind: ens.export(
+            folder / f"{kind}.tflite",
+            format="litert",
+            quantization=None if kind == "float32" else kind,
+            verbose=False,
+        )
+        for kind in ("float32", "dynamic_range", "float16")
+    }
 
 
 @pytest.mark.large
-def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, float32_file):
+def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, litert_files):
     ens = bridged_ensemble
-    path = float32_file
+    path = litert_files["float32"]
     interpreter, runner = _runner(path)
     assert interpreter.get_signature_list() == {
         "serving_default": {"inputs": ["inputs"], "outputs": SERVING_OUTPUTS}
@@ -102,19 +111,9 @@ def test_tflite_outputs_equal_predict(bridged_ensemble, x_test, float32_file):
 
 @pytest.mark.large
 def test_quantized_files_are_smaller_and_close(
-    bridged_ensemble, x_test, tmp_path, float32_file
+    tiny_ensemble, x_test, litert_files
 ):
-    ens = bridged_ensemble
-    exported = {
-        kind: ens.export(
-            tmp_path / f"{kind}.tflite",
-            format="litert",
-            quantization=kind,
-            verbose=False,
-        )
-        for kind in ("dynamic_range", "float16")
-    }
-    exported["float32"] = float32_file
+    exported = litert_files
     size = {kind: os.path.getsize(path) for kind, path in exported.items()}
     # Sizes depend on the architecture only, not on the weights' values.
     assert size["dynamic_range"] < size["float16"] < size["float32"]
@@ -135,18 +134,23 @@ def test_quantized_files_are_smaller_and_close(
         agreement = np.mean(outputs["class_ids"] == reference["class_ids"])
         assert agreement >= np.mean(margin > 2 * tolerance), kind
         assert agreement >= 0.95, kind
-    # An existing file is replaced only when asked, and never by a folder.
+    # An existing file is replaced only when asked, and never by a folder
+    # (refused before any conversion: any ensemble shows it).
     path = exported["float32"]
+    before = {kind: os.path.getsize(p) for kind, p in exported.items()}
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        ens.export(path, format="litert", overwrite=False, verbose=False)
+        tiny_ensemble.export(
+            path, format="litert", overwrite=False, verbose=False
+        )
     assert kb.export.check_overwrite(path, "litert")  # ours: replaced
     with pytest.raises(ValueError, match="is a file; this writes a folder"):
-        ens.export(path, overwrite=True, verbose=False)
-    assert sorted(os.listdir(tmp_path)) == [
+        tiny_ensemble.export(path, overwrite=True, verbose=False)
+    assert sorted(os.listdir(os.path.dirname(path))) == [
         "dynamic_range.tflite",
         "float16.tflite",
+        "float32.tflite",
     ]
-    assert os.listdir(os.path.dirname(path)) == ["float32.tflite"]
+    assert {kind: os.path.getsize(p) for kind, p in exported.items()} == before
 
 
 def test_bad_quantization_is_refused_before_any_work(tmp_path):
@@ -180,7 +184,9 @@ def test_failed_tflite_export_leaves_no_file(
 ):
     ens = tiny_ensemble  # safe writes need no trained members
     path = tmp_path / "out" / "digits.tflite"
-    ens.export(path, format="litert", members=["mode_0"], verbose=False)
+    # An earlier file (replaced with overwrite=True, whoever wrote it).
+    path.parent.mkdir()
+    path.write_bytes(b"an earlier export")
     before = path.read_bytes()
     scratch = tmp_path / "scratch"  # where the SavedModel is staged
     scratch.mkdir()

@@ -27,18 +27,31 @@ def _val_kl(ens, member, data):
 def test_search_installs_the_best_completed_head(
     tiny_ensemble, digits, tmp_path
 ):
+    class Epochs(keras.callbacks.Callback):
+        # Each trial trains with a deep copy: the count lives on the class.
+        seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            type(self).seen.append(sorted(logs))
+
     ens = tiny_ensemble
+    # Two batches: the checks are of the search's bookkeeping, not quality.
+    train = digits.train.take(2)
     result = ens.tune_bridge(
-        digits.train,
+        train,
         validation_data=digits.validation,
         tuner="random",
-        max_trials=3,
+        max_trials=2,
         epochs=1,
         directory=str(tmp_path),
         verbose=0,
+        callbacks=[Epochs()],
     )
     completed = result.completed
-    assert len(result.trials) == 3 and len(completed) >= 2
+    assert len(result.trials) == 2 and len(completed) == 2
+    # The callbacks ran in every trial: one epoch each.
+    assert len(Epochs.seen) == 2
+    assert all("val_kl" in logs for logs in Epochs.seen)  # the objective
     assert all(t["flops"] <= bridges.DEFAULT_MAX_FLOPS for t in completed)
     assert result.best["val_kl"] == min(t["val_kl"] for t in completed)
     member = kb.members.BridgeMember("type1", (0, 1), 0.5)
@@ -62,9 +75,11 @@ def test_search_installs_the_best_completed_head(
     assert kwargs["head"]["max_flops"] == pytest.approx(0.12)
     # A second call with the same directory resumes: no trial reruns.
     again = ens.tune_bridge(
-        digits.train, validation_data=digits.validation, tuner="random",
-        max_trials=3, epochs=1, directory=str(tmp_path), verbose=0,
+        train, validation_data=digits.validation, tuner="random",
+        max_trials=2, epochs=1, directory=str(tmp_path), verbose=0,
+        callbacks=[Epochs()],
     )  # fmt: skip
+    assert len(Epochs.seen) == 2
     assert sorted(t["trial_id"] for t in again.trials) == sorted(
         t["trial_id"] for t in result.trials
     )
@@ -179,7 +194,7 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     ens = tiny_ensemble
     anchor = ens.modes[0].get_weights()
     result = ens.tune_bridge(
-        digits.train.take(4), validation_data=digits.validation,
+        digits.train.take(2), validation_data=digits.validation,
         tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
         verbose=0, trunk="shared",
     )  # fmt: skip
@@ -215,25 +230,6 @@ def test_a_better_bridge_fitted_before_is_kept(tiny_ensemble, digits):
     assert result.best["val_kl"] > before
     assert result.installed is False and ens.bridges[member] is fitted
     assert _val_kl(ens, member, digits.validation) == pytest.approx(before)
-
-
-@pytest.mark.large
-def test_callbacks_run_in_every_trial(tiny_ensemble, digits):
-    class Epochs(keras.callbacks.Callback):
-        # Each trial trains with a deep copy: the count lives on the class.
-        seen = []
-
-        def on_epoch_end(self, epoch, logs=None):
-            type(self).seen.append(sorted(logs))
-
-    result = tiny_ensemble.tune_bridge(
-        digits.train.take(2), validation_data=digits.validation,
-        tuner="random", max_trials=1, epochs=1, verbose=0,
-        callbacks=[Epochs()],
-    )  # fmt: skip
-    assert len(result.trials) == 1
-    assert len(Epochs.seen) == 1  # one trial of one epoch
-    assert "val_kl" in Epochs.seen[0]  # the objective, as EarlyStopping reads
 
 
 def test_bad_callbacks_are_refused_before_the_search(tiny_ensemble, digits):
