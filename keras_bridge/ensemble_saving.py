@@ -106,6 +106,9 @@ class SavingMixin:
                 f"verbose={verbose!r}. Pass `members` by keyword."
             )
         export.check_arguments(format, quantization, opset_version)
+        # A destination that may not be written is refused before any
+        # graph is built.
+        export.check_overwrite(filepath, format, overwrite)
         model = self.inference_model(members)
         training.check_finite_weights(model, "export")
         names = [m.name for m in self.members(members)]
