@@ -81,7 +81,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
     >>> _ = ens.fit_modes(data.train, epochs=1, verbose=0)  # 20+ for real
     >>> _ = ens.fit_curves(data.train, verbose=0)
     >>> _ = ens.fit_bridge(data.train, kind="type1", epochs=1, verbose=0)
-    >>> report = ens.evaluate(data.test, calibration_data=data.validation)
+    >>> report = ens.evaluate(data.test)
     >>> [row["name"] for row in report.rows][:4]
     ['mode 0', 'mode 1', 'DE-1', 'DE-2']
     """

@@ -125,14 +125,16 @@ class FitMixin:
         Example:
 
         >>> import tempfile
-        >>> ens2 = kb.BridgeEnsemble(ens.backbone, num_modes=2, seed=0)
-        >>> histories = ens2.fit(data.train, validation_data=data.validation,
+        >>> backbone = kb.models.resnet(
+        ...     data.input_shape, data.num_classes, depth=8, width=0.25)
+        >>> ensemble = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        >>> histories = ensemble.fit(data.train.take(2),
         ...     run_dir=tempfile.mkdtemp(), modes={"epochs": 1},
         ...     curves={"epochs": 1}, bridges={"epochs": 1, "type2": False},
         ...     verbose=0)
         >>> len(histories)  # 2 modes, 1 curve, 1 bridge
         4
-        >>> ens2.member_names()
+        >>> ensemble.member_names()
         ['mode_0', 'mode_1', 'type1_0-1_r0.5']
         """
         options = {

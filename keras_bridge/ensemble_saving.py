@@ -88,15 +88,19 @@ class SavingMixin:
 
         Example:
 
-        >>> path = ens.export("serving/digits/1", verbose=False)
-        >>> path = ens.export("digits.onnx", format="onnx", verbose=False)
+        >>> members = ["mode_0", "type1_0-1_r0.5"]  # default: all
+        >>> path = ens.export("serving/digits/1", members=members,
+        ...     verbose=False)
+        >>> path = ens.export("digits.onnx", format="onnx",
+        ...     members=members, verbose=False)
         >>> path = ens.export("digits.tflite", format="litert",
-        ...     verbose=False, quantization="dynamic_range")
+        ...     members=members, verbose=False, quantization="dynamic_range")
         >>> import tensorflow as tf
         >>> interpreter = tf.lite.Interpreter(model_path=path)
         >>> runner = interpreter.get_signature_runner("serving_default")
-        >>> runner(inputs=x_test[:3])["class_ids"].shape
-        (3,)
+        >>> outputs = runner(inputs=x_test[:3])
+        >>> outputs["class_ids"].shape, outputs["member_probabilities"].shape
+        ((3,), (3, 2, 10))
         """
         if verbose is None:  # Keras' "the format's default"
             verbose = True

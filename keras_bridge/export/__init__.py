@@ -137,7 +137,8 @@ def check_overwrite(filepath, format: str, overwrite=None) -> bool:
 
     Example:
 
-    >>> path = ens.export("serving/digits/1", verbose=False)
+    >>> path = ens.export("serving/digits/1", members=["mode_0"],
+    ...     verbose=False)
     >>> check_overwrite("serving/digits/1", "tf_saved_model")
     True
     >>> os.makedirs("serving/digits/2")
