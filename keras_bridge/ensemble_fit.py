@@ -128,7 +128,7 @@ class FitMixin:
         >>> backbone = kb.models.resnet(
         ...     data.input_shape, data.num_classes, depth=8, width=0.25)
         >>> ensemble = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-        >>> histories = ensemble.fit(data.train.take(2),
+        >>> histories = ensemble.fit(data.train.take(2),  # 2 batches: a demo
         ...     run_dir=tempfile.mkdtemp(), modes={"epochs": 1},
         ...     curves={"epochs": 1}, bridges={"epochs": 1, "type2": False},
         ...     verbose=0)
