@@ -304,12 +304,12 @@ def export(args) -> str:
     ``--overwrite`` nothing is replaced, not even an earlier export.
     """
     from keras_bridge.ensemble import BridgeEnsemble
-    from keras_bridge.export import check_overwrite
+    from keras_bridge.export import check_destination
 
     _load_library()
     source = _existing(args.ensemble, "ENSEMBLE")
     # A destination that may not be written is refused before the load.
-    check_overwrite(args.path, args.format, args.overwrite)
+    check_destination(args.path, args.format, args.overwrite)
     ens = BridgeEnsemble.load(source)
     members = None
     if args.members:

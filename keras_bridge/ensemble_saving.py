@@ -112,7 +112,7 @@ class SavingMixin:
         export.check_arguments(format, quantization, opset_version)
         # A destination that may not be written is refused before any
         # graph is built.
-        export.check_overwrite(filepath, format, overwrite)
+        overwrite = export.check_destination(filepath, format, overwrite)
         model = self.inference_model(members)
         training.check_finite_weights(model, "export")
         names = [m.name for m in self.members(members)]

@@ -58,6 +58,7 @@ __all__ = [
     "MEMBERS_SIGNATURE",
     "QUANTIZATIONS",
     "check_arguments",
+    "check_destination",
     "check_overwrite",
     "export",
     "litert",
@@ -162,6 +163,35 @@ def check_overwrite(filepath, format: str, overwrite=None) -> bool:
     return True
 
 
+def check_destination(filepath, format: str, overwrite=None) -> bool:
+    """Checks where an export writes, before any work; returns the
+    ``overwrite`` flag for the write (see `check_overwrite`).
+
+    Puts back the previous version an interrupted replace left aside
+    first, so ``overwrite`` protects it too, then checks the target and
+    the file suffix of the format.
+
+    Example:
+
+    >>> check_destination("digits.onnx", "onnx")
+    True
+    >>> check_destination("digits.tflite", "onnx")
+    Traceback (most recent call last):
+    ...
+    ValueError: `filepath` must end in '.onnx' for format='onnx'; received
+    filepath='digits.tflite'.
+    """
+    clean_leftovers(filepath)
+    overwrite = check_overwrite(filepath, format, overwrite)
+    suffix = SUFFIXES.get(format)
+    if suffix and not os.fspath(filepath).endswith(suffix):
+        raise ValueError(
+            f"`filepath` must end in {suffix!r} for format={format!r}; "
+            f"received filepath={os.fspath(filepath)!r}."
+        )
+    return overwrite
+
+
 def export(
     model,
     filepath,
@@ -194,16 +224,7 @@ def export(
     check_arguments(format, quantization, opset_version)
     if format == "onnx":
         onnx.check_available()
-    # Checked before the (slow) conversion, and after an interrupted
-    # replace's previous version is put back: `overwrite` protects it too.
-    clean_leftovers(filepath)
-    overwrite = check_overwrite(filepath, format, overwrite)
-    suffix = SUFFIXES.get(format)
-    if suffix and not os.fspath(filepath).endswith(suffix):
-        raise ValueError(
-            f"`filepath` must end in {suffix!r} for format={format!r}; "
-            f"received filepath={os.fspath(filepath)!r}."
-        )
+    overwrite = check_destination(filepath, format, overwrite)
     if format == "tf_saved_model":
         return saved_model.export_saved_model(
             model, filepath, info, overwrite, verbose
