@@ -12,7 +12,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_bridge import distillation, training
+from keras_bridge import compat, distillation, training
 from keras_bridge.arguments import positive_float, positive_int
 from keras_bridge.backbone import slim_tail
 from keras_bridge.curve_model import recalibrate_batchnorm
@@ -561,6 +561,7 @@ def distill(modes, feature_index, specs, data, steps, options):
         ),
         jit_compile=False,
     )
+    compat.build_for_fit(distiller, data)
     callbacks = [
         training.StopOnNonFinite(
             "fit_bridge", int(modes[0].outputs[0].shape[-1]), "agreement"

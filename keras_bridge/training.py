@@ -224,6 +224,7 @@ def fit_classifier(model, data, steps, options, stage):
         metrics=["accuracy"],
         jit_compile=False,
     )
+    compat.build_for_fit(model, data)
     history = model.fit(
         data,
         epochs=epochs,

@@ -24,6 +24,7 @@ PINNED = [
     (keras_tuner.oracles.HyperbandOracle, "_get_epochs", "hyperband"),
     (keras_tuner.oracles.HyperbandOracle, "_get_size", "hyperband"),
     (keras.callbacks.BackupAndRestore, "_save_model", "BackupAndRestoreWriter"),
+    (keras.Model, "_symbolic_build", "build_for_fit"),
 ]
 
 
@@ -87,6 +88,35 @@ def test_graph_shims_read_and_replay_a_functional_model():
     np.testing.assert_array_equal(
         replayed.predict(np.ones((1, 3)), verbose=0), [[0.0, 0.0]]
     )
+
+
+def test_build_for_fit_leaves_fit_no_variable_to_create():
+    # A variable created during `fit` makes TensorFlow trace the training
+    # step twice; after the shim, `fit` creates none and trains the same.
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(10) % 2)).batch(4)
+    results = []
+    for build in (False, True):
+        keras.utils.set_random_seed(0)
+        model = _functional()
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        if build:
+            compat.build_for_fit(model, data)
+            variables = {id(v) for v in model.variables}
+            variables |= {id(v) for v in model.optimizer.variables}
+            variables |= {id(v) for v in model.metrics_variables}
+        model.fit(data, epochs=1, verbose=0)
+        results.append([np.asarray(w) for w in model.weights])
+    after = {id(v) for v in model.variables}
+    after |= {id(v) for v in model.optimizer.variables}
+    after |= {id(v) for v in model.metrics_variables}
+    assert after == variables, _upstream("build_for_fit")
+    for unbuilt, built in zip(*results, strict=True):
+        np.testing.assert_array_equal(unbuilt, built)
 
 
 def test_global_random_state_is_restored():
