@@ -1,6 +1,9 @@
 """Training bridges by distillation from curve networks."""
 
+import json
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -45,6 +48,108 @@ def agreement(teacher_logits, student_logits):
     )
 
 
+def _architecture(model):
+    """``model``'s config with its own name dropped and each layer name
+    replaced by the layer's position, so that clones (whose layers may be
+    renamed) compare equal; None where the model cannot describe itself."""
+    try:
+        config = dict(model.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    config.pop("name", None)
+    positions = {}
+    for index, layer in enumerate(config.get("layers", [])):
+        name = layer.get("name") or layer.get("config", {}).get("name")
+        positions.setdefault(name, f"#{index}")
+
+    def canonical(value):
+        if isinstance(value, dict):
+            return {key: canonical(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [canonical(item) for item in value]
+        if isinstance(value, str):
+            return positions.get(value, value)
+        return value
+
+    return json.dumps(canonical(config), sort_keys=True, default=repr)
+
+
+class TeacherBank:
+    """Teachers that differ in their weight values only, run as one
+    network: each call gathers one teacher's weights by index and runs the
+    first teacher's layers on them (`keras.layers.Layer.stateless_call`).
+
+    A t-conditioned bridge draws one of its (11) teachers per batch. As
+    branches of a `tf.switch_case` every teacher is traced; a bank traces
+    one network, and computes the same logits.
+
+    Args:
+        teachers: models of one architecture (the same config but for
+            names, and the same variables), e.g. clones of one model.
+
+    Example:
+
+    >>> a = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> b = keras.models.clone_model(a)
+    >>> bank = TeacherBank.of([a, b])
+    >>> x = np.ones((2, 8, 8, 1), "float32")
+    >>> bool(np.allclose(bank(1, x), b(x), atol=1e-6))
+    True
+    """
+
+    def __init__(self, teachers):
+        self.runner = teachers[0]
+        self.size = len(teachers)
+        self._trainable = self._stack(
+            teachers, lambda m: m.trainable_variables
+        )
+        self._state = self._stack(
+            teachers, lambda m: m.non_trainable_variables
+        )
+
+    @staticmethod
+    def _stack(teachers, variables):
+        return [
+            tf.convert_to_tensor(np.stack([np.asarray(v) for v in group]))
+            for group in zip(*map(variables, teachers), strict=True)
+        ]
+
+    @classmethod
+    def of(cls, teachers):
+        """A bank of ``teachers``, or None where they differ in more than
+        their weight values (or cannot describe themselves)."""
+        architecture = _architecture(teachers[0])
+        if architecture is None:
+            return None
+
+        def signature(model):
+            return [
+                (tuple(v.shape), str(v.dtype))
+                for group in (model.trainable_variables,
+                              model.non_trainable_variables)
+                for v in group
+            ]  # fmt: skip
+
+        for model in teachers[1:]:
+            if (
+                type(model) is not type(teachers[0])
+                or _architecture(model) != architecture
+                or signature(model) != signature(teachers[0])
+            ):
+                return None
+        return cls(teachers)
+
+    def __call__(self, index, x):
+        """The logits of teacher ``index`` (an int tensor) on ``x``."""
+        outputs, _ = self.runner.stateless_call(
+            [tf.gather(values, index) for values in self._trainable],
+            [tf.gather(values, index) for values in self._state],
+            x,
+            training=False,
+        )
+        return outputs
+
+
 class _Frozen:
     """Holds models out of Keras' sight: a model attribute of this type is
     not tracked, so the distiller's weights, checkpoints and
@@ -55,6 +160,10 @@ class _Frozen:
     def __init__(self, trunks, teachers, anchor=None, network=None):
         self.trunks = trunks
         self.teachers = teachers
+        self.banks = [
+            TeacherBank.of(group) if len(group) > 1 else None
+            for group in teachers
+        ]
         self.anchor = anchor
         self.network = network
 
@@ -195,10 +304,14 @@ class BridgeDistiller(keras.Model):
         if len(teachers) == 1:
             return teachers[0](x, training=False), points[0]
         draw = tf.random.uniform((), 0, len(teachers), dtype="int32")
-        logits = tf.switch_case(
-            draw,
-            [(lambda m=model: m(x, training=False)) for model in teachers],
-        )
+        bank = self._frozen.banks[index]
+        if bank is not None:
+            logits = bank(draw, x)
+        else:
+            logits = tf.switch_case(
+                draw,
+                [(lambda m=model: m(x, training=False)) for model in teachers],
+            )
         r = tf.gather(tf.constant(points, "float32"), draw)
         return logits, r
 

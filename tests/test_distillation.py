@@ -6,6 +6,7 @@ import tensorflow as tf
 import keras_bridge as kb
 from keras_bridge.distillation import (
     BridgeDistiller,
+    TeacherBank,
     agreement,
     kl_divergence,
     mixup,
@@ -175,6 +176,58 @@ def test_bridge_distiller_trains_only_the_head():
     # 0.80-0.83 in the last epoch for seeds 0-3, from 0.14-0.50 in the
     # first.
     assert logs["agreement"][-1] > 0.7
+
+
+def _conditioned_fit(teachers, monkeypatch, bank):
+    if not bank:
+        monkeypatch.setattr(TeacherBank, "of", classmethod(lambda c, t: None))
+    keras.utils.set_random_seed(0)
+    mode = _mode("mode")
+    feature_index = [layer.name for layer in mode.layers].index("feat")
+    trunk = kb.graph.feature_model(mode, feature_index, name="trunk_0")
+    head = kb.layers.BridgeHead(3, width=4, depth=1, conditioned=True)
+    points = [i / (len(teachers) - 1) for i in range(len(teachers))]
+    bridge = dict(head=head, sources=(0,), teachers=teachers, points=points)
+    distiller = BridgeDistiller({0: trunk}, [bridge])
+    distiller.compile(optimizer="adam", jit_compile=False)
+    x = np.random.default_rng(1).normal(size=(48, 6, 6, 1)).astype("float32")
+    distiller.fit(
+        tf.data.Dataset.from_tensor_slices(x).batch(16), epochs=2, verbose=0
+    )
+    monkeypatch.undo()
+    return distiller, _values(head)
+
+
+def test_teachers_of_one_architecture_train_as_a_bank_with_equal_results(
+    monkeypatch,
+):
+    # Clones: one architecture, each with its own fresh weights.
+    teachers = [keras.models.clone_model(_mode("teacher")) for _ in range(4)]
+    banked, weights = _conditioned_fit(teachers, monkeypatch, bank=True)
+    assert isinstance(banked._frozen.banks[0], TeacherBank)
+    switched, switch_weights = _conditioned_fit(teachers, monkeypatch, False)
+    assert switched._frozen.banks == [None]
+    # The bank runs each drawn teacher's own weights: training is the
+    # same as with one traced branch per teacher.
+    for a, b in zip(weights, switch_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    x = np.random.default_rng(2).normal(size=(5, 6, 6, 1)).astype("float32")
+    bank = banked._frozen.banks[0]
+    for index, teacher in enumerate(teachers):
+        np.testing.assert_allclose(bank(index, x), teacher(x), atol=1e-6)
+
+
+def test_teachers_of_other_architectures_form_no_bank():
+    wider = keras.Sequential(
+        [keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    mode = _mode("a")
+    assert TeacherBank.of([mode, wider]) is None
+    config = mode.get_config()
+    config["layers"][-1]["config"]["activation"] = "relu"
+    assert TeacherBank.of([mode, keras.Model.from_config(config)]) is None
+    clone = keras.models.clone_model(mode)
+    assert isinstance(TeacherBank.of([mode, clone]), TeacherBank)
 
 
 def test_bridge_distiller_adds_the_heads_regularisation_losses():
