@@ -131,8 +131,8 @@ def tiny_ensemble_file(digits, tmp_path_factory):
 @pytest.fixture
 def tiny_ensemble(tiny_ensemble_file):
     """Two untrained (freshly initialised) modes of `mini_backbone` and a
-    1-epoch curve: for tests of behaviour, not of quality. Each test loads its own copy
-    of one file built once per run."""
+    1-epoch curve: for tests of behaviour, not of quality. Each test loads
+    its own copy of one file built once per run."""
     return kb.BridgeEnsemble.load(tiny_ensemble_file)
 
 
