@@ -586,7 +586,7 @@ def distill(modes, feature_index, specs, data, steps, options):
     )
     if checkpoints is not None and checkpoints.finished(unit):
         checkpoints.restore(unit, distiller)
-        return keras.callbacks.History()
+        return checkpoints.history(unit)
     if checkpoints is not None:
         callbacks += checkpoints.callbacks(unit)
     try:
@@ -608,5 +608,5 @@ def distill(modes, feature_index, specs, data, steps, options):
     for spec in specs:
         training.check_finite_weights(spec["head"], "fit_bridge")
     if checkpoints is not None:
-        checkpoints.finish(unit, distiller)
+        checkpoints.finish(unit, distiller, history)
     return history

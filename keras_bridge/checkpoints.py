@@ -9,6 +9,8 @@ curve, one call's bridges):
   atomically), and removed when the unit finishes;
 - ``<unit>.weights.h5``: the unit's final weights, written atomically when
   it finishes: a repeated call loads them instead of training again;
+- ``<unit>.history.json``: the logs of the unit's training (its
+  `keras.callbacks.History`), given back when it is loaded;
 - ``progress.json``: epochs completed per unit (`ProgressLog`).
 
 A kill in the middle of an epoch loses that epoch only: the repeated call
@@ -140,9 +142,20 @@ class Checkpoints:
         """Whether ``unit`` trained to the end before."""
         return os.path.isfile(self._weights(unit))
 
-    def finish(self, unit: str, model) -> None:
-        """Keeps the final weights of ``unit``."""
+    def _history(self, unit: str) -> str:
+        return os.path.join(self.backup_dir, f"{unit}.history.json")
+
+    def finish(self, unit: str, model, history=None) -> None:
+        """Keeps the final weights of ``unit`` and the logs of its
+        ``history`` (a `keras.callbacks.History`), the logs first: the
+        weights file says the unit finished."""
         os.makedirs(self.backup_dir, exist_ok=True)
+        if history is not None:
+            with atomic_write(
+                self._history(unit), overwrite=True, suffix=".json"
+            ) as staging:
+                with open(staging, "w") as handle:
+                    json.dump(history.history, handle, default=jsonable)
         with atomic_write(
             self._weights(unit), overwrite=True, suffix=".weights.h5"
         ) as staging:
@@ -160,12 +173,24 @@ class Checkpoints:
                 "or use a new `backup_dir`."
             ) from error
 
+    def history(self, unit: str) -> keras.callbacks.History:
+        """The `keras.callbacks.History` ``unit`` finished with (empty
+        when its logs were not kept)."""
+        history = keras.callbacks.History()
+        if os.path.isfile(self._history(unit)):
+            history.history = _read_json(
+                self._history(unit), dict, "it only holds training logs; "
+                "delete it"
+            )  # fmt: skip
+        return history
+
     def discard(self, unit: str) -> None:
         """Removes everything kept of ``unit`` (its epoch backups, final
         weights and progress), e.g. after it diverged."""
         shutil.rmtree(os.path.join(self.backup_dir, unit), ignore_errors=True)
-        if os.path.isfile(self._weights(unit)):
-            os.remove(self._weights(unit))
+        for path in (self._weights(unit), self._history(unit)):
+            if os.path.isfile(path):
+                os.remove(path)
         progress = self.progress()
         if progress.pop(unit, None) is not None:
             self._write_progress(progress)

@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="print the config that would run (defaults filled) and exit",
         )
+        command.add_argument(
+            "--ray",
+            metavar="ADDRESS",
+            help=(
+                "train the independent units (modes, curves, bridges) as "
+                "Ray tasks on this cluster: 'auto' after `ray start`, "
+                "HOST:6379, or 'local'; the run folder must be shared"
+            ),
+        )
     evaluate = commands.add_parser(
         "evaluate",
         parents=[quiet],
@@ -240,8 +249,9 @@ def run(args) -> dict:
     verbose = _verbosity(args)
     if verbose:
         print(f"Writing this run to {folder}")
+    cluster = getattr(args, "ray", None)
     try:
-        return pipeline.run(config, folder, verbose, data=data)
+        return pipeline.run(config, folder, verbose, data=data, cluster=cluster)
     except BaseException:
         if not resume:
             _remove_if_unused(folder)

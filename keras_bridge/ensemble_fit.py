@@ -6,11 +6,15 @@ import inspect
 import keras
 import numpy as np
 
+from keras_bridge import cluster as cluster_lib
 from keras_bridge import mode_training
 from keras_bridge.checkpoints import RunState
 
 #: The stages of `BridgeEnsemble.fit`, in order.
 STAGES = ("modes", "curves", "type1", "type2", "calibration")
+#: Later stages whose units train with a stage's: they read the same
+#: ensemble (both bridge stages read the curves).
+WAVES = {"type1": ("type2",)}
 
 
 def _options(value, argument: str) -> dict:
@@ -65,8 +69,10 @@ class FitMixin:
     Its contract with the host class: the host has the public stages
     (`fit_modes`, `fit_curves`, `fit_bridge`, `calibrate`), `load`,
     `default_pair` and the settings (``num_modes``, ``seed``,
-    ``feature_layer``, ``curve``, ``modes``, ``mode_checks``), and
-    implements `_adopt` below.
+    ``feature_layer``, ``curve``, ``strategy``, ``backbone``, ``modes``,
+    ``mode_checks``), and implements `_adopt` below and `_prepare` (a
+    training call's checked data, steps and options) and `_scope` (the
+    distribution scope).
     """
 
     def _adopt(self, other) -> None:
@@ -86,6 +92,7 @@ class FitMixin:
         bridges=None,
         callbacks=None,
         verbose="auto",
+        cluster=None,
     ) -> list:
         """Modes, curves, Type I bridges, a Type II bridge, calibration.
 
@@ -103,18 +110,41 @@ class FitMixin:
         run was started with is refused with a `ValueError` naming each
         difference, rather than returning the old run's ensemble.
 
+        The trainings of a stage that do not depend on one another (each
+        mode, each curve; the bridges of one stage train together) are
+        its units. Given ``run_dir`` and ``data`` as a function that
+        returns the training data (and ``validation_data`` as one, or
+        NumPy arrays), each unit loads its own data and trains on its
+        own, so the result does not depend on where the units train:
+        with ``cluster``, on a Ray cluster, all units of a stage at once
+        (the Type I and Type II bridges together), the run folder being
+        what they share (see `keras_bridge.cluster`); without, in this
+        process, one after another. A worker killed in the middle of a
+        unit: Ray trains the unit again from its last epoch backup.
+
         Args:
-            data: training data, as in `fit_modes`.
+            data: training data, as in `fit_modes`, or a function without
+                arguments that returns it (picklable for ``cluster``: a
+                module-level function or a lambda in the script).
             validation_data: labelled validation data (the anchor, the
-                midpoint check, ``val_`` logs, the temperature).
+                midpoint check, ``val_`` logs, the temperature), or a
+                function that returns it.
             run_dir: folder of the run's checkpoints; None for none.
             modes, curves, bridges: keyword arguments of `fit_modes`,
                 `fit_curves` and `fit_bridge` (e.g. ``{"epochs": 20}``);
                 ``bridges`` may also hold ``"type2": False``; with
                 ``"trunk": "shared"`` the Type I bridges share a trained
                 trunk (the Type II bridge reads the frozen modes).
-            callbacks: Keras callbacks added to every stage's training.
+            callbacks: Keras callbacks added to every stage's training
+                (picklable for ``cluster``).
             verbose: as in `fit_modes`.
+            cluster: None, a Ray address (``"auto"`` for the cluster
+                that ``ray start`` made this machine part of, ``"local"``
+                for a new one on this machine, ``"HOST:6379"``) or a
+                `keras_bridge.cluster.RayCluster`: the units train there
+                as Ray tasks (``pip install keras-bridge[ray]``). Needs
+                ``run_dir`` (on a file system every machine shares) and
+                ``data`` as a function.
 
         Returns:
             A list of `keras.callbacks.History`, one per training run of
@@ -143,6 +173,10 @@ class FitMixin:
             "bridges": _options(bridges, "bridges"),
         }
         type2 = options["bridges"].pop("type2", True)
+        units = self._units(data, validation_data, run_dir, cluster, verbose)
+        data, validation_data = cluster_lib.load_data(
+            data, validation_data, self.seed
+        )
         state = None if run_dir is None else RunState(run_dir)
         if state is not None:
             state.check_settings(self._settings(options, type2))
@@ -157,6 +191,14 @@ class FitMixin:
             if stage in finished:
                 continue
             backup = None if state is None else state.backup_dir(stage)
+            if units is not None:
+                units.train_stages(
+                    self, state.run_dir, [stage, *WAVES.get(stage, ())],
+                    lambda name: self._stage_call(
+                        name, options, type2,
+                        {**common, "backup_dir": state.backup_dir(name)},
+                    ),
+                )  # fmt: skip
             histories += self._fit_stage(
                 stage, data, validation_data, options, type2,
                 {**common, "backup_dir": backup},
@@ -164,6 +206,28 @@ class FitMixin:
             if state is not None:
                 state.complete(stage, self)
         return histories
+
+    def _units(self, data, validation_data, run_dir, cluster, verbose):
+        """The `keras_bridge.cluster.Units` of a run whose units train
+        apart (``cluster``, or ``data`` a function with ``run_dir``);
+        None when the stages train here on ``data`` as given."""
+        if cluster is None and not (callable(data) and run_dir is not None):
+            return None
+        if run_dir is None:
+            raise ValueError(
+                "`cluster` needs `run_dir`: the run folder is where the "
+                "units write their results (a folder every machine of the "
+                "cluster shares)."
+            )
+        if cluster is not None and self.strategy is not None:
+            raise ValueError(
+                "`cluster` trains each unit on one worker's devices; "
+                "`strategy` is not sent to the workers. Pass one or the "
+                "other."
+            )
+        return cluster_lib.Units(
+            cluster, data, validation_data, self.seed, bool(verbose)
+        )
 
     def _settings(self, options, type2) -> dict:
         """What `fit` was asked to do, as `RunState.check_settings` takes
@@ -182,34 +246,93 @@ class FitMixin:
             },
         }
 
+    def _stage_call(self, stage, options, type2, common):
+        """The training call of ``stage``: ``(method name, keyword
+        arguments)`` without the data; None for a stage without one."""
+        if stage == "modes":
+            return "fit_modes", {**common, **options["modes"]}
+        if stage == "curves":
+            return "fit_curves", {**common, **options["curves"]}
+        if stage == "type1":
+            return "fit_bridge", {
+                "kind": "type1", **common, **options["bridges"]
+            }  # fmt: skip
+        if stage == "type2" and type2 and len(self.modes) > 1:
+            # Type II bridges read two modes' frozen features.
+            return "fit_bridge", {
+                "kind": "type2", "pairs": [self.default_pair()], **common,
+                **options["bridges"], "trunk": "frozen",
+            }  # fmt: skip
+        return None
+
     def _fit_stage(
         self, stage, data, validation_data, options, type2, common
     ) -> list:
         """Runs one stage of `fit`; returns its histories."""
+        call = self._stage_call(stage, options, type2, common)
+        histories = []
+        if call is not None:
+            method, kwargs = call
+            histories = getattr(self, method)(
+                data, validation_data=validation_data, **kwargs
+            )
         if stage == "modes":
-            histories = self.fit_modes(
-                data, validation_data=validation_data,
-                **{**common, **options["modes"]},
-            )  # fmt: skip
             mode_training.stop_on_broken_modes(self.mode_checks)
-            return histories
-        if stage == "curves":
-            return self.fit_curves(
-                data, validation_data=validation_data,
-                **{**common, **options["curves"]},
-            )  # fmt: skip
-        if stage == "type1":
-            return self.fit_bridge(
-                data, kind="type1", validation_data=validation_data,
-                **{**common, **options["bridges"]},
-            )  # fmt: skip
-        if stage == "type2" and type2 and len(self.modes) > 1:
-            # Type II bridges read two modes' frozen features.
-            frozen = {**options["bridges"], "trunk": "frozen"}
-            return self.fit_bridge(
-                data, kind="type2", pairs=[self.default_pair()],
-                validation_data=validation_data, **{**common, **frozen},
-            )  # fmt: skip
         if stage == "calibration" and validation_data is not None:
             self.calibrate(validation_data)
-        return []
+        return histories
+
+    def fit_unit(self, method: str, unit, data, **kwargs):
+        """Trains one unit of the training call ``method(data, **kwargs)``
+        into that call's ``backup_dir``: what a worker of a cluster runs
+        (`keras_bridge.cluster`). The call, made afterwards with the same
+        arguments, loads the unit from there instead of training it.
+
+        Args:
+            method: ``"fit_modes"``, ``"fit_curves"`` or ``"fit_bridge"``.
+            unit: the mode's index (``fit_modes``), the curve's pair
+                (``fit_curves``), or None (``fit_bridge``: the bridges of
+                one call train together).
+            data: the training data of the call.
+            **kwargs: the call's other arguments; ``backup_dir`` is
+                required. The ensemble may take the unit's result.
+
+        Returns:
+            The unit's `keras.callbacks.History`.
+        """
+        if kwargs.get("backup_dir") is None:
+            raise ValueError(
+                "`backup_dir` is required: the unit's result goes there."
+            )
+        if method == "fit_modes":
+            if unit not in range(self.num_modes):
+                raise ValueError(
+                    "`unit` must be the index of a mode, in "
+                    f"[0, {self.num_modes}); received unit={unit!r}."
+                )
+            defaults = inspect.signature(self.fit_modes).parameters
+            options = {
+                name: parameter.default
+                for name, parameter in defaults.items()
+                if parameter.default is not inspect.Parameter.empty
+            }
+            options.update(kwargs)
+            validation_data = options.pop("validation_data")
+            data, steps, options = self._prepare(
+                "fit_modes", data, validation_data, True, **options
+            )
+            with self._scope():
+                _, history = mode_training.train_mode(
+                    self.backbone, unit, self.num_modes, data, steps,
+                    self.seed, options, recalibrate=False,
+                )  # fmt: skip
+            return history
+        if method == "fit_curves":
+            only = {**kwargs, "pairs": [unit], "validation_data": None}
+            return self.fit_curves(data, **only)[0]
+        if method == "fit_bridge":
+            return self.fit_bridge(data, **kwargs)[0]
+        raise ValueError(
+            "`method` must be 'fit_modes', 'fit_curves' or 'fit_bridge'; "
+            f"received method={method!r}."
+        )

@@ -23,26 +23,38 @@ from keras_bridge.training import (
 MODE_GAP_TOLERANCE = 0.2
 
 
-def train_modes(backbone, num_modes, data, steps, seed, options):
-    """Trains ``num_modes`` fresh copies of ``backbone`` (`fresh_copy`).
-
-    Returns:
-        ``(modes, histories)``: new models named ``mode_<i>``.
-    """
-    modes, histories = [], []
-    for index in range(num_modes):
-        with seeded(seed, MODE_SEED_OFFSET + index):
-            model = fresh_copy(backbone, f"mode_{index}")
-            stage = f"fit_modes (mode {index + 1}/{num_modes})"
-            histories.append(
-                resumable_fit(model, data, steps, options, stage, model.name)
-            )
+def train_mode(
+    backbone, index, num_modes, data, steps, seed, options, recalibrate=True
+):
+    """Trains mode ``index`` of ``num_modes``: a fresh copy of ``backbone``
+    (`fresh_copy`) under the mode's own seed, resumed from
+    ``options["checkpoints"]`` as the unit ``mode_<index>``, so it does not
+    depend on the other modes (a cluster trains them apart). With
+    ``recalibrate``, its BatchNorm statistics are then recomputed exactly
+    on ``data``. Returns ``(model, history)``."""
+    with seeded(seed, MODE_SEED_OFFSET + index):
+        model = fresh_copy(backbone, f"mode_{index}")
+        stage = f"fit_modes (mode {index + 1}/{num_modes})"
+        history = resumable_fit(model, data, steps, options, stage, model.name)
+        if recalibrate:
             # Exact statistics for the final weights: the moving averages
             # lag them (badly after few steps), and every later stage
             # builds on the modes (curve points get the same).
             recalibrate_batchnorm(model, data)
-        modes.append(model)
-    return modes, histories
+    return model, history
+
+
+def train_modes(backbone, num_modes, data, steps, seed, options):
+    """Trains ``num_modes`` fresh copies of ``backbone`` (`train_mode`).
+
+    Returns:
+        ``(modes, histories)``: new models named ``mode_<i>``.
+    """
+    trained = [
+        train_mode(backbone, index, num_modes, data, steps, seed, options)
+        for index in range(num_modes)
+    ]
+    return [model for model, _ in trained], [history for _, history in trained]
 
 
 def score_modes(modes, validation_data) -> list:

@@ -9,12 +9,14 @@ profiles -> (tuning) -> Type I and Type II bridges -> report -> plots ->
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
 
 import keras
 
+from keras_bridge import cluster as cluster_lib
 from keras_bridge import config as config_lib
 from keras_bridge import data as data_lib
 from keras_bridge import mode_training, models, plots
@@ -103,14 +105,18 @@ def _stop(bridges) -> list:
     ]  # fmt: skip
 
 
-def _modes(ens, data, config, log, backup, records):
+def _modes_call(ens, config, verbose, backup, records):
+    return "fit_modes", {
+        "epochs": config.modes.epochs,
+        "learning_rate": config.modes.learning_rate,
+        "verbose": verbose,
+        "backup_dir": backup,
+    }
+
+
+def _modes(ens, data, config, log, backup, records, fit):
     log.stage("modes", f"Training {config.modes.num_modes} modes")
-    ens.fit_modes(
-        data.train, epochs=config.modes.epochs,
-        learning_rate=config.modes.learning_rate,
-        validation_data=data.validation, verbose=log.verbose,
-        backup_dir=backup,
-    )  # fmt: skip
+    fit("modes")
     mode_training.stop_on_broken_modes(ens.mode_checks)
     line = ens.curve_profile(
         data.test, bn_data=data.train, verbose=log.verbose,
@@ -121,14 +127,18 @@ def _modes(ens, data, config, log, backup, records):
     return {"line": line.to_dict()}
 
 
-def _curves(ens, data, config, log, backup, records):
+def _curves_call(ens, config, verbose, backup, records):
+    return "fit_curves", {
+        "epochs": config.curves.epochs,
+        "learning_rate": config.curves.learning_rate,
+        "verbose": verbose,
+        "backup_dir": backup,
+    }
+
+
+def _curves(ens, data, config, log, backup, records, fit):
     log.stage("curves", "Curves between the modes")
-    ens.fit_curves(
-        data.train, epochs=config.curves.epochs,
-        learning_rate=config.curves.learning_rate,
-        validation_data=data.validation, verbose=log.verbose,
-        backup_dir=backup,
-    )  # fmt: skip
+    fit("curves")
     profiles = []
     for pair in sorted(ens.curves):
         profile = ens.curve_profile(
@@ -140,7 +150,7 @@ def _curves(ens, data, config, log, backup, records):
     return {"curves": profiles}
 
 
-def _tuning(ens, data, config, log, backup, records):
+def _tuning(ens, data, config, log, backup, records, fit):
     tuning = config.tuning
     if not tuning.enabled:
         return None
@@ -156,16 +166,19 @@ def _tuning(ens, data, config, log, backup, records):
     return {"tuning": dataclasses.asdict(result)}
 
 
-def _fit_bridges(ens, data, bridges, log, backup, kind, pairs, options):
-    ens.fit_bridge(
-        data.train, kind=kind, pairs=pairs, epochs=bridges.epochs,
-        validation_data=data.validation, callbacks=_stop(bridges),
-        verbose=log.verbose, backup_dir=backup, **options,
-    )  # fmt: skip
+def _bridges_call(bridges, kind, pairs, options, verbose, backup):
+    return "fit_bridge", {
+        "kind": kind,
+        "pairs": pairs,
+        "epochs": bridges.epochs,
+        "callbacks": _stop(bridges),
+        "verbose": verbose,
+        "backup_dir": backup,
+        **options,
+    }
 
 
-def _type1(ens, data, config, log, backup, records):
-    log.stage("type1", "Type I bridges")
+def _type1_call(ens, config, verbose, backup, records):
     options = {
         "trunk": config.bridges.trunk,
         **_bridge_options(config.bridges),
@@ -179,21 +192,33 @@ def _type1(ens, data, config, log, backup, records):
         }
         if config.bridges.trunk == "frozen":
             pairs = [p for p in pairs if list(p) != list(tuned["pair"])]
-    if pairs:
-        _fit_bridges(
-            ens, data, config.bridges, log, backup, "type1", pairs, options
-        )
+    if not pairs:
+        return None
+    return _bridges_call(
+        config.bridges, "type1", pairs, options, verbose, backup
+    )
+
+
+def _type1(ens, data, config, log, backup, records, fit):
+    log.stage("type1", "Type I bridges")
+    fit("type1")
     return {}
 
 
-def _type2(ens, data, config, log, backup, records):
+def _type2_call(ens, config, verbose, backup, records):
+    if not config.bridges.type2:
+        return None
+    return _bridges_call(
+        config.bridges, "type2", [ens.default_pair()],
+        _bridge_options(config.bridges), verbose, backup,
+    )  # fmt: skip
+
+
+def _type2(ens, data, config, log, backup, records, fit):
     if not config.bridges.type2:
         return None
     log.stage("type2", "A Type II bridge")
-    _fit_bridges(
-        ens, data, config.bridges, log, backup, "type2",
-        [ens.default_pair()], _bridge_options(config.bridges),
-    )  # fmt: skip
+    fit("type2")
     return {}
 
 
@@ -225,15 +250,39 @@ STAGES = {
     "type1": _type1,
     "type2": _type2,
 }
+#: The training call of each stage that has independent units
+#: (`keras_bridge.cluster`): ``(method, keyword arguments)`` or None.
+CALLS = {
+    "modes": _modes_call,
+    "curves": _curves_call,
+    "type1": _type1_call,
+    "type2": _type2_call,
+}
+#: Later stages whose units train with a stage's (they read the same
+#: ensemble).
+WAVES = {"type1": ("type2",)}
 
 
-def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
+def split(data: config_lib.DataConfig, seed: int, name: str):
+    """One split (``"train"``, ``"validation"``) of `load_data`: what each
+    unit of a run loads."""
+    return getattr(load_data(data, seed), name)
+
+
+def train(
+    config: config_lib.RunConfig, folder: str, verbose=1, data=None,
+    cluster=None,
+):  # fmt: skip
     """Runs (or resumes) every training stage of ``config`` in ``folder``.
 
     The ensemble is saved in ``folder/checkpoints`` after every stage and
     every epoch is backed up (`keras_bridge.checkpoints.RunState`): called
     again on the same folder after a kill, it resumes where it stopped.
-    ``data``: `load_data` of ``config.data``, when already loaded.
+    Each mode, each curve and the bridges of each stage are units that
+    load their own data (`split`) and train on their own
+    (`keras_bridge.cluster.Units`), here or, with ``cluster``, as Ray
+    tasks: both give the same ensemble. ``data``: `load_data` of
+    ``config.data``, when already loaded.
 
     Returns:
         ``(ensemble, data, report, log)``: the report's dict so far and
@@ -253,16 +302,42 @@ def train(config: config_lib.RunConfig, folder: str, verbose=1, data=None):
         ens = saved  # the run's own config.yaml built both
         log.say(f"Resuming {folder} after: {', '.join(finished)}")
     records = state.records()
+    units = cluster_lib.Units(
+        cluster,
+        functools.partial(split, config.data, config.seed, "train"),
+        functools.partial(split, config.data, config.seed, "validation"),
+        config.seed,
+        bool(verbose),
+    )
+
+    def fit(stage):
+        """The stage's training call, its units trained first."""
+        units.train_stages(
+            ens, state.run_dir, [stage, *WAVES.get(stage, ())],
+            lambda name: CALLS[name](
+                ens, config, log.verbose, state.backup_dir(name), records
+            ),
+        )  # fmt: skip
+        call = CALLS[stage](
+            ens, config, log.verbose, state.backup_dir(stage), records
+        )
+        if call is not None:
+            method, kwargs = call
+            getattr(ens, method)(
+                data.train, validation_data=data.validation, **kwargs
+            )
+
     for stage, run_stage in STAGES.items():
         if stage in finished:
             continue
         backup = state.backup_dir(stage)
-        records[stage] = run_stage(ens, data, config, log, backup, records)
+        records[stage] = run_stage(ens, data, config, log, backup, records, fit)
         state.complete(stage, ens, records[stage])
     log.end()
     report = {"folder": folder, "config": config.model_dump()}
     for record in records.values():
         report.update(record or {})
+    report["units"] = units.timings
     return ens, data, report, log
 
 
@@ -321,8 +396,9 @@ def export(ens, config, folder, verbose=1) -> dict:
 
 
 def run(
-    config: config_lib.RunConfig, folder: str, verbose=1, data=None
-) -> dict:
+    config: config_lib.RunConfig, folder: str, verbose=1, data=None,
+    cluster=None,
+) -> dict:  # fmt: skip
     """The whole pipeline into the (new or empty) run ``folder``.
 
     Args:
@@ -332,6 +408,8 @@ def run(
             logs).
         data: `load_data` of ``config.data``, when already loaded (the
             command line loads it before it creates the run folder).
+        cluster: where the units train (see `train`): None for this
+            process, or a Ray address or `keras_bridge.cluster.RayCluster`.
 
     Returns:
         The dict written to ``report.json``.
@@ -340,7 +418,7 @@ def run(
     if not os.path.exists(path):  # a resumed run keeps its own
         with open(path, "w") as handle:
             handle.write(config_lib.dump(config))
-    ens, data, report, log = train(config, folder, verbose, data)
+    ens, data, report, log = train(config, folder, verbose, data, cluster)
     profiles = [
         CurveProfile(**{**p, "pair": tuple(p["pair"])})
         for p in [report["line"], *report["curves"]]

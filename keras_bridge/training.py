@@ -21,6 +21,9 @@ MODE_SEED_OFFSET = 0
 CURVE_SEED_OFFSET = 1000
 BRIDGE_SEED_OFFSET = 2000
 TUNING_SEED_OFFSET = 3000
+#: Data that a run's units load themselves (`keras_bridge.cluster`) are
+#: loaded under ``seed + DATA_SEED_OFFSET``.
+DATA_SEED_OFFSET = 4000
 #: A stage whose epoch loss exceeds this multiple of its first batch's
 #: has diverged (`StopOnNonFinite`).
 DIVERGENCE_FACTOR = 10
@@ -305,7 +308,7 @@ def resumable_fit(model, data, steps, options, stage, unit):
         checkpoints.restore(unit, model)
         if options["verbose"]:
             print_msg(f"{unit}: finished before, loaded from the backup.")
-        return keras.callbacks.History()
+        return checkpoints.history(unit)
     callbacks = [*(options["callbacks"] or []), *checkpoints.callbacks(unit)]
     try:
         history = fit_classifier(
@@ -315,5 +318,5 @@ def resumable_fit(model, data, steps, options, stage, unit):
         # A retry (at a lower learning rate) must not resume the divergence.
         checkpoints.discard(unit)
         raise
-    checkpoints.finish(unit, model)
+    checkpoints.finish(unit, model, history)
     return history
