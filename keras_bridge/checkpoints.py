@@ -22,6 +22,7 @@ completed.
 import json
 import os
 import shutil
+import warnings
 
 import keras
 
@@ -165,7 +166,12 @@ class Checkpoints:
         """Loads the final weights of ``unit`` into ``model``."""
         path = self._weights(unit)
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():
+                # A finished unit's optimizer state is not needed.
+                warnings.filterwarnings(
+                    "ignore", "Skipping variable loading for optimizer"
+                )
+                model.load_weights(path)
         except (OSError, ValueError) as error:
             raise ValueError(
                 f"The backup {path!r} of {unit} cannot be loaded "

@@ -786,6 +786,8 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
             directory: where KerasTuner keeps its trials; ``None`` for a
                 temporary folder removed afterwards. With a folder and
                 ``overwrite=False``, an earlier search there is resumed.
+                Required in a distributed search (below): a folder the
+                chief and every worker share.
             overwrite: start the search in ``directory`` afresh.
             verbose: KerasTuner's and `fit`'s verbosity.
             trunk: ``"frozen"``, or ``"shared"``: each trial trains the
@@ -803,6 +805,17 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         Returns:
             A `keras_bridge.tuning.TuningResult`: ``.trials``, ``.pareto``,
             ``.best`` and ``.fit_kwargs`` (to train other bridges alike).
+            None on a worker of a distributed search.
+
+        Distributed search: run the same script in several processes (on
+        one machine or several), each with KerasTuner's environment
+        variables ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``
+        (the chief's address) and ``KERASTUNER_TUNER_ID`` (``"chief"``
+        for one process, ``"tuner0"``, ``"tuner1"``, ... for the others).
+        The chief hands out the trials and waits; the workers train them.
+        When the search ends, the chief installs the best head and
+        returns the result; each worker returns None and leaves its
+        ensemble as it was. See docs/tuning.md.
 
         Example:
 
@@ -839,6 +852,8 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
              "verbose": verbose, "strategy": self.strategy,
              "callbacks": callbacks},
         )  # fmt: skip
+        if result is None:  # a worker of a distributed search
+            return None
         result.installed = hypermodel.install(model, validation_data)
         return result
 

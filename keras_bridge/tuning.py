@@ -551,10 +551,54 @@ def check_search(tuner, max_trials, epochs, directory, overwrite) -> None:
         raise ValueError(
             f"`overwrite` must be True or False; received {overwrite!r}."
         )
+    if distributed_role() is not None and directory is None:
+        raise ValueError(
+            "KerasTuner's distributed search (KERASTUNER_TUNER_ID="
+            f"{os.environ['KERASTUNER_TUNER_ID']!r}) needs `directory`: a "
+            "folder the chief and every worker share, where the workers "
+            "write their trials and the chief reads the best."
+        )
+
+
+#: KerasTuner's distributed search: the chief's address and port, and each
+#: process's id (``"chief"`` for the chief, any other for a worker).
+DISTRIBUTED_VARIABLES = (
+    "KERASTUNER_ORACLE_IP",
+    "KERASTUNER_ORACLE_PORT",
+    "KERASTUNER_TUNER_ID",
+)
+
+
+def distributed_role():
+    """``"chief"`` or ``"worker"`` in KerasTuner's distributed search
+    (`DISTRIBUTED_VARIABLES` set), else None; a `ValueError` naming the
+    missing variable when only some are set.
+
+    Example:
+
+    >>> distributed_role() is None  # no KERASTUNER_* variables here
+    True
+    """
+    found = [name for name in DISTRIBUTED_VARIABLES if name in os.environ]
+    if not found:
+        return None
+    missing = [name for name in DISTRIBUTED_VARIABLES if name not in found]
+    if missing:
+        raise ValueError(
+            f"KerasTuner's distributed search needs {missing} as well as "
+            f"{found}: set all of {list(DISTRIBUTED_VARIABLES)} (see "
+            "docs/tuning.md), or none."
+        )
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 def search(hypermodel, data, validation_data, options):
     """Runs a KerasTuner search over ``hypermodel``'s bridge.
+
+    In KerasTuner's distributed search (`distributed_role`), the chief
+    hands out trials and waits for them, and the workers train them,
+    writing into the shared ``directory``; then the chief returns the
+    result and a worker returns ``(None, None)``.
 
     Args:
         hypermodel: a `BridgeHyperModel`.
@@ -572,6 +616,7 @@ def search(hypermodel, data, validation_data, options):
         RuntimeError: when no trial completed.
     """
     directory = options["directory"]
+    role = distributed_role()
     temporary = directory is None
     if temporary:
         directory = tempfile.mkdtemp(prefix="tune_bridge-")
@@ -591,6 +636,8 @@ def search(hypermodel, data, validation_data, options):
                 verbose=1 if verbose == "auto" else int(verbose),
                 callbacks=list(options.get("callbacks") or []),
             )  # fmt: skip
+            if role == "worker":  # the chief has the results
+                return None, None
             seconds = time.perf_counter() - started
             trials = [
                 _trial_row(trial, hypermodel, epochs)

@@ -28,7 +28,7 @@ def test_the_flops_function_is_not_hidden_by_a_module():
 def test_import_loads_no_tuner_config_or_export_libraries():
     code = (
         "import sys, keras_bridge, keras\n"
-        "heavy = ['keras_tuner', 'pydantic', 'yaml', 'tf2onnx', "
+        "heavy = ['keras_tuner', 'pydantic', 'yaml', 'tf2onnx', 'ray', "
         "'keras_bridge.ensemble', 'keras_bridge.tuning']\n"
         "print([m for m in heavy if m in sys.modules])\n"
         # The layers are registered, so Keras can read files holding them.
