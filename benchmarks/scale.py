@@ -15,9 +15,23 @@
 3. TFLite: see ``benchmarks/tflite.py`` (latency and size against the
    SavedModel at batch 1); its table is printed here when
    ``--with-tflite`` is given.
+4. Units on a cluster (``--units``, alone): the training stages of the
+   ``keras-bridge run`` pipeline on digits and on Fashion-MNIST (presets
+   in `UNIT_PRESETS`), once in one process and once on a local Ray
+   cluster (``ray.init(num_cpus=2)`` on 127.0.0.1). From the first run's
+   measured units (each mode, each curve, each stage's bridges, data and
+   start-up included) and its driver time (the rest: loading the units,
+   BatchNorm recalibration, curve profiles, saving), the wall time on 1,
+   2, 5 and 10 machines of one unit each is computed: the units of a wave
+   (modes; curves; both bridge stages) are scheduled longest first on the
+   machines, the waves one after another, plus the driver; the critical
+   path is the same with a machine per unit. Beside it: the measured wall
+   time of both runs on this machine, and whether their ensembles are
+   bit for bit the same.
 
 Every measurement runs in a fresh process (devices and peak memory are
-per process). Usage: python benchmarks/scale.py [--with-tflite]
+per process). Usage: python benchmarks/scale.py [--with-tflite];
+python benchmarks/scale.py --units [--datasets digits fashion_mnist]
 """
 
 import argparse
@@ -108,6 +122,108 @@ MEMORY = textwrap.dedent(
 )
 
 
+UNITS = textwrap.dedent(
+    """
+    import hashlib, json, os, sys, time
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import keras_bridge as kb
+    from keras_bridge import pipeline
+
+    config = kb.config.parse(json.loads(sys.argv[1]))
+    folder, where = sys.argv[2], sys.argv[3]
+    cluster = None
+    if where == "ray":
+        import ray
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+        cluster = "local"
+    started = time.perf_counter()
+    ens, data, report, log = pipeline.train(config, folder, 0, None, cluster)
+    wall = time.perf_counter() - started
+    models = [*ens.modes, *ens.curves.values(), *ens.bridges.values()]
+    digest = hashlib.sha256()
+    for model in models:
+        for weight in model.get_weights():
+            digest.update(np.ascontiguousarray(weight).tobytes())
+    print(json.dumps({"wall": wall, "stages": log.seconds,
+                      "units": report["units"],
+                      "weights": digest.hexdigest()}))
+    """
+)
+
+#: The pipelines `--units` measures: five modes each, so that waves have
+#: more units than two machines; Fashion-MNIST shortened to fit a 2-core
+#: machine (a plain CNN at width 0.25, one epoch per stage).
+UNIT_PRESETS = {
+    "digits": {
+        "modes": {"num_modes": 5, "epochs": 10},
+        "curves": {"epochs": 10, "num_points": 5},
+        "bridges": {"epochs": 20},
+    },
+    "fashion_mnist": {
+        "data": {"name": "fashion_mnist", "batch_size": 128},
+        "backbone": {"family": "plain_cnn", "width": 0.25},
+        "modes": {"num_modes": 5, "epochs": 1},
+        "curves": {"epochs": 1, "num_points": 3},
+        "bridges": {"epochs": 2},
+    },
+}
+#: Machines the schedule is computed for.
+MACHINES = (1, 2, 5, 10)
+#: The waves of units: a wave waits for the one before.
+WAVES = (("mode_",), ("curve_",), ("type1", "type2"))
+
+
+def schedule(units, driver, machines) -> float:
+    """Wall time of ``units`` (``{"unit", "seconds"}``) on ``machines``
+    of one unit each: every wave scheduled longest first, the waves one
+    after another, plus the ``driver`` seconds.
+
+    Example:
+
+    >>> units = [{"unit": "mode_0", "seconds": 3.0},
+    ...          {"unit": "mode_1", "seconds": 2.0},
+    ...          {"unit": "curve_0_1", "seconds": 1.0}]
+    >>> schedule(units, 0.5, 1), schedule(units, 0.5, 2)
+    (6.5, 4.5)
+    """
+    total = driver
+    for prefixes in WAVES:
+        times = sorted(
+            (u["seconds"] for u in units if u["unit"].startswith(prefixes)),
+            reverse=True,
+        )
+        loads = [0.0] * machines
+        for seconds in times:
+            loads[loads.index(min(loads))] += seconds
+        total += max(loads)
+    return total
+
+
+def units_table(name, here, ray) -> None:
+    stages = ("data", "modes", "curves", "type1", "type2")
+    driver = sum(here["stages"].get(stage, 0.0) for stage in stages)
+    driver -= sum(unit["seconds"] for unit in here["units"])
+    print(f"\n{name}: units measured in one process (s)")
+    for unit in here["units"]:
+        print(f"  {unit['unit']:>14} {unit['seconds']:7.1f}")
+    print(f"  {'driver':>14} {driver:7.1f}")
+    print("computed wall time (s), one unit per machine at a time:")
+    one = schedule(here["units"], driver, 1)
+    for machines in MACHINES:
+        wall = schedule(here["units"], driver, machines)
+        print(f"  {machines:>3} machine(s) {wall:8.1f}  x{one / wall:.2f}")
+    path = schedule(here["units"], driver, len(here["units"]))
+    print(f"  critical path  {path:8.1f}  x{one / path:.2f}")
+    print(
+        f"measured on this machine: one process {here['wall']:.1f} s, "
+        f"local Ray (2 CPUs) {ray['wall']:.1f} s "
+        f"(x{here['wall'] / ray['wall']:.2f}); same ensemble bit for bit: "
+        f"{here['weights'] == ray['weights']}"
+    )
+
+
 def _child(source: str, *args) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
@@ -126,7 +242,24 @@ def _child(source: str, *args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--with-tflite", action="store_true")
+    parser.add_argument("--units", action="store_true")
+    parser.add_argument("--datasets", nargs="+", default=list(UNIT_PRESETS))
     args = parser.parse_args()
+    if args.units:
+        for name in args.datasets:
+            preset = {**UNIT_PRESETS[name], "plots": False}
+            with tempfile.TemporaryDirectory() as folder:
+                runs = {
+                    where: _child(
+                        UNITS,
+                        json.dumps(preset),
+                        os.path.join(folder, where),
+                        where,
+                    )  # fmt: skip
+                    for where in ("here", "ray")
+                }
+            units_table(name, runs["here"], runs["ray"])
+        return
 
     one = _child(STEPS, "single")
     two = _child(STEPS, "mirrored")
