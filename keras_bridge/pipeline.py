@@ -263,6 +263,38 @@ CALLS = {
 WAVES = {"type1": ("type2",)}
 
 
+def _tuning_worker(config) -> str | None:
+    """The ``KERASTUNER_TUNER_ID`` of a worker of KerasTuner's distributed
+    search, when ``config`` tunes; else None."""
+    if not config.tuning.enabled:
+        return None
+    # KerasTuner loads only for a run that tunes.
+    from keras_bridge import tuning
+
+    if tuning.distributed_role() != "worker":
+        return None
+    return os.environ["KERASTUNER_TUNER_ID"]
+
+
+def _wait_for_curves(state, log, poll_seconds=5.0) -> None:
+    """Waits until the chief's run has trained its curves: a worker of
+    the distributed search tunes the bridge of the saved curves."""
+    said = False
+    while "curves" not in state.finished():
+        if not said:
+            log.say(
+                "A worker of the distributed search: waiting for the "
+                "chief's run to train its curves"
+            )
+            said = True
+        time.sleep(poll_seconds)
+    if "tuning" in state.finished():
+        raise ValueError(
+            f"The run in {state.run_dir!r} has finished its tuning: a "
+            "worker has no trials left to train."
+        )
+
+
 def split(data: config_lib.DataConfig, seed: int, name: str):
     """One split (``"train"``, ``"validation"``) of `load_data`: what each
     unit of a run loads."""
@@ -297,6 +329,9 @@ def train(
         backbone, num_modes=config.modes.num_modes, seed=config.seed
     )
     state = RunState(os.path.join(folder, "checkpoints"))
+    worker = _tuning_worker(config)
+    if worker:
+        _wait_for_curves(state, log)
     finished, saved = state.resume(BridgeEnsemble.load)
     if finished:
         ens = saved  # the run's own config.yaml built both
@@ -331,6 +366,10 @@ def train(
         if stage in finished:
             continue
         backup = state.backup_dir(stage)
+        if worker:  # it trains the chief's trials, and nothing else
+            _tuning(ens, data, config, log, backup, records, fit)
+            log.end()
+            return ens, data, {"tuning_worker": worker}, log
         records[stage] = run_stage(ens, data, config, log, backup, records, fit)
         state.complete(stage, ens, records[stage])
     log.end()
@@ -419,6 +458,9 @@ def run(
         with open(path, "w") as handle:
             handle.write(config_lib.dump(config))
     ens, data, report, log = train(config, folder, verbose, data, cluster)
+    if "tuning_worker" in report:
+        log.say("The search is over: the chief finishes the run.")
+        return report
     profiles = [
         CurveProfile(**{**p, "pair": tuple(p["pair"])})
         for p in [report["line"], *report["curves"]]
