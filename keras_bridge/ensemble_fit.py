@@ -299,6 +299,21 @@ class FitMixin:
 
         Returns:
             The unit's `keras.callbacks.History`.
+
+        Example:
+
+        >>> import os, tempfile
+        >>> backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+        >>> ens2 = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        >>> folder, train = tempfile.mkdtemp(), data.train.take(2)
+        >>> unit = ens2.fit_unit("fit_modes", 1, train, epochs=1,
+        ...     backup_dir=folder, verbose=0)
+        >>> sorted(os.listdir(folder))
+        ['mode_1.history.json', 'mode_1.weights.h5', 'progress.json']
+        >>> histories = ens2.fit_modes(train, epochs=1, backup_dir=folder,
+        ...     verbose=0)  # trains mode 0, loads mode 1
+        >>> histories[1].history == unit.history
+        True
         """
         if kwargs.get("backup_dir") is None:
             raise ValueError(
