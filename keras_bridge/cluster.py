@@ -78,7 +78,10 @@ class RayCluster:
         max_retries: how often a unit whose worker died (killed, lost
             machine) runs again; it resumes from its last epoch backup.
             An error raised by the training itself is not retried.
-        init_options: more keyword arguments of `ray.init`.
+        init_options: more keyword arguments of `ray.init`; by default
+            the workers' output stays in Ray's logs
+            (``log_to_driver=False``): each finished unit is reported,
+            and a unit's error is raised here.
 
     Example:
 
@@ -107,7 +110,7 @@ class RayCluster:
         self.cpus_per_unit = cpus_per_unit
         self.gpus_per_unit = gpus_per_unit
         self.max_retries = max_retries
-        self.init_options = dict(init_options or {})
+        self.init_options = {"log_to_driver": False, **(init_options or {})}
 
     def connect(self):
         """Connects to the cluster (once per process); returns `ray`."""
