@@ -373,7 +373,15 @@ def test_the_anchor_is_announced_once(digits, tmp_path, capsys):
     config = config_lib.parse(
         {"modes": {"num_modes": 2, "epochs": 1}, "curves": {"num_points": 2}}
     )
-    pipeline._modes(ens, data, config, pipeline._Log(2), str(tmp_path), {})
+
+    def fit(stage):  # the stage's call, here (no units)
+        method, kwargs = pipeline.CALLS[stage](ens, config, 2, None, {})
+        getattr(ens, method)(
+            data.train, validation_data=data.validation, **kwargs
+        )
+
+    log = pipeline._Log(2)
+    pipeline._modes(ens, data, config, log, str(tmp_path), {}, fit)
     lines = capsys.readouterr().out.splitlines()
     mode = f"mode {ens.anchor}"
     said = [x for x in lines if "anchor" in x.lower() and mode in x]
