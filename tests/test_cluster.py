@@ -66,16 +66,30 @@ def cluster():
     ray.shutdown()
 
 
+def _backbone():
+    """Two convolutions: units that trace and train in seconds."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="features")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
 def _fit(folder, cluster=None, callbacks=None):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens = kb.BridgeEnsemble(
+        _backbone(), feature_layer="features", num_modes=2, seed=0
+    )
     ens.fit(
         train_data,
         validation_data=validation_data,
         run_dir=folder,
         modes={"epochs": 1},
         curves={"epochs": 1},
-        bridges={"epochs": BRIDGE_EPOCHS, "type2": False},
+        bridges={
+            "epochs": BRIDGE_EPOCHS,
+            "type2": False,
+            "head": {"width": 8, "depth": 1, "max_flops": 10.0},
+        },
         callbacks=callbacks,
         verbose=0,
         cluster=cluster,
@@ -112,8 +126,7 @@ def test_a_ray_run_with_a_worker_killed_mid_unit_loses_nothing(
 
 
 def test_a_tf_dataset_is_refused_with_the_way_to_send_data(tmp_path):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+    ens = kb.BridgeEnsemble(_backbone(), num_modes=2, seed=0)
     with pytest.raises(ValueError, match="must be a function that returns"):
         ens.fit(train_data(), run_dir=tmp_path, cluster="local")
     with pytest.raises(ValueError, match="needs `run_dir`"):
