@@ -162,6 +162,8 @@ def _tuning(ens, data, config, log, backup, records, fit):
         directory=backup,  # KerasTuner resumes its own search there
         verbose=log.verbose,
     )  # fmt: skip
+    if result is None:  # a worker of the distributed search
+        return None
     log.say(result)
     return {"tuning": dataclasses.asdict(result)}
 
