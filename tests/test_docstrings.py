@@ -63,6 +63,7 @@ SLOW = {
     "keras_bridge.ensemble.BridgeEnsemble.predict",
     "keras_bridge.ensemble.BridgeEnsemble.tune_bridge",
     "keras_bridge.ensemble_fit.FitMixin.fit",
+    "keras_bridge.ensemble_fit.FitMixin.fit_unit",
     "keras_bridge.ensemble_reports.ReportsMixin.evaluate",
     "keras_bridge.ensemble_reports.ReportsMixin.select_members",
     "keras_bridge.ensemble_saving.SavingMixin.export",
