@@ -248,16 +248,15 @@ def main():
     if args.units:
         for name in args.datasets:
             preset = {**UNIT_PRESETS[name], "plots": False}
+            runs = {}
             with tempfile.TemporaryDirectory() as folder:
-                runs = {
-                    where: _child(
-                        UNITS,
-                        json.dumps(preset),
-                        os.path.join(folder, where),
-                        where,
+                for where in ("here", "ray"):
+                    runs[where] = _child(
+                        UNITS, json.dumps(preset),
+                        os.path.join(folder, where), where,
                     )  # fmt: skip
-                    for where in ("here", "ray")
-                }
+                    # Each run as it ends: a long benchmark keeps its part.
+                    print(name, where, json.dumps(runs[where]), flush=True)
             units_table(name, runs["here"], runs["ray"])
         return
 
