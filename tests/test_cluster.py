@@ -56,13 +56,15 @@ def cluster():
     """A Ray cluster of this machine, on 127.0.0.1, for this module."""
     # The test's classes are sent by value: workers cannot import tests/.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
+    cluster = kb.cluster.RayCluster(
+        "local", max_retries=2, init_options={"num_cpus": 2}
     )
-    yield kb.cluster.RayCluster(max_retries=2)
+    cluster.connect()
+    # "local" keeps the cluster on this machine's loopback address.
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {
+        "127.0.0.1"
+    }
+    yield cluster
     ray.shutdown()
 
 
