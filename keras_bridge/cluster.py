@@ -27,7 +27,7 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_bridge import compat, training
+from keras_bridge import training
 from keras_bridge.atomic_files import atomic_write
 from keras_bridge.checkpoints import Checkpoints
 from keras_bridge.members import resolve_pairs
@@ -70,7 +70,7 @@ class RayCluster:
         address: as `ray.init` takes it: ``"auto"`` (the cluster this
             machine joined with ``ray start``), ``"HOST:6379"``,
             ``"ray://HOST:10001"``, or ``"local"`` for a new one-machine
-            cluster in this process, reachable on 127.0.0.1 only. When this process already called
+            cluster in this process (without Ray's dashboard). When this process already called
             `ray.init`, that cluster is used.
         cpus_per_unit: the CPUs Ray reserves for each unit (a unit uses
             what TensorFlow takes; this sets how many run side by side).
@@ -117,8 +117,8 @@ class RayCluster:
         ray = import_ray()
         if not ray.is_initialized():
             if self.address == "local":
-                # A one-machine cluster that listens on 127.0.0.1 only.
-                ray.init(**{**compat.ray_local_options(), **self.init_options})
+                options = {"include_dashboard": False, **self.init_options}
+                ray.init(**options)
             else:
                 ray.init(address=self.address, **self.init_options)
         return ray

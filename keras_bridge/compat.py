@@ -7,8 +7,7 @@ it was checked on; the rest of the package calls these shims only.
 ``tests/test_compat.py`` pins every shim, so an upstream rename fails
 there, naming the shim to update, rather than deep inside a training.
 
-Checked on Keras 3.15.1, TensorFlow 2.21.0, KerasTuner 1.4.8 and Ray
-2.60.0.
+Checked on Keras 3.15.1, TensorFlow 2.21.0 and KerasTuner 1.4.8.
 """
 
 import keras
@@ -20,12 +19,7 @@ from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context as tf_context
 
 #: The upstream versions the shims were checked on.
-CHECKED_ON = {
-    "keras": "3.15.1",
-    "tensorflow": "2.21.0",
-    "keras_tuner": "1.4.8",
-    "ray": "2.60.0",
-}
+CHECKED_ON = {"keras": "3.15.1", "tensorflow": "2.21.0", "keras_tuner": "1.4.8"}
 
 # Functional graphs (Keras 3.15.1, keras/src/models/functional.py,
 # keras/src/ops/node.py) -------------------------------------------------
@@ -214,13 +208,3 @@ def read_tflite_metadata(flatbuffer: bytes, name: str):
             return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     return None
 
-
-# Ray (2.60.0, python/ray/_private/worker.py) ----------------------------
-
-
-def ray_local_options() -> dict:
-    """`ray.init` options that start a one-machine Ray cluster reachable
-    on 127.0.0.1 only, without the dashboard: Ray's private
-    ``_node_ip_address`` argument (checked on Ray 2.60.0; by default Ray
-    binds the machine's network address)."""
-    return {"_node_ip_address": "127.0.0.1", "include_dashboard": False}

@@ -6,10 +6,14 @@ import os
 import signal
 import sys
 
-import keras
-import numpy as np
-import pytest
-import ray
+# Before Ray is imported: a local cluster on the loopback address (by
+# default Ray binds this machine's network address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import ray  # noqa: E402
 
 import keras_bridge as kb
 from keras_bridge.checkpoints import Checkpoints
@@ -60,7 +64,7 @@ def cluster():
         "local", max_retries=2, init_options={"num_cpus": 2}
     )
     cluster.connect()
-    # "local" keeps the cluster on this machine's loopback address.
+    # Nothing of the cluster listens beyond this machine's loopback.
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {
         "127.0.0.1"
     }
