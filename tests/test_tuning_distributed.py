@@ -125,6 +125,7 @@ def test_a_distributed_search_needs_a_shared_directory(
 
 
 CONFIG = {
+    "backbone": {"width": 0.25},
     "modes": {"num_modes": 2, "epochs": 1},
     "curves": {"epochs": 1, "num_points": 2},
     "bridges": {"epochs": 1, "type2": False},
