@@ -70,8 +70,8 @@ class RayCluster:
         address: as `ray.init` takes it: ``"auto"`` (the cluster this
             machine joined with ``ray start``), ``"HOST:6379"``,
             ``"ray://HOST:10001"``, or ``"local"`` for a new one-machine
-            cluster in this process (without Ray's dashboard). When this process already called
-            `ray.init`, that cluster is used.
+            cluster in this process (without Ray's dashboard). When this
+            process already called `ray.init`, that cluster is used.
         cpus_per_unit: the CPUs Ray reserves for each unit (a unit uses
             what TensorFlow takes; this sets how many run side by side).
         gpus_per_unit: the GPUs Ray reserves for each unit.

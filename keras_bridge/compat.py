@@ -207,4 +207,3 @@ def read_tflite_metadata(flatbuffer: bytes, name: str):
         if entry.Name().decode() == name:
             return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     return None
-

@@ -65,9 +65,7 @@ def cluster():
     )
     cluster.connect()
     # Nothing of the cluster listens beyond this machine's loopback.
-    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {
-        "127.0.0.1"
-    }
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     yield cluster
     ray.shutdown()
 
