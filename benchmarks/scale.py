@@ -134,9 +134,11 @@ UNITS = textwrap.dedent(
     folder, where = sys.argv[2], sys.argv[3]
     cluster = None
     if where == "ray":
+        # On the loopback address (Ray 2.60 resolves 127.0.0.1 to the
+        # machine's own address otherwise).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         cluster = "local"
     started = time.perf_counter()
     ens, data, report, log = pipeline.train(config, folder, 0, None, cluster)
