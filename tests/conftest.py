@@ -11,6 +11,29 @@ import pytest  # noqa: E402
 
 import keras_bridge as kb  # noqa: E402
 
+#: Modules whose tests take minutes (whole pipelines, several processes),
+#: longest first: pytest-xdist hands tests out in collection order, and one
+#: of these started last would leave the other worker idle at the end.
+LONG_MODULES = (
+    "test_tuning_distributed.py",
+    "test_cli.py",
+    "test_readme.py",
+    "test_distribute.py",
+    "test_cluster.py",
+    "test_resume.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs `LONG_MODULES` first, each module's tests kept together and
+    in order (so module fixtures are built once)."""
+
+    def rank(item):
+        name = item.path.name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else 99
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def digits():
