@@ -2,6 +2,7 @@
 accepted, and nothing is trained, changed or written."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,23 +17,26 @@ from keras_bridge import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _backbone():
-    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+def _ensemble(backbone, **kwargs):
+    return kb.BridgeEnsemble(backbone, feature_layer="features", **kwargs)
 
 
 @pytest.fixture
-def empty():
+def empty(make_mini_backbone):
     """An ensemble with no modes yet: data checks run before training."""
-    return kb.BridgeEnsemble(_backbone(), seed=0)
+    return _ensemble(make_mini_backbone(), seed=0)
 
 
-@pytest.fixture
-def modes_only():
-    """Two untrained modes: enough to predict, save and load."""
-    backbone = _backbone()
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+def _modes_only(backbone):
+    ens = _ensemble(backbone, seed=0)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
     return ens
+
+
+@pytest.fixture
+def modes_only(make_mini_backbone):
+    """Two untrained modes: enough to predict, save and load."""
+    return _modes_only(make_mini_backbone())
 
 
 def _arrays(n=20, shape=(8, 8, 1), labels=None):
@@ -162,9 +166,9 @@ def test_fit_modes_refuses_bad_counts(empty, kwargs, words):
         ({"curve": "spline"}, "spline"),
     ],
 )
-def test_constructor_refuses_bad_arguments(kwargs, words):
+def test_constructor_refuses_bad_arguments(make_mini_backbone, kwargs, words):
     with pytest.raises(ValueError, match=words):
-        kb.BridgeEnsemble(_backbone(), **kwargs)
+        kb.BridgeEnsemble(make_mini_backbone(), **kwargs)
 
 
 def test_a_nested_backbone_explains_the_feature_layer():
@@ -186,7 +190,7 @@ def test_set_modes_refuses_bad_models(empty):
     with pytest.raises(ValueError, match="`models` must be a non-empty list"):
         empty.set_modes([])
     with pytest.raises(ValueError, match="`models` must be a non-empty list"):
-        empty.set_modes(_backbone())
+        empty.set_modes(empty.backbone)
     assert empty.modes == []
 
 
@@ -283,15 +287,15 @@ def test_one_hot_labels_are_accepted_everywhere(modes_only):
 
 
 @pytest.mark.large
-def test_numpy_arrays_are_accepted_as_keras_fit_does():
+def test_numpy_arrays_are_accepted_as_keras_fit_does(make_mini_backbone):
     # One mode each: how arrays are read, the same for every mode.
-    arrays = kb.BridgeEnsemble(_backbone(), num_modes=1, seed=0)
+    arrays = _ensemble(make_mini_backbone(), num_modes=1, seed=0)
     history = arrays.fit_modes((X, Y), epochs=1, validation_data=(X, Y))[0]
     # 20 inputs in batches of 32: one step, and the validation loss logged.
     assert len(history.history["val_loss"]) == 1
     assert len(arrays.modes) == 1
     # Arrays train as the same data batched by 32, in order, would.
-    batched = kb.BridgeEnsemble(_backbone(), num_modes=1, seed=0)
+    batched = _ensemble(make_mini_backbone(), num_modes=1, seed=0)
     twin = batched.fit_modes(
         _ds(X, Y, batch=32), epochs=1, validation_data=_ds(X, Y, batch=32)
     )[0]
@@ -302,10 +306,18 @@ def test_numpy_arrays_are_accepted_as_keras_fit_does():
         np.testing.assert_allclose(mode(X), other(X), rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def saved_modes(make_mini_backbone, tmp_path_factory):
+    """The file of two untrained modes, saved once for the module."""
+    ens = _modes_only(make_mini_backbone())
+    return ens.save(tmp_path_factory.mktemp("saved") / "ensemble.keras")
+
+
 @pytest.fixture
-def saved(modes_only, tmp_path):
+def saved(saved_modes, tmp_path):
+    """A copy of `saved_modes` that a test may damage."""
     path = tmp_path / "e.keras"
-    modes_only.save(path)
+    shutil.copyfile(saved_modes, path)
     return path
 
 
@@ -326,10 +338,10 @@ def test_damaged_files_are_named(saved, damage, words):
     assert words in str(info.value)
 
 
-def test_missing_and_foreign_files_are_named(tmp_path):
+def test_missing_and_foreign_files_are_named(make_mini_backbone, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         kb.BridgeEnsemble.load(tmp_path / "missing.keras")
-    _backbone().save(tmp_path / "plain.keras")
+    make_mini_backbone().save(tmp_path / "plain.keras")
     with pytest.raises(ValueError, match="holds a Functional.*set_modes"):
         kb.BridgeEnsemble.load(tmp_path / "plain.keras")
 
@@ -562,9 +574,11 @@ def test_predict_and_evaluate_refuse_a_member_with_a_nan_weight(modes_only):
 
 
 @pytest.mark.large
-def test_a_diverging_stage_is_refused_and_its_backup_dropped(tmp_path):
-    backbone = _backbone()
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+def test_a_diverging_stage_is_refused_and_its_backup_dropped(
+    make_mini_backbone, tmp_path
+):
+    backbone = make_mini_backbone()
+    ens = _ensemble(backbone, seed=0)
     ens.set_modes([keras.models.clone_model(backbone)])
     kept = ens.modes[0]
     backup = str(tmp_path / "backup")
@@ -614,15 +628,6 @@ def test_calibrate_warns_on_a_tiny_set_and_at_a_search_bound(modes_only):
     assert temperature == pytest.approx(0.05, rel=0.01)
     assert "fitted on 3 examples" in message
     assert "at a bound of the search [0.05, 20]" in message
-
-
-@pytest.fixture(scope="module")
-def saved_modes(tmp_path_factory):
-    """The file of two untrained modes, saved once for the module."""
-    backbone = _backbone()
-    ens = kb.BridgeEnsemble(backbone, seed=0)
-    ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
-    return ens.save(tmp_path_factory.mktemp("saved") / "ensemble.keras")
 
 
 def _edit_metadata(source, target, **changes):

@@ -80,8 +80,8 @@ def test_select_members_drops_a_member_built_to_hurt(
 
     # The selection is no worse than all members on the data it used.
     def cnll(members):
-        p = ens.inference_model(members, temperature=1.0).predict(x, verbose=0)
-        p = p["probabilities"]
+        p = ens.inference_model(members, temperature=1.0)(x)["probabilities"]
+        p = np.asarray(p)
         return kb.metrics.calibrated_nll(p, y, p, y)
 
     assert cnll(chosen) <= cnll(ens.member_names())
@@ -98,7 +98,7 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
     row = report.row("DE-2")
 
     def mutual_information(outputs):
-        members = outputs["member_probabilities"]
+        members = np.asarray(outputs["member_probabilities"])
         mean_entropy = kb.metrics.entropy(members).mean(axis=1)
         return kb.metrics.entropy(members.mean(axis=1)) - mean_entropy
 
@@ -111,8 +111,7 @@ def test_report_adds_ood_columns(ensemble_with_a_bad_mode, digits):
         ["mode_1", "mode_2"],
     ):
         model = ens.inference_model(pair, temperature=1.0)
-        test = model.predict(x, verbose=0)
-        ood = model.predict(flipped, verbose=0)
+        test, ood = model(x), model(flipped)
         found.append(
             kb.metrics.ood_detection(
                 mutual_information(test), mutual_information(ood)
@@ -153,7 +152,7 @@ def test_bridges_that_do_not_pay_off_are_flagged(tiny_bridged_ensemble, digits):
     report = ens.evaluate(digits.test, calibration_data=digits.validation)
     (bridge,) = report.bridges
     x, y = kb.data.to_numpy(digits.validation)
-    teacher = ens.point_model((0, 1), 0.5).predict(x, verbose=0).argmax(1)
+    teacher = np.asarray(ens.point_model((0, 1), 0.5)(x)).argmax(1)
     probs = ens.predict(x, members=["mode_0", "type1_0-1_r0.5"])
     members = probs["member_probabilities"]
     assert bridge["val_agreement"] == pytest.approx(

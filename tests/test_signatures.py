@@ -39,9 +39,8 @@ def test_arguments_after_the_data_are_keyword_only(method):
     assert positional == POSITIONAL[method]
 
 
-def _ensemble():
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+def _ensemble(backbone):
+    ens = kb.BridgeEnsemble(backbone, feature_layer="features", seed=0)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
     return ens
 
@@ -53,12 +52,12 @@ def _data(n=32):
 
 
 @pytest.mark.large
-def test_fit_methods_return_a_list_of_histories():
-    ens = _ensemble()
+def test_fit_methods_return_a_list_of_histories(make_mini_backbone):
+    ens = _ensemble(make_mini_backbone())
     x, y = _data()
     curves = ens.fit_curves((x, y), epochs=1, verbose=0)
     bridges = ens.fit_bridge(
-        x, t=[0.25, 0.75], head={"width": 8, "max_flops": 1.0}, epochs=2,
+        x, t=[0.25, 0.75], head={"width": 8, "max_flops": 4.0}, epochs=2,
         verbose=0,
     )  # fmt: skip
     for histories, count in ((curves, 1), (bridges, 1)):
@@ -69,8 +68,8 @@ def test_fit_methods_return_a_list_of_histories():
     assert ens.member_names()[2:] == ["type1_0-1_r0.25", "type1_0-1_r0.75"]
 
 
-def test_positional_settings_are_refused():
-    ens = _ensemble()
+def test_positional_settings_are_refused(make_mini_backbone):
+    ens = _ensemble(make_mini_backbone())
     with pytest.raises(TypeError, match="positional"):
         ens.fit_curves(_data(), 1)
 

@@ -64,12 +64,14 @@ def _with_nan(digits):
 
 
 @pytest.mark.large
-def test_fit_bridge_leaves_modes_user_models_and_curves_trainable(digits):
+def test_fit_bridge_leaves_modes_user_models_and_curves_trainable(
+    digits, make_mini_backbone
+):
     train = digits.train.take(2)  # what is frozen, not how well it learns
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    backbone = make_mini_backbone()
     users = [keras.models.clone_model(backbone) for _ in range(2)]
     user_weights = [_weights(m) for m in users]
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+    ens = kb.BridgeEnsemble(backbone, feature_layer="features", seed=0)
     ens.set_modes(users)
     count = len(ens.modes[0].trainable_weights)
     assert count == len(backbone.trainable_weights)
@@ -189,7 +191,7 @@ def test_a_loaded_ensemble_trains_on(tiny_ensemble, digits):
     train = kb.data.make_pipeline(x[:128], y[:128], 64)
     ens.fit_bridge(train, t=(0.3,), epochs=1, verbose=0)
     assert ens.member_names()[-1] == "type1_0-1_r0.3"
-    profile = ens.curve_profile(digits.test, num_points=2)
+    profile = ens.curve_profile(digits.test.take(2), num_points=2)
     assert profile.kind == "curve" and len(profile.t) == 2
     # The teacher at 0.3 was recalibrated on the data of that call.
     expected = kb.point_model(ens.curves[(0, 1)], 0.3, ens.backbone, data=train)
@@ -263,7 +265,7 @@ def test_a_diverging_loss_stops_the_stage(tiny_ensemble, digits):
     before = _snapshot(ens)
     with pytest.raises(FloatingPointError, match=r"fit_modes.*loss became"):
         ens.fit_modes(
-            digits.train,
+            digits.train.take(2),
             epochs=1,
             optimizer=keras.optimizers.SGD(1e30),
             verbose=0,
@@ -372,9 +374,11 @@ def test_overwrite_replaces_only_what_an_export_wrote(tiny_ensemble, tmp_path):
     assert (model / "1" / "saved_model.pb").read_text() == "v1"
 
 
-def test_save_replaces_only_an_ensemble_unless_told(tmp_path):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+def test_save_replaces_only_an_ensemble_unless_told(
+    make_mini_backbone, tmp_path
+):
+    backbone = make_mini_backbone()
+    ens = kb.BridgeEnsemble(backbone, feature_layer="features", seed=0)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
     path = tmp_path / "model.keras"
     backbone.save(path)  # the user's own Keras model
@@ -431,9 +435,12 @@ def test_tf_tensors_are_accepted_by_predict(tiny_ensemble):
 
 
 @pytest.mark.large
-def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=3, seed=0)
+def test_the_anchor_is_the_best_mode_on_validation_data(
+    digits, make_mini_backbone, tmp_path
+):
+    ens = kb.BridgeEnsemble(
+        make_mini_backbone(), feature_layer="features", num_modes=3, seed=0
+    )
     ens.fit_modes(
         digits.train.take(3),
         epochs=1,
@@ -453,8 +460,8 @@ def test_the_anchor_is_the_best_mode_on_validation_data(digits, tmp_path):
 def test_a_loaded_ensemble_with_bridges_trains_more(bridged_ensemble, digits):
     ens = bridged_ensemble
     with pytest.warns(UserWarning, match=r"replaced the bridges"):
-        ens.fit_bridge(digits.train, epochs=1, verbose=0)
-    ens.fit_bridge(digits.train, t=(0.3,), epochs=1, verbose=0)
+        ens.fit_bridge(digits.train.take(2), epochs=1, verbose=0)
+    ens.fit_bridge(digits.train.take(2), t=(0.3,), epochs=1, verbose=0)
     names = ens.member_names()
     assert names[-1] == "type1_0-1_r0.3" and len(names) == 6
     outputs = ens.predict(np.zeros((2, 8, 8, 1), "float32"))
@@ -478,11 +485,14 @@ class _KillAtCurves(keras.callbacks.Callback):
             raise _Killed
 
 
-def _tiny_fit(digits, run_dir, num_modes=2, seed=0, epochs=1, type2=False):
+def _tiny_fit(
+    backbone, digits, run_dir, num_modes=2, seed=0, epochs=1, type2=False
+):
     x, y = kb.data.to_numpy(digits.train)
     train = kb.data.make_pipeline(x[:128], y[:128], 64)
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    ens = kb.BridgeEnsemble(backbone, num_modes=num_modes, seed=seed)
+    ens = kb.BridgeEnsemble(
+        backbone, feature_layer="features", num_modes=num_modes, seed=seed
+    )
     return ens.fit(
         train, run_dir=run_dir, modes={"epochs": epochs},
         curves={"epochs": 1}, bridges={"epochs": 1, "type2": type2},
@@ -491,14 +501,17 @@ def _tiny_fit(digits, run_dir, num_modes=2, seed=0, epochs=1, type2=False):
 
 
 @pytest.mark.large
-def test_a_run_dir_refuses_other_settings(digits, tmp_path):
-    run_dir = tmp_path / "run"
+def test_a_run_dir_refuses_other_settings(digits, make_mini_backbone, tmp_path):
+    backbone, run_dir = make_mini_backbone(), tmp_path / "run"
     with pytest.raises(_Killed):
-        _tiny_fit(digits, run_dir)
+        _tiny_fit(backbone, digits, run_dir)
     stages = (run_dir / "stages.json").read_text()
     assert kb.checkpoints.RunState(run_dir).finished() == ["modes"]
     with pytest.raises(ValueError, match="other settings") as error:
-        _tiny_fit(digits, run_dir, num_modes=3, seed=1, epochs=2, type2=True)
+        _tiny_fit(
+            backbone, digits, run_dir, num_modes=3, seed=1, epochs=2,
+            type2=True,
+        )  # fmt: skip
     message = str(error.value)
     assert str(run_dir) in message
     for difference in (
@@ -512,7 +525,7 @@ def test_a_run_dir_refuses_other_settings(digits, tmp_path):
     assert (run_dir / "stages.json").read_text() == stages
     # The same call resumes the run (and stops again at the curves).
     with pytest.raises(_Killed):
-        _tiny_fit(digits, run_dir)
+        _tiny_fit(backbone, digits, run_dir)
 
 
 def test_a_damaged_run_folder_is_named_with_what_to_do(
