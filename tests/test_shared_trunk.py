@@ -228,13 +228,17 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_shared_ensemble, digits):
 
 
 @pytest.mark.large
-def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+def test_fit_trains_a_shared_trunk_and_a_frozen_type2(
+    digits, make_mini_backbone, tmp_path
+):
+    backbone = make_mini_backbone()
     # A few batches: this checks which members a run builds and resumes.
     train, validation = digits.train.take(3), digits.validation.take(2)
 
     def run():
-        ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        ens = kb.BridgeEnsemble(
+            backbone, feature_layer="features", num_modes=2, seed=0
+        )
         ens.fit(
             train, validation_data=validation, run_dir=str(tmp_path / "run"),
             modes={"epochs": 1}, curves={"epochs": 1},
@@ -252,8 +256,8 @@ def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
     again = run()
     x, _ = kb.data.to_numpy(digits.test)
     np.testing.assert_allclose(
-        again.predict(x[:9])["member_probabilities"],
-        ens.predict(x[:9])["member_probabilities"],
+        again.inference_model()(x[:9])["member_probabilities"],
+        ens.inference_model()(x[:9])["member_probabilities"],
         atol=1e-5,
     )
 
