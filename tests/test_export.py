@@ -34,11 +34,25 @@ def batches(digits):
 
 
 @pytest.fixture(scope="module")
-def served(ensemble_files, batches, tmp_path_factory):
+def five_members(tiny_bridged_files, digits):
+    """`tiny_bridged_ensemble` with a Type II and a conditioned bridge too
+    (one short epoch each): an ensemble of every kind of member, for the
+    tests that export, save or predict with it and change nothing."""
+    ens = kb.BridgeEnsemble.load(tiny_bridged_files["type1"])
+    ens.fit_bridge(digits.train.take(2), kind="type2", epochs=1, verbose=0)
+    ens.fit_bridge(digits.train.take(2), t="any", epochs=1, verbose=0)
+    assert ens.member_names() == [
+        "mode_0", "mode_1", "type1_0-1_r0.5", "type2_0-1_r0.5",
+        "type1_0-1_rany",
+    ]  # fmt: skip
+    return ens
+
+
+@pytest.fixture(scope="module")
+def served(five_members, batches, tmp_path_factory):
     """An export, answered by `tf_serving_client.py` in a fresh process."""
     base = tmp_path_factory.mktemp("serving")
-    ens = kb.BridgeEnsemble.load(ensemble_files["bridged"])
-    path = ens.export(base / "digits" / "1", verbose=False)
+    path = five_members.export(base / "digits" / "1", verbose=False)
     inputs = base / "inputs.npz"
     np.savez(inputs, **batches)
     results = str(base / "results.npz")
@@ -78,10 +92,10 @@ def test_serving_signatures_follow_the_contract(served):
 
 
 @pytest.mark.large
-def test_served_outputs_equal_predict(served, bridged_ensemble, batches):
+def test_served_outputs_equal_predict(served, five_members, batches):
     _, results, _ = served
     for batch, x in batches.items():
-        expected = bridged_ensemble.predict(x)
+        expected = five_members.predict(x)
         for key, value in expected.items():
             for route in ("session/serving_default", "grpc"):
                 served_value = results[f"{route}/{batch}/{key}"]
@@ -106,8 +120,8 @@ def test_bad_requests_get_a_clear_error(served):
 
 
 @pytest.mark.large
-def test_onnx_matches_keras(bridged_ensemble, batches, tmp_path):
-    ens = bridged_ensemble
+def test_onnx_matches_keras(five_members, batches, tmp_path):
+    ens = five_members
     path = ens.export(tmp_path / "digits.onnx", format="onnx", verbose=False)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["inputs"]
@@ -210,11 +224,13 @@ def test_export_and_load_take_keras_arguments(tiny_ensemble, tmp_path):
 
 
 @pytest.mark.large
-def test_bad_export_requests_are_refused(tiny_ensemble, tmp_path):
+def test_bad_export_requests_are_refused(
+    tiny_ensemble, make_mini_backbone, tmp_path
+):
     with pytest.raises(ValueError, match="`format` must be one of"):
         tiny_ensemble.export(tmp_path / "m", format="coreml")
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-    untrained = kb.BridgeEnsemble(backbone)
+    backbone = make_mini_backbone()
+    untrained = kb.BridgeEnsemble(backbone, feature_layer="features")
     with pytest.raises(ValueError, match="no members yet.*fit_modes"):
         untrained.export(tmp_path / "m" / "1")
     with pytest.raises(ValueError, match="Nothing to save.*fit_modes"):
@@ -227,8 +243,8 @@ def test_bad_export_requests_are_refused(tiny_ensemble, tmp_path):
 
 
 @pytest.mark.large
-def test_save_and_load_round_trip(bridged_ensemble, digits, tmp_path):
-    ens = bridged_ensemble
+def test_save_and_load_round_trip(five_members, digits, tmp_path):
+    ens = five_members
     x, _ = kb.data.to_numpy(digits.test)
     path = tmp_path / "new" / "ensemble.keras"
     ens.save(path)

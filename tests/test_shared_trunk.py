@@ -21,19 +21,18 @@ def _softmax(logits):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def shared_file(ensemble_files, digits, tmp_path_factory):
-    """The two digits modes and their curve, with a shared-trunk bridge."""
-    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
-    ens.fit_bridge(digits.train, trunk="shared", epochs=30, verbose=0)
-    path = tmp_path_factory.mktemp("shared") / "shared.keras"
-    ens.save(path)
-    return path
-
-
 @pytest.fixture
-def shared_ensemble(shared_file):
-    return kb.BridgeEnsemble.load(shared_file)
+def shared_ensemble(ensemble_files, digits):
+    """The two digits modes and their curve, with a shared-trunk bridge.
+
+    10 epochs (the default is 30): on the test set, with the ensemble's
+    seed set to 0, 1 and 2, the shared network agreed with the anchor on
+    0.981, 0.978, 0.978, the head with its teacher on 0.969, 0.978, 0.972
+    and with the labels on 0.972, 0.975, 0.975 (5 epochs: 0.939 at the
+    least), well above the test's 0.85."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
+    ens.fit_bridge(digits.train, trunk="shared", epochs=10, verbose=0)
+    return ens
 
 
 def test_member_names_parse_back():
@@ -95,9 +94,9 @@ def test_shared_trunk_is_computed_once(tiny_shared_ensemble):
 def test_shared_heads_follow_their_teachers(shared_ensemble, digits):
     ens = shared_ensemble
     x, y = kb.data.to_numpy(digits.test)
-    teacher = ens.point_model((0, 1), 0.5).predict(x, verbose=0).argmax(1)
-    members = ens.predict(x)["member_probabilities"]
-    anchor = ens.modes[0].predict(x, verbose=0).argmax(1)
+    teacher = np.argmax(ens.point_model((0, 1), 0.5)(x, training=False), 1)
+    members = np.asarray(ens.inference_model()(x)["member_probabilities"])
+    anchor = np.argmax(ens.modes[0](x, training=False), 1)
     # Chance is about 0.1: the shared network keeps imitating the anchor
     # and the head its teacher.
     assert (members[:, 2].argmax(1) == anchor).mean() > 0.85
@@ -150,10 +149,11 @@ def test_shared_trunk_round_trips_and_exports(
     ens = tiny_shared_ensemble
     x, _ = kb.data.to_numpy(digits.test)
     x = x[:17]
-    expected = ens.predict(x)
+    # Called directly: a `predict` would trace each model once more.
+    expected = {k: np.asarray(v) for k, v in ens.inference_model()(x).items()}
     loaded = kb.BridgeEnsemble.load(ens.save(tmp_path / "again.keras"))
     assert loaded.member_names() == NAMES
-    for key, value in loaded.predict(x).items():
+    for key, value in loaded.inference_model()(x).items():
         np.testing.assert_allclose(value, expected[key], atol=1e-5)
     path = ens.export(tmp_path / "serving" / "1", verbose=False)
     served = tf.saved_model.load(path).signatures["serving_default"]
@@ -228,13 +228,17 @@ def test_a_new_shared_trunk_drops_the_old_heads(tiny_shared_ensemble, digits):
 
 
 @pytest.mark.large
-def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
-    backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+def test_fit_trains_a_shared_trunk_and_a_frozen_type2(
+    digits, make_mini_backbone, tmp_path
+):
+    backbone = make_mini_backbone()
     # A few batches: this checks which members a run builds and resumes.
     train, validation = digits.train.take(3), digits.validation.take(2)
 
     def run():
-        ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
+        ens = kb.BridgeEnsemble(
+            backbone, feature_layer="features", num_modes=2, seed=0
+        )
         ens.fit(
             train, validation_data=validation, run_dir=str(tmp_path / "run"),
             modes={"epochs": 1}, curves={"epochs": 1},
@@ -252,8 +256,8 @@ def test_fit_trains_a_shared_trunk_and_a_frozen_type2(digits, tmp_path):
     again = run()
     x, _ = kb.data.to_numpy(digits.test)
     np.testing.assert_allclose(
-        again.predict(x[:9])["member_probabilities"],
-        ens.predict(x[:9])["member_probabilities"],
+        again.inference_model()(x[:9])["member_probabilities"],
+        ens.inference_model()(x[:9])["member_probabilities"],
         atol=1e-5,
     )
 

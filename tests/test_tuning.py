@@ -91,16 +91,22 @@ def test_search_space_holds_exactly_the_heads_within_budget(
     tiny_ensemble, digits
 ):
     ens = tiny_ensemble
-    budget = 0.05
-    hypermodel = tuning.BridgeHyperModel(ens, digits.train, max_flops=budget)
-    for slim in bridges.TAIL_SLIMS:
-        fits = hypermodel.cost({"slim": slim}) <= budget
-        assert (slim in hypermodel.slims) == fits
-    assert hypermodel.slims  # the tail at some width fits 5 %
-    for width in hypermodel.widths:
-        assert hypermodel.cost({"width": width, "depth": 1}) <= budget
-    for width in hypermodel.deep_widths:
-        assert hypermodel.cost({"width": width, "depth": 2}) <= budget
+    # On mini_backbone the tail fits 30 % of a pass at some widths only
+    # (0.11 to 0.44) and no residual head does; at 200 % every tail does,
+    # and a residual head at depth 1 (1.84), not at depth 2 (3.57).
+    for budget in (0.3, 2.0):
+        hypermodel = tuning.BridgeHyperModel(
+            ens, digits.train.take(2), max_flops=budget
+        )
+        for slim in bridges.TAIL_SLIMS:
+            fits = hypermodel.cost({"slim": slim}) <= budget
+            assert (slim in hypermodel.slims) == fits
+        assert hypermodel.slims  # the tail at some width fits
+        for width in hypermodel.widths:
+            assert hypermodel.cost({"width": width, "depth": 1}) <= budget
+        for width in hypermodel.deep_widths:
+            assert hypermodel.cost({"width": width, "depth": 2}) <= budget
+    assert hypermodel.widths
 
 
 @pytest.mark.large
@@ -210,7 +216,7 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
         for a, b in zip(ens.shared.get_weights(), anchor)
     )
     x, _ = kb.data.to_numpy(digits.test)
-    probs = ens.predict(x[:8])["member_probabilities"]
+    probs = np.asarray(ens.inference_model()(x[:8])["member_probabilities"])
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
