@@ -85,7 +85,18 @@ def __dir__() -> list:
     return sorted(set(globals()) | set(__all__))
 
 
-if _os.path.basename(_sys.argv[0]) == "keras-bridge":
+def _running_the_command() -> bool:
+    """Whether this process is the ``keras-bridge`` command, started as
+    the script or as ``python -m keras_bridge.cli``."""
+    if _os.path.basename(_sys.argv[0]) == "keras-bridge":
+        return True
+    argv = list(getattr(_sys, "orig_argv", ()))
+    if "-m" not in argv:
+        return False
+    return argv[argv.index("-m") + 1 :][:1] == ["keras_bridge.cli"]
+
+
+if _running_the_command():
     # The command loads TensorFlow only in the subcommands that need it,
     # so that `--help` and `--version` answer at once; its own lines
     # should not drown in TensorFlow's C++ logs, which this must silence

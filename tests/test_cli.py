@@ -301,6 +301,25 @@ def test_help_and_version_do_not_load_tensorflow(argv):
     assert found.stderr == ""  # no TensorFlow log lines
 
 
+def test_python_m_keras_bridge_cli_help_does_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    # `-X importtime` lists on stderr every module the process imports.
+    found = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_bridge.cli", "-h"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0 and found.stdout.startswith("usage:")
+    imported = {
+        line.split("|")[-1].strip() for line in found.stderr.splitlines()
+    }
+    assert "keras_bridge" in imported  # the package; the CLI runs as __main__
+    assert not {"tensorflow", "keras"} & imported
+
+
 def test_the_command_offers_every_export_format():
     from keras_bridge import export
 
