@@ -99,7 +99,6 @@ class TeacherBank:
 
     def __init__(self, teachers):
         self.runner = teachers[0]
-        self.size = len(teachers)
         self._trainable = self._stack(teachers, lambda m: m.trainable_variables)
         self._state = self._stack(teachers, lambda m: m.non_trainable_variables)
 
