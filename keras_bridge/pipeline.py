@@ -105,13 +105,18 @@ def _stop(bridges) -> list:
     ]  # fmt: skip
 
 
-def _modes_call(ens, config, verbose, backup, records):
-    return "fit_modes", {
-        "epochs": config.modes.epochs,
-        "learning_rate": config.modes.learning_rate,
+def _training_call(method, section, verbose, backup):
+    """The ``(method, keyword arguments)`` of a modes or curves stage."""
+    return method, {
+        "epochs": section.epochs,
+        "learning_rate": section.learning_rate,
         "verbose": verbose,
         "backup_dir": backup,
     }
+
+
+def _modes_call(ens, config, verbose, backup, records):
+    return _training_call("fit_modes", config.modes, verbose, backup)
 
 
 def _modes(ens, data, config, log, backup, records, fit):
@@ -128,12 +133,7 @@ def _modes(ens, data, config, log, backup, records, fit):
 
 
 def _curves_call(ens, config, verbose, backup, records):
-    return "fit_curves", {
-        "epochs": config.curves.epochs,
-        "learning_rate": config.curves.learning_rate,
-        "verbose": verbose,
-        "backup_dir": backup,
-    }
+    return _training_call("fit_curves", config.curves, verbose, backup)
 
 
 def _curves(ens, data, config, log, backup, records, fit):

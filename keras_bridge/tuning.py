@@ -334,7 +334,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             ),
             jit_compile=False,
         )  # fmt: skip
-        compat.build_for_fit(model, args[0] if args else kwargs["x"])
+        compat.build_for_fit(model, args[0] if args else kwargs.get("x"))
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(
             training.StopOnNonFinite(
