@@ -331,6 +331,17 @@ class BridgeDistiller(keras.Model):
             tf.reduce_mean(agreements),
         )
 
+    def build(self, input_shape):
+        """Builds the augmentation and the heads for inputs of
+        ``input_shape``: the heads' input shapes are the trunks' feature
+        maps, so `call` runs once on one all-zero input (inference mode:
+        no statistics move)."""
+        if self.augmentation is not None and not self.augmentation.built:
+            self.augmentation.build(input_shape)
+        shape = (1, *input_shape[1:])
+        if all(size is not None for size in shape):
+            self.call(ops.zeros(shape), training=False)
+
     def call(self, x, training=False):
         features, logits = self._features(x, training)
         outputs = []

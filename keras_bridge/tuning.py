@@ -344,6 +344,24 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         kwargs["shuffle"] = False  # datasets come shuffled
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
+    def _is_installed(self, model) -> bool:
+        """Whether ``model``'s head (and shared trunk) is the ensemble's
+        bridge already: same config and weights (a search resumed after
+        it installed its best head finds that head again)."""
+        head = self.ensemble.bridges.get(self.member)
+        pairs = [(head, model.heads[0])]
+        if model.shared_network is not None:
+            pairs.append((self.ensemble.shared, model.shared_network))
+        for current, new in pairs:
+            if current is None or current.get_config() != new.get_config():
+                return False
+            mine, theirs = current.get_weights(), new.get_weights()
+            if len(mine) != len(theirs) or not all(
+                np.array_equal(a, b) for a, b in zip(mine, theirs)
+            ):
+                return False
+        return True
+
     def install(self, model, validation_data=None) -> bool:
         """Makes the head of ``model`` (built by this hypermodel, e.g.
         ``tuner.get_best_models(1)[0]``) the ensemble's bridge.
@@ -360,6 +378,8 @@ class BridgeHyperModel(keras_tuner.HyperModel):
                 f"{self.member.name!r}); received {model!r}."
             )
         training.check_finite_weights(heads[0], "tune_bridge")
+        if self._is_installed(model):  # a finished search, resumed
+            return True
         fitted = None if validation_data is None else self._fitted()
         if fitted is not None:
             old = self.validation_kl(fitted, validation_data)

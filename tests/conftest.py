@@ -15,8 +15,8 @@ import keras_bridge as kb  # noqa: E402
 #: longest first: pytest-xdist hands tests out in collection order, and one
 #: of these started last would leave the other worker idle at the end.
 LONG_MODULES = (
-    "test_tuning_distributed.py",
     "test_cli.py",
+    "test_tuning_distributed.py",
     "test_readme.py",
     "test_distribute.py",
     "test_cluster.py",

@@ -1,5 +1,9 @@
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import matplotlib.image
 import numpy as np
@@ -16,7 +20,7 @@ TINY = {
     "modes": {"num_modes": 2, "epochs": 1},
     "curves": {"epochs": 1, "num_points": 2},  # the fewest allowed
     "bridges": {"epochs": 1, "patience": None},
-    "backbone": {"width": 0.25},
+    "backbone": {"family": "plain_cnn", "width": 0.25},
     "tuning": {"tuner": "random", "max_trials": 1, "epochs": 1},
     "export": {"onnx": False},  # ONNX: see test_export and `export` below
 }
@@ -30,19 +34,78 @@ def _assert_is_a_figure(path):
     assert len(colours) > 10, path  # axes, lines and text, not one colour
 
 
+#: Trials of the distributed search: more than workers, so trials queue.
+TRIALS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _tune_with_a_chief_and_two_workers(config, run):
+    """``keras-bridge tune CONFIG --output RUN`` as KerasTuner's chief,
+    and two workers that join with ``--resume RUN``: three processes on
+    127.0.0.1. Returns the chief's standard output."""
+    port = str(_free_port())
+    command = [sys.executable, "-m", "keras_bridge.cli", "tune"]
+    processes = {}
+
+    def start(tuner_id, arguments):
+        env = {
+            **os.environ,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": port,
+            "KERASTUNER_TUNER_ID": tuner_id,
+        }
+        processes[tuner_id] = subprocess.Popen(
+            command + arguments, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    outputs = {}
+    try:
+        start("chief", [str(config), "--output", str(run)])
+        deadline = time.monotonic() + 300
+        while not (run / "config.yaml").exists():
+            assert time.monotonic() < deadline
+            assert processes["chief"].poll() is None, processes[
+                "chief"
+            ].communicate()[1][-3000:]
+            time.sleep(1)
+        for tuner_id in ("tuner0", "tuner1"):
+            start(tuner_id, ["--resume", str(run), "--quiet"])
+        for tuner_id, process in processes.items():
+            out, err = process.communicate(timeout=900)
+            assert process.returncode == 0, (tuner_id, err[-3000:])
+            outputs[tuner_id] = out
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return outputs["chief"]
+
+
 @pytest.mark.large
-def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "r")}))
-    assert cli.main(["tune", str(config)]) == 0
-    run = tmp_path / "r"
+def test_tune_on_a_chief_and_two_workers_then_evaluate_and_export(tmp_path):
+    """The whole command line: ``keras-bridge tune`` with KerasTuner's
+    distributed search (a chief and two workers), then ``evaluate`` and
+    ``export`` of the run's saved ensemble."""
+    config, run = tmp_path / "tiny.yaml", tmp_path / "r"
+    tiny = {**TINY, "tuning": {**TINY["tuning"], "max_trials": TRIALS}}
+    config.write_text(yaml.safe_dump(tiny))
+    out = _tune_with_a_chief_and_two_workers(config, run)
     used = config_lib.load(str(run / "config.yaml"))
     assert used.tuning.enabled and used.modes.num_modes == 2
     report = json.loads((run / "report.json").read_text())
     names = [row["name"] for row in report["evaluation"]["rows"]]
     assert "Single + 1 Type I" in names and "DE-2 + 1 Type II" in names
     assert report["line"]["kind"] == "line"
-    assert len(report["tuning"]["trials"]) == 1
+    # Every trial completed, and the workers trained them all.
+    statuses = [trial["status"] for trial in report["tuning"]["trials"]]
+    assert statuses == ["COMPLETED"] * TRIALS
     assert set(report["seconds"]) >= {"modes", "curves", "tuning", "type1"}
     text = (run / "report.md").read_text()
     assert text.startswith("# keras-bridge report") and "## Legend" in text
@@ -51,7 +114,6 @@ def test_tune_run_evaluate_and_export_end_to_end(tmp_path, capsys):
     assert (run / "ensemble.keras").is_file()
     assert not (run / "model.onnx").exists()
     assert (run / "serving" / "digits" / "1" / "saved_model.pb").is_file()
-    out = capsys.readouterr().out
     assert "NLL barrier" in out and "== Tuning" in out
     assert "\x1b" not in out  # not a terminal: plain lines, no escapes
 

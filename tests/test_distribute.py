@@ -101,9 +101,8 @@ def _train(tmp_path, mode, name):
 def test_mirrored_training_matches_one_device_and_runs_repeat(tmp_path, digits):
     single, out = _train(tmp_path, "single", "single")
     assert "replicas 1" in out
-    again, _ = _train(tmp_path, "single", "again")
-    # The same seed gives identical predictions in another process.
-    np.testing.assert_array_equal(single, again)
+    # (The same seed gives the same weights, bit for bit, in another
+    # process: test_cluster.py, one process against Ray workers.)
     mirrored, out = _train(tmp_path, "mirrored", "mirrored")
     assert "replicas 2" in out
     # mode_0, mode_1, shared, type1_0-1_r0.5, shared_type1_0-1_r0.5

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import keras_tuner
 import numpy as np
@@ -73,12 +75,21 @@ def test_search_installs_the_best_completed_head(
     kwargs = result.fit_kwargs
     assert set(kwargs) == {"head", "learning_rate", "mixup_alpha"}
     assert kwargs["head"]["max_flops"] == pytest.approx(0.12)
-    # A second call with the same directory resumes: no trial reruns.
-    again = ens.tune_bridge(
-        train, validation_data=digits.validation, tuner="random",
-        max_trials=2, epochs=1, directory=str(tmp_path), verbose=0,
-        callbacks=[Epochs()],
-    )  # fmt: skip
+    # A second call with the same directory resumes: no trial reruns, and
+    # the head it finds is the one installed (no warning of a kept or a
+    # replaced bridge: it is the same head).
+    installed = ens.bridges[member]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = ens.tune_bridge(
+            train, validation_data=digits.validation, tuner="random",
+            max_trials=2, epochs=1, directory=str(tmp_path), verbose=0,
+            callbacks=[Epochs()],
+        )  # fmt: skip
+    assert not [w for w in caught if "bridge" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
+    assert again.installed and ens.bridges[member] is installed
     assert len(Epochs.seen) == 2
     assert sorted(t["trial_id"] for t in again.trials) == sorted(
         t["trial_id"] for t in result.trials

@@ -1,6 +1,7 @@
 """KerasTuner's distributed search behind `tune_bridge`: a chief and two
 workers, separate processes on 127.0.0.1, through the KERASTUNER_*
-environment variables."""
+environment variables. `keras-bridge tune` with a chief and two workers:
+`test_cli.py` (its end-to-end test)."""
 
 import json
 import os
@@ -8,11 +9,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-import keras_bridge as kb
 from keras_bridge import tuning
 
 #: Trials of the search: more than workers, so that trials queue.
@@ -122,58 +121,3 @@ def test_a_distributed_search_needs_a_shared_directory(
         tiny_ensemble.tune_bridge(
             digits.train.take(1), digits.validation.take(1), verbose=0
         )
-
-
-CONFIG = {
-    "backbone": {"width": 0.25},
-    "modes": {"num_modes": 2, "epochs": 1},
-    "curves": {"epochs": 1, "num_points": 2},
-    "bridges": {"epochs": 1, "type2": False},
-    "tuning": {"tuner": "random", "max_trials": TRIALS, "epochs": 1},
-    "plots": False,
-    "export": {"saved_model": False, "onnx": False},
-}
-
-
-@pytest.mark.large
-def test_keras_bridge_tune_with_a_chief_and_two_workers(tmp_path):
-    config, folder = tmp_path / "tune.yaml", tmp_path / "run"
-    config.write_text(json.dumps(CONFIG))  # JSON is YAML
-    port = str(_free_port())
-    command = [sys.executable, "-m", "keras_bridge.cli", "tune", "--quiet"]
-    processes = {}
-
-    def start(tuner_id, arguments):
-        env = {
-            **os.environ,
-            "KERASTUNER_ORACLE_IP": "127.0.0.1",
-            "KERASTUNER_ORACLE_PORT": port,
-            "KERASTUNER_TUNER_ID": tuner_id,
-        }
-        processes[tuner_id] = subprocess.Popen(
-            command + arguments, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-
-    try:
-        start("chief", [str(config), "--output", str(folder)])
-        deadline = time.monotonic() + 300
-        while not (folder / "config.yaml").exists():
-            assert time.monotonic() < deadline
-            assert processes["chief"].poll() is None
-            time.sleep(1)
-        for tuner_id in ("tuner0", "tuner1"):
-            start(tuner_id, ["--resume", str(folder)])
-        for tuner_id, process in processes.items():
-            _, err = process.communicate(timeout=900)
-            assert process.returncode == 0, (tuner_id, err[-3000:])
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    report = json.loads((folder / "report.json").read_text())
-    statuses = [trial["status"] for trial in report["tuning"]["trials"]]
-    assert statuses == ["COMPLETED"] * TRIALS
-    members = kb.BridgeEnsemble.load(folder / "ensemble.keras").member_names()
-    assert [name for name in members if name.startswith("type1_")]
