@@ -155,8 +155,8 @@ class FitMixin:
         Example:
 
         >>> import tempfile
-        >>> backbone = kb.models.resnet(
-        ...     data.input_shape, data.num_classes, depth=8, width=0.25)
+        >>> backbone = kb.models.plain_cnn(
+        ...     data.input_shape, data.num_classes, width=0.25)
         >>> ensemble = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
         >>> histories = ensemble.fit(data.train.take(2),  # 2 batches: a demo
         ...     run_dir=tempfile.mkdtemp(), modes={"epochs": 1},
@@ -303,7 +303,7 @@ class FitMixin:
         Example:
 
         >>> import os, tempfile
-        >>> backbone = kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+        >>> backbone = kb.models.plain_cnn((8, 8, 1), 10, width=0.25)
         >>> ens2 = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
         >>> folder, train = tempfile.mkdtemp(), data.train.take(2)
         >>> unit = ens2.fit_unit("fit_modes", 1, train, epochs=1,
