@@ -192,3 +192,28 @@ def tiny_shared_ensemble(tiny_bridged_files):
     """`tiny_ensemble` with a shared trunk and its Type I head, one short
     epoch: for tests of structure, not of quality."""
     return kb.BridgeEnsemble.load(tiny_bridged_files["shared"])
+
+
+def _train_doc_ensemble(digits, folder):
+    ens = kb.BridgeEnsemble(
+        mini_backbone(), feature_layer="features", num_modes=2, seed=0
+    )
+    ens.fit_modes(digits.train, epochs=3, verbose=0)
+    ens.fit_curves(digits.train, epochs=2, verbose=0)
+    ens.fit_bridge(digits.train, kind="type1", epochs=2, verbose=0)
+    ens.fit_bridge(digits.train, kind="type2", epochs=1, verbose=0)
+    ens.fit_bridge(digits.train, t="any", epochs=1, verbose=0)
+    ens.save(folder / "ensemble.keras")
+
+
+@pytest.fixture(scope="session")
+def doc_ensemble_file(digits, tmp_path_factory):
+    """A small trained ensemble with every kind of member (two modes of
+    `mini_backbone`, their curve, a Type I, a Type II and a t-conditioned
+    bridge) for the docstring examples: they show calls, not quality.
+    Trained once per test run."""
+    folder = _shared_folder(
+        tmp_path_factory, "session-doc-ensemble",
+        lambda folder: _train_doc_ensemble(digits, folder),
+    )  # fmt: skip
+    return folder / "ensemble.keras"

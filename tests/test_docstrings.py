@@ -10,10 +10,13 @@ with these names added:
 - ``data``: the digits splits (`kb.data.load_digits`), and ``x_test``:
   the test images as a NumPy array.
 
-Examples that use the small trained ensemble of `conftest.py` (two digits
-modes, their curve, a Type I, a Type II and a t-conditioned bridge) get
-it as ``ens``, and a copy of its file as ``ensemble.keras`` in the
-working folder; an example that builds its own ``ens`` gets neither.
+Examples that use a small trained ensemble (`conftest.doc_ensemble_file`:
+two digits modes of `conftest.mini_backbone`, their curve, a Type I, a Type
+II and a t-conditioned bridge) get it as ``ens``, and a copy of its file
+as ``ensemble.keras`` in the working folder; an example that builds its
+own ``ens`` gets neither. The examples show calls, not quality, so the
+ensemble is the smallest that has every kind of member (saving,
+exporting and evaluating it is most of an example's time).
 Examples that may change ``ens`` (they fit, tune or calibrate it, set
 one of its attributes, or hand it to another object, unless that object
 is documented to leave it alone: `READS_ONLY`) get their own copy; the
@@ -126,19 +129,18 @@ def x_test(digits):
 
 
 @pytest.fixture(scope="session")
-def shared_ensemble(ensemble_files):
-    """One copy of the trained ensemble for the examples that only read
-    it."""
-    return kb.BridgeEnsemble.load(ensemble_files["bridged"])
+def shared_ensemble(doc_ensemble_file):
+    """One copy of the examples' ensemble for those that only read it."""
+    return kb.BridgeEnsemble.load(doc_ensemble_file)
 
 
 def _ensemble(request, name, source):
-    """The trained ensemble for an example, its file copied into the
+    """The examples' ensemble for an example, its file copied into the
     working folder."""
-    files = request.getfixturevalue("ensemble_files")
-    shutil.copyfile(files["bridged"], "ensemble.keras")
+    path = request.getfixturevalue("doc_ensemble_file")
+    shutil.copyfile(path, "ensemble.keras")
     if name not in READS_ONLY and _CHANGES_ENSEMBLE.search(source):
-        return kb.BridgeEnsemble.load(files["bridged"])
+        return kb.BridgeEnsemble.load(path)
     return request.getfixturevalue("shared_ensemble")
 
 
