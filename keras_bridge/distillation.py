@@ -334,13 +334,18 @@ class BridgeDistiller(keras.Model):
     def build(self, input_shape):
         """Builds the augmentation and the heads for inputs of
         ``input_shape``: the heads' input shapes are the trunks' feature
-        maps, so `call` runs once on one all-zero input (inference mode:
-        no statistics move)."""
+        maps, so `call` runs once on one all-zero input of the trunks'
+        dtype (inference mode: no statistics move). With an unknown size
+        other than the batch's, or several inputs, the heads build on
+        their first call instead."""
         if self.augmentation is not None and not self.augmentation.built:
             self.augmentation.build(input_shape)
+        trunk = (self._frozen.trunks or [self.shared_trunk])[0]
         shape = (1, *input_shape[1:])
-        if all(size is not None for size in shape):
-            self.call(ops.zeros(shape), training=False)
+        if len(trunk.inputs) == 1 and all(
+            isinstance(size, int) for size in shape
+        ):
+            self.call(ops.zeros(shape, trunk.inputs[0].dtype), training=False)
 
     def call(self, x, training=False):
         features, logits = self._features(x, training)

@@ -15,6 +15,7 @@ trial, which costs no training but counts towards ``max_trials``).
 """
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -346,16 +347,18 @@ class BridgeHyperModel(keras_tuner.HyperModel):
 
     def _is_installed(self, model) -> bool:
         """Whether ``model``'s head (and shared trunk) is the ensemble's
-        bridge already: same config and weights (a search resumed after
-        it installed its best head finds that head again)."""
+        bridge already: same config and learned weights (a search resumed
+        after it installed its best head finds that head again). The
+        BatchNorm statistics are left out: `install` recomputes a shared
+        trunk's."""
         head = self.ensemble.bridges.get(self.member)
         pairs = [(head, model.heads[0])]
         if model.shared_network is not None:
             pairs.append((self.ensemble.shared, model.shared_network))
         for current, new in pairs:
-            if current is None or current.get_config() != new.get_config():
+            if current is None or _plain(current) != _plain(new):
                 return False
-            mine, theirs = current.get_weights(), new.get_weights()
+            mine, theirs = _learned(current), _learned(new)
             if len(mine) != len(theirs) or not all(
                 np.array_equal(a, b) for a, b in zip(mine, theirs)
             ):
@@ -403,6 +406,21 @@ class BridgeHyperModel(keras_tuner.HyperModel):
             self.member, heads[0], self.teacher, network
         )
         return True
+
+
+def _plain(model):
+    """``model``'s config as JSON reads it back (a saved and loaded
+    model's shapes are lists, a built one's tuples)."""
+    return json.loads(json.dumps(model.get_config(), default=str))
+
+
+def _learned(model) -> list:
+    """``model``'s weights without BatchNorm's moving statistics."""
+    return [
+        np.asarray(variable)
+        for variable in model.weights
+        if variable.name not in ("moving_mean", "moving_variance")
+    ]
 
 
 @dataclasses.dataclass

@@ -98,11 +98,9 @@ def _train(tmp_path, mode, name):
 
 
 @pytest.mark.large
-def test_mirrored_training_matches_one_device_and_runs_repeat(tmp_path, digits):
+def test_mirrored_training_matches_one_device(tmp_path, digits):
     single, out = _train(tmp_path, "single", "single")
     assert "replicas 1" in out
-    # (The same seed gives the same weights, bit for bit, in another
-    # process: test_cluster.py, one process against Ray workers.)
     mirrored, out = _train(tmp_path, "mirrored", "mirrored")
     assert "replicas 2" in out
     # mode_0, mode_1, shared, type1_0-1_r0.5, shared_type1_0-1_r0.5

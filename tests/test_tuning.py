@@ -77,7 +77,9 @@ def test_search_installs_the_best_completed_head(
     assert kwargs["head"]["max_flops"] == pytest.approx(0.12)
     # A second call with the same directory resumes: no trial reruns, and
     # the head it finds is the one installed (no warning of a kept or a
-    # replaced bridge: it is the same head).
+    # replaced bridge: it is the same head), also in an ensemble saved and
+    # loaded in between (as `keras-bridge tune --resume` does).
+    ens = kb.BridgeEnsemble.load(ens.save(tmp_path / "tuned.keras"))
     installed = ens.bridges[member]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -229,6 +231,21 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
     x, _ = kb.data.to_numpy(digits.test)
     probs = np.asarray(ens.inference_model()(x[:8])["member_probabilities"])
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    # Resumed, the search finds the trunk and head it installed (their
+    # BatchNorm statistics recomputed since): no warning, nothing replaced.
+    trunk, head = ens.shared, ens.bridges[kb.members.parse(result.member)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = ens.tune_bridge(
+            digits.train.take(2), validation_data=digits.validation,
+            tuner="random", max_trials=1, epochs=1, directory=str(tmp_path),
+            verbose=0, trunk="shared",
+        )  # fmt: skip
+    assert not [w for w in caught if "bridge" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
+    assert again.installed and ens.shared is trunk
+    assert ens.bridges[kb.members.parse(result.member)] is head
 
 
 @pytest.mark.large
