@@ -30,18 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from recalibration import BACKBONES  # noqa: E402 (the same two backbones)
 
 import keras_bridge as kb  # noqa: E402
 from keras_bridge import compat, distillation  # noqa: E402
 
-BACKBONES = {
-    "resnet-8x0.5": lambda d: kb.models.resnet(
-        d.input_shape, d.num_classes, depth=8, width=0.5
-    ),
-    "plain_cnn-x0.5": lambda d: kb.models.plain_cnn(
-        d.input_shape, d.num_classes, width=0.5
-    ),
-}
 CALLS = ("fit_modes", "fit_curves", "fit_bridge(t='any')")
 
 
