@@ -75,8 +75,8 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
     Example:
 
     >>> data = keras_bridge.data.load_digits()
-    >>> backbone = keras_bridge.models.resnet(
-    ...     data.input_shape, data.num_classes, depth=8, width=0.5)
+    >>> backbone = keras_bridge.models.plain_cnn(
+    ...     data.input_shape, data.num_classes, width=0.25)
     >>> ens = BridgeEnsemble(backbone, num_modes=2, seed=0)
     >>> _ = ens.fit_modes(data.train, epochs=1, verbose=0)  # 20+ for real
     >>> _ = ens.fit_curves(data.train, verbose=0)

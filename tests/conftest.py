@@ -45,13 +45,13 @@ def _train_ensemble_files(digits, folder):
         digits.input_shape, digits.num_classes, depth=8, width=0.5
     )
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
-    ens.fit_modes(digits.train, epochs=15, verbose=0)
+    ens.fit_modes(digits.train, epochs=8, verbose=0)
     line = ens.curve_profile(digits.test, num_points=3, bn_data=digits.train)
     ens.fit_curves(digits.train, validation_data=digits.validation, verbose=0)
     ens.save(folder / "curves.keras")
-    ens.fit_bridge(digits.train, kind="type1", epochs=40, verbose=0)
-    ens.fit_bridge(digits.train, kind="type2", epochs=20, verbose=0)
-    ens.fit_bridge(digits.train, t="any", epochs=20, verbose=0)
+    ens.fit_bridge(digits.train, kind="type1", epochs=20, verbose=0)
+    ens.fit_bridge(digits.train, kind="type2", epochs=10, verbose=0)
+    ens.fit_bridge(digits.train, t="any", epochs=10, verbose=0)
     ens.save(folder / "bridged.keras")
     (folder / "line.json").write_text(json.dumps(line.to_dict()))
 
@@ -210,8 +210,8 @@ def _train_doc_ensemble(digits, folder):
 def doc_ensemble_file(digits, tmp_path_factory):
     """A small trained ensemble with every kind of member (two modes of
     `mini_backbone`, their curve, a Type I, a Type II and a t-conditioned
-    bridge) for the docstring examples: they show calls, not quality.
-    Trained once per test run."""
+    bridge) for the docstring examples and the export tests: they show
+    calls, not quality. Trained once per test run."""
     folder = _shared_folder(
         tmp_path_factory, "session-doc-ensemble",
         lambda folder: _train_doc_ensemble(digits, folder),

@@ -35,7 +35,8 @@ def test_bridges_agree_with_their_teachers(bridged_ensemble, digits):
     for column in (2, 3, 4):
         agreement = (members[:, column].argmax(1) == teacher).mean()
         # Chance is about 0.1; the bridges imitate their teacher closely:
-        # 0.95-0.99 for seeds 0-2, as accurate (0.96-0.99).
+        # 0.95-0.98 for seeds 0-2 (benchmarks/session_ensemble_bounds.py),
+        # as accurate (0.95-0.98).
         assert agreement > 0.9
         assert (members[:, column].argmax(1) == y).mean() > 0.9
 

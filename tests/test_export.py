@@ -34,13 +34,11 @@ def batches(digits):
 
 
 @pytest.fixture(scope="module")
-def five_members(tiny_bridged_files, digits):
-    """`tiny_bridged_ensemble` with a Type II and a conditioned bridge too
-    (one short epoch each): an ensemble of every kind of member, for the
+def five_members(doc_ensemble_file):
+    """An ensemble of every kind of member (the docstrings' small one:
+    two modes, a Type I, a Type II and a conditioned bridge), for the
     tests that export, save or predict with it and change nothing."""
-    ens = kb.BridgeEnsemble.load(tiny_bridged_files["type1"])
-    ens.fit_bridge(digits.train.take(2), kind="type2", epochs=1, verbose=0)
-    ens.fit_bridge(digits.train.take(2), t="any", epochs=1, verbose=0)
+    ens = kb.BridgeEnsemble.load(doc_ensemble_file)
     assert ens.member_names() == [
         "mode_0", "mode_1", "type1_0-1_r0.5", "type2_0-1_r0.5",
         "type1_0-1_rany",

@@ -250,7 +250,7 @@ def test_search_with_a_shared_trunk_installs_trunk_and_head(
 
 @pytest.mark.large
 def test_a_better_bridge_fitted_before_is_kept(bridged_ensemble, digits):
-    # The trained ensemble's Type I head had 40 epochs on a real teacher
+    # The trained ensemble's Type I head had 20 epochs on a real teacher
     # (the tiny ensemble's near-uniform teacher leaves every head within
     # noise of it, so which one wins there is chance).
     ens = bridged_ensemble
