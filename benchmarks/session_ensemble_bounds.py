@@ -31,10 +31,11 @@ import numpy as np  # noqa: E402
 import keras_bridge as kb  # noqa: E402
 
 
-def measure(seed, epochs):
+def measure(seed, epochs, family):
     digits = kb.data.load_digits(batch_size=64)
     x, y = kb.data.to_numpy(digits.test)
     seconds = {}
+    start = time.perf_counter()
 
     def timed(name, call, *args, **kwargs):
         start = time.perf_counter()
@@ -42,9 +43,14 @@ def measure(seed, epochs):
         seconds[name] = round(time.perf_counter() - start, 1)
         return result
 
-    backbone = kb.models.resnet(
-        digits.input_shape, digits.num_classes, depth=8, width=0.5
-    )
+    if family == "resnet":
+        backbone = kb.models.resnet(
+            digits.input_shape, digits.num_classes, depth=8, width=0.5
+        )
+    else:
+        backbone = kb.models.plain_cnn(
+            digits.input_shape, digits.num_classes, width=0.5
+        )
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=seed)
     timed("modes", ens.fit_modes, digits.train, epochs=epochs["modes"])
     line = ens.curve_profile(
@@ -90,6 +96,7 @@ def measure(seed, epochs):
     )
     anchor = np.argmax(shared.modes[0](x, training=False), 1)
     columns = range(2, members.shape[1])  # the three bridges
+    seconds["all"] = round(time.perf_counter() - start, 1)
     return {
         "seed": seed,
         "seconds": seconds,
@@ -123,6 +130,9 @@ def measure(seed, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--family", choices=["resnet", "plain_cnn"], default="resnet"
+    )
     parser.add_argument("--modes", type=int, default=8)
     parser.add_argument("--type1", type=int, default=20)
     parser.add_argument("--type2", type=int, default=10)
@@ -135,7 +145,7 @@ def main():
     }  # fmt: skip
     print("epochs", json.dumps(epochs))
     for seed in args.seeds:
-        print(json.dumps(measure(seed, epochs)), flush=True)
+        print(json.dumps(measure(seed, epochs, args.family)), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import keras_bridge as kb  # noqa: E402
 #: of these started last would leave the other worker idle at the end.
 LONG_MODULES = (
     "test_cli.py",
-    "test_tuning_distributed.py",
     "test_readme.py",
     "test_distribute.py",
     "test_cluster.py",

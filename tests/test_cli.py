@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,8 +49,8 @@ def _tune_with_a_chief_and_two_workers(config, run, logs):
     """``keras-bridge tune CONFIG --output RUN`` as KerasTuner's chief,
     and two workers that join with ``--resume RUN``: three processes on
     127.0.0.1, their output written to files in ``logs`` (a pipe nobody
-    reads could fill and stall a process). Returns the chief's standard
-    output."""
+    reads could fill and stall a process). Returns each process's
+    standard output, by tuner id."""
     port = str(_free_port())
     command = [sys.executable, "-m", "keras_bridge.cli", "tune"]
     processes = {}
@@ -81,7 +82,7 @@ def _tune_with_a_chief_and_two_workers(config, run, logs):
             assert processes["chief"].poll() is None, errors("chief")
             time.sleep(1)
         for tuner_id in ("tuner0", "tuner1"):
-            start(tuner_id, ["--resume", str(run), "--quiet"])
+            start(tuner_id, ["--resume", str(run)])
         for tuner_id, process in processes.items():
             process.wait(timeout=900)
             assert process.returncode == 0, (tuner_id, errors(tuner_id))
@@ -90,7 +91,10 @@ def _tune_with_a_chief_and_two_workers(config, run, logs):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return (logs / "chief.out").read_text()
+    return {
+        tuner_id: (logs / f"{tuner_id}.out").read_text()
+        for tuner_id in processes
+    }
 
 
 @pytest.mark.large
@@ -101,7 +105,8 @@ def test_tune_on_a_chief_and_two_workers_then_evaluate_and_export(tmp_path):
     config, run = tmp_path / "tiny.yaml", tmp_path / "r"
     tiny = {**TINY, "tuning": {**TINY["tuning"], "max_trials": TRIALS}}
     config.write_text(yaml.safe_dump(tiny))
-    out = _tune_with_a_chief_and_two_workers(config, run, tmp_path)
+    outputs = _tune_with_a_chief_and_two_workers(config, run, tmp_path)
+    out = outputs["chief"]
     used = config_lib.load(str(run / "config.yaml"))
     assert used.tuning.enabled and used.modes.num_modes == 2
     report = json.loads((run / "report.json").read_text())
@@ -112,6 +117,21 @@ def test_tune_on_a_chief_and_two_workers_then_evaluate_and_export(tmp_path):
     # trains none: the workers trained them).
     statuses = [trial["status"] for trial in report["tuning"]["trials"]]
     assert statuses == ["COMPLETED"] * TRIALS
+
+    # The workers trained every trial (one Keras progress line, at the
+    # end of its one epoch, per trial) and the chief none; `tune_bridge`
+    # returned nothing in the workers, which left the rest to the chief.
+    def epochs(text):
+        return re.findall(r"(?m)^\d+/\d+ - .* - val_kl: ", text)
+
+    tuning = out.split("== Tuning")[1].split("\n== ")[0]  # the chief's
+    assert epochs(tuning) == []
+    trained = epochs(outputs["tuner0"]) + epochs(outputs["tuner1"])
+    assert len(trained) == TRIALS
+    for tuner_id in ("tuner0", "tuner1"):
+        text = outputs[tuner_id]
+        over = "The search is over: the chief finishes the run."
+        assert over in text and "== Report" not in text, text[-2000:]
     assert set(report["seconds"]) >= {"modes", "curves", "tuning", "type1"}
     text = (run / "report.md").read_text()
     assert text.startswith("# keras-bridge report") and "## Legend" in text
