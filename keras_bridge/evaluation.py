@@ -237,6 +237,17 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     if data.get("ood") is not None:
         ood_probs = _stream(data["ood"], model, {}).probs
     index = {m: i for i, m in enumerate(scored)}
+    counted = {}
+
+    def cost(chosen) -> float:
+        """FLOPs of the inference model of ``chosen`` relative to one
+        backbone pass; each set of members is built and counted once (a
+        row and a bridge's cost often need the same one)."""
+        key = tuple(chosen)
+        if key not in counted:
+            counted[key] = flops(build_model(list(chosen))) / base_flops
+        return counted[key]
+
     # A conditioned bridge in a row is evaluated at the default point.
     index.update(
         {
@@ -245,7 +256,7 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
             if isinstance(m, BridgeMember) and m.at == DEFAULT_POINT
         }
     )
-    bridge_rows = _bridge_fidelity(scored, test, index, build_model, base_flops)
+    bridge_rows = _bridge_fidelity(scored, test, index, cost)
     if calibration is not None:
         selected = validation_selection(
             members, index, val_probs, calibration.labels
@@ -273,7 +284,7 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     for name, chosen in _configurations(modes, bridges, anchor, shared):
         draws = chosen if isinstance(chosen[0], list) else [chosen]
         row = {"name": name, "members": len(draws[0])}
-        row["flops"] = flops(build_model(draws[0])) / base_flops
+        row["flops"] = cost(draws[0])
         row.update(_mean_scores([scores(draw) for draw in draws]))
         if len(draws) > 1:
             row["subsets"] = len(draws)
@@ -493,7 +504,7 @@ def _curve_point_rows(anchor, bridges, index, test, calibration) -> list:
     return rows
 
 
-def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
+def _bridge_fidelity(scored, test, index, cost) -> list:
     y, probs, rows, costs, accuracy = test.labels, test.probs, [], {}, {}
     for member in scored:
         if not isinstance(member, BridgeMember):
@@ -507,7 +518,7 @@ def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
         log_probs = np.log(np.clip(member_probs, metrics_lib.EPSILON, 1.0))
         fidelity = teacher_fidelity(teacher_logits, log_probs)
         if member.base not in costs:
-            costs[member.base] = _bridge_flops(member, build_model, base_flops)
+            costs[member.base] = _bridge_flops(member, cost)
         rows.append(
             {
                 "member": member,
@@ -523,11 +534,11 @@ def _bridge_fidelity(scored, test, index, build_model, base_flops) -> list:
     return rows
 
 
-def _bridge_flops(member, build_model, base_flops) -> float:
-    """Extra FLOPs of a bridge on top of the trunks it reads."""
+def _bridge_flops(member, cost) -> float:
+    """Extra FLOPs of a bridge on top of the trunks it reads, relative to
+    one backbone pass (``cost``: of a list of members)."""
     sources = [source_member(i) for i in member.sources]
-    with_bridge = flops(build_model(sources + [member]))
-    return (with_bridge - flops(build_model(sources))) / base_flops
+    return cost(sources + [member]) - cost(sources)
 
 
 def _add_dee(rows) -> None:

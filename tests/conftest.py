@@ -80,6 +80,20 @@ def _shared_folder(tmp_path_factory, name, build):
 
 
 @pytest.fixture(scope="session")
+def shared_folder(tmp_path_factory):
+    """``shared_folder(name, build)``: the folder ``name`` that
+    ``build(folder)`` fills once per test run, whichever pytest-xdist
+    worker asks first (a module fixture would be built once per worker
+    that runs one of its tests). ``build`` writes only what the tests
+    read; the folder also holds the marker ``done``."""
+
+    def folder(name, build):
+        return _shared_folder(tmp_path_factory, name, build)
+
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ensemble_files(digits, tmp_path_factory):
     """Two digits modes with a fitted curve, saved before and after a
     Type I, a Type II and a conditioned bridge are trained on it. Tests

@@ -47,23 +47,27 @@ def five_members(doc_ensemble_file):
 
 
 @pytest.fixture(scope="module")
-def served(five_members, batches, tmp_path_factory):
-    """An export, answered by `tf_serving_client.py` in a fresh process."""
-    base = tmp_path_factory.mktemp("serving")
-    path = five_members.export(base / "digits" / "1", verbose=False)
-    inputs = base / "inputs.npz"
-    np.savez(inputs, **batches)
-    results = str(base / "results.npz")
+def served(five_members, batches, shared_folder):
+    """An export, answered by `tf_serving_client.py` in a fresh process:
+    once per test run."""
     client = os.path.join(os.path.dirname(__file__), "tf_serving_client.py")
-    subprocess.run(
-        [sys.executable, client, path, str(inputs), results],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    with open(results.replace(".npz", ".json")) as handle:
+
+    def serve(base):
+        path = five_members.export(base / "digits" / "1", verbose=False)
+        np.savez(base / "inputs.npz", **batches)
+        subprocess.run(
+            [sys.executable, client, path, str(base / "inputs.npz"),
+             str(base / "results.npz")],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )  # fmt: skip
+
+    base = shared_folder("session-served", serve)
+    with open(base / "results.json") as handle:
         report = json.load(handle)
-    return path, dict(np.load(results)), report
+    path = str(base / "digits" / "1")
+    return path, dict(np.load(base / "results.npz")), report
 
 
 @pytest.mark.large
