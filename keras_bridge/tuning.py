@@ -36,6 +36,7 @@ from keras_bridge import (
 )
 from keras_bridge import bridges as bridges_lib
 from keras_bridge import metrics as metrics_lib
+from keras_bridge.checkpoints import jsonable
 from keras_bridge.graph import feature_model
 from keras_bridge.members import (
     DEFAULT_POINT,
@@ -411,7 +412,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
 def _plain(model):
     """``model``'s config as JSON reads it back (a saved and loaded
     model's shapes are lists, a built one's tuples)."""
-    return json.loads(json.dumps(model.get_config(), default=str))
+    return json.loads(json.dumps(model.get_config(), default=jsonable))
 
 
 def _learned(model) -> list:
