@@ -278,7 +278,7 @@ def _tuning_worker(config) -> str | None:
     return os.environ["KERASTUNER_TUNER_ID"]
 
 
-def _wait_for_curves(state, log, poll_seconds=5.0) -> None:
+def _wait_for_curves(state, log, poll_seconds=1.0) -> None:
     """Waits until the chief's run has trained its curves: a worker of
     the distributed search tunes the bridge of the saved curves."""
     said = False
