@@ -144,6 +144,48 @@ def hyperband_brackets(oracle) -> list:
     ]
 
 
+# The chief of KerasTuner's distributed search (KerasTuner 1.4.8,
+# keras_tuner/src/engine/base_tuner.py, keras_tuner/src/distribute/
+# oracle_chief.py) -------------------------------------------------------
+
+
+def serve_oracle(tuner, verbose, poll_seconds: float = 1.0) -> None:
+    """What ``tuner.search`` does in the chief of KerasTuner's distributed
+    search (``BaseTuner.search``, then ``oracle_chief.start_server``):
+    saves ``tuner`` and serves its oracle to the workers until the search
+    is over (a worker was told to stop, no trial is running and every
+    worker has been told: KerasTuner's own ``exit_chief``), looking every
+    ``poll_seconds``.
+
+    KerasTuner looks every 20 s once a worker has been told to stop, so
+    its chief ends up to 20 s after the last trial; the condition is the
+    same (checked on KerasTuner 1.4.8). Nothing stops the gRPC server, as
+    upstream: it ends with the process.
+    """
+    import os
+    import time
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    tuner.oracle.verbose = verbose
+    tuner.save()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(
+        f"{os.environ['KERASTUNER_ORACLE_IP']}:"
+        f"{os.environ['KERASTUNER_ORACLE_PORT']}"
+    )
+    server.start()
+    while not (
+        servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)
+    ):
+        time.sleep(poll_seconds)
+
+
 # BackupAndRestore (Keras 3.15.1, keras/src/callbacks/backup_and_restore.py)
 
 

@@ -670,11 +670,15 @@ def search(hypermodel, data, validation_data, options):
                             "seed": options["seed"],
                             "strategy": options.get("strategy")},
             )  # fmt: skip
-            found.search(
-                data, validation_data=validation_data, epochs=epochs,
-                verbose=1 if verbose == "auto" else int(verbose),
-                callbacks=list(options.get("callbacks") or []),
-            )  # fmt: skip
+            verbosity = 1 if verbose == "auto" else int(verbose)
+            if role == "chief":  # it hands out trials and trains none
+                compat.serve_oracle(found, verbosity)
+            else:
+                found.search(
+                    data, validation_data=validation_data, epochs=epochs,
+                    verbose=verbosity,
+                    callbacks=list(options.get("callbacks") or []),
+                )  # fmt: skip
             if role == "worker":  # the chief has the results
                 return None, None
             seconds = time.perf_counter() - started

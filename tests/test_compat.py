@@ -153,6 +153,30 @@ def test_hyperband_brackets_are_the_oracles_schedule():
     ], _upstream("hyperband_brackets")
 
 
+def test_serve_oracle_is_the_chiefs_search_with_the_same_exit_test():
+    """`compat.serve_oracle` does what `BaseTuner.search` does in the
+    chief, with KerasTuner's servicer and its test for the end."""
+    import inspect
+
+    from keras_tuner.src.distribute import oracle_chief
+
+    search = inspect.getsource(keras_tuner.Tuner.search)
+    assert "oracle_chief.start_server(self.oracle)" in search, _upstream(
+        "serve_oracle"
+    )
+    serve = inspect.getsource(oracle_chief.start_server)
+    assert "stop_triggered" in serve and "exit_chief(oracle)" in serve
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective="loss", max_trials=1
+    )
+    servicer = oracle_chief.OracleServicer(oracle)
+    assert servicer.stop_triggered is False, _upstream("serve_oracle")
+    # No trial runs and no worker waits: the search may end.
+    assert oracle_chief.exit_chief(oracle), _upstream("serve_oracle")
+    oracle.tuner_ids.add("tuner0")  # a worker not yet told to stop
+    assert not oracle_chief.exit_chief(oracle), _upstream("serve_oracle")
+
+
 class _Recorder(compat.BackupAndRestoreWriter):
     def write_backup(self, weights_path, metadata_path, metadata):
         os.makedirs(self.backup_dir, exist_ok=True)

@@ -1,8 +1,11 @@
 """Training under tf.distribute, and determinism across processes.
 
-Each run is a fresh Python process (devices are fixed when TensorFlow
-starts): it trains a small ensemble on digits (2 modes, their curve, a
-Type I bridge) and saves the test predictions of every member.
+Each test starts fresh Python processes (devices are fixed when
+TensorFlow starts) that train a small ensemble on digits (2 modes, their
+curve, a Type I bridge and a shared trunk with its head) and save the
+test predictions of every member: one process trains it on one device
+and then under MirroredStrategy on two logical CPUs; two processes train
+it together under MultiWorkerMirroredStrategy.
 
 The network has no BatchNormalization, the bridge no mixup, and the
 training set one fixed order, so the maths of one global batch split over
@@ -35,7 +38,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
 
-    mode, out = sys.argv[1], sys.argv[2]
+    out = sys.argv[1]
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
@@ -51,58 +54,65 @@ CHILD = textwrap.dedent(
         x = keras.layers.Dense(32, activation="relu")(x)
         return keras.Model(inputs, keras.layers.Dense(10)(x))
 
-    strategy = (
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        if mode == "mirrored" else None
-    )
     data = kb.data.load_digits(batch_size=64)
     x, y = kb.data.to_numpy(data.train)
     train = (  # one fixed order: no reshuffling between epochs
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=0, reshuffle_each_iteration=False).batch(64)
     )
-    ens = kb.BridgeEnsemble(
-        backbone(), feature_layer="conv1", num_modes=2, seed=0,
-        strategy=strategy,
-    )
-    ens.fit_modes(train, epochs=3, verbose=0)
-    ens.fit_curves(train, epochs=2, verbose=0)
-    ens.fit_bridge(
-        train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0}, verbose=0
-    )
-    ens.fit_bridge(
-        train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0}, verbose=0,
-        trunk="shared",
-    )
-    x, _ = kb.data.to_numpy(data.test)
-    outputs = ens.predict(x)
-    np.save(out, outputs["member_probabilities"])
-    print("replicas", (strategy or tf.distribute.get_strategy())
-          .num_replicas_in_sync)
+    for mode in ("single", "mirrored"):
+        strategy = (
+            tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            if mode == "mirrored" else None
+        )
+        ens = kb.BridgeEnsemble(
+            backbone(), feature_layer="conv1", num_modes=2, seed=0,
+            strategy=strategy,
+        )
+        ens.fit_modes(train, epochs=3, verbose=0)
+        ens.fit_curves(train, epochs=2, verbose=0)
+        ens.fit_bridge(
+            train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0},
+            verbose=0,
+        )
+        ens.fit_bridge(
+            train, epochs=8, mixup_alpha=0.0, head={"max_flops": 1.0},
+            verbose=0, trunk="shared",
+        )
+        x_test, _ = kb.data.to_numpy(data.test)
+        outputs = ens.predict(x_test)
+        np.save(os.path.join(out, f"{mode}.npy"),
+                outputs["member_probabilities"])
+        print(mode, "replicas", (strategy or tf.distribute.get_strategy())
+              .num_replicas_in_sync)
     """
 )
 
 
-def _train(tmp_path, mode, name):
+def _train(tmp_path):
+    """Trains the ensemble on one device, then under MirroredStrategy on
+    two logical CPUs, in one process (one start of TensorFlow); returns
+    the test predictions of each, by mode, and the standard output."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    out = tmp_path / f"{name}.npy"
     result = subprocess.run(
-        [sys.executable, str(script), mode, str(out)],
+        [sys.executable, str(script), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(out), result.stdout
+    return {
+        mode: np.load(tmp_path / f"{mode}.npy")
+        for mode in ("single", "mirrored")
+    }, result.stdout
 
 
 @pytest.mark.large
 def test_mirrored_training_matches_one_device(tmp_path, digits):
-    single, out = _train(tmp_path, "single", "single")
-    assert "replicas 1" in out
-    mirrored, out = _train(tmp_path, "mirrored", "mirrored")
-    assert "replicas 2" in out
+    predictions, out = _train(tmp_path)
+    assert "single replicas 1" in out and "mirrored replicas 2" in out
+    single, mirrored = predictions["single"], predictions["mirrored"]
     # mode_0, mode_1, shared, type1_0-1_r0.5, shared_type1_0-1_r0.5
     assert single.shape == mirrored.shape == (360, 5, 10)
     # The modes: the same maths on the same batches.
