@@ -24,8 +24,8 @@ LONG_MODULES = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Runs `LONG_MODULES` first, each module's tests kept together and
-    in order (so module fixtures are built once)."""
+    """Runs `LONG_MODULES` first; every test keeps its place otherwise.
+    (pytest-xdist still interleaves the modules between its workers.)"""
 
     def rank(item):
         name = item.path.name
@@ -109,6 +109,16 @@ def ensemble_files(digits, tmp_path_factory):
         "bridged": folder / "bridged.keras",
         "line": _profile(json.loads((folder / "line.json").read_text())),
     }
+
+
+@pytest.fixture(scope="session")
+def read_only_bridged(ensemble_files):
+    """One loaded copy of the bridged ensemble (`bridged_ensemble`) per
+    worker, for the tests that only read it. Session-scoped, as are the
+    other read-only fixtures: pytest-xdist interleaves the modules, and
+    a module fixture is torn down and rebuilt each time a worker comes
+    back to its module."""
+    return kb.BridgeEnsemble.load(ensemble_files["bridged"])
 
 
 @pytest.fixture

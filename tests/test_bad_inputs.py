@@ -306,9 +306,9 @@ def test_numpy_arrays_are_accepted_as_keras_fit_does(make_mini_backbone):
         np.testing.assert_allclose(mode(X), other(X), rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def saved_modes(make_mini_backbone, tmp_path_factory):
-    """The file of two untrained modes, saved once for the module."""
+    """The file of two untrained modes, saved once per worker."""
     ens = _modes_only(make_mini_backbone())
     return ens.save(tmp_path_factory.mktemp("saved") / "ensemble.keras")
 

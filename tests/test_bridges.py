@@ -13,12 +13,11 @@ SERVING_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def bridged(ensemble_files):
-    """One copy of the trained ensemble with bridges, for the tests that
-    only read it (a test that changes an ensemble loads its own:
-    `bridged_ensemble`)."""
-    return kb.BridgeEnsemble.load(ensemble_files["bridged"])
+@pytest.fixture
+def bridged(read_only_bridged):
+    """The trained ensemble with bridges, for the tests that only read it
+    (a test that changes an ensemble loads its own: `bridged_ensemble`)."""
+    return read_only_bridged
 
 
 def _softmax(logits):
@@ -196,13 +195,15 @@ def test_bad_points_and_members_are_refused(tiny_ensemble, digits):
 @pytest.mark.large
 def test_callbacks_take_effect_in_fit_bridge(tiny_ensemble, digits, tmp_path):
     ens = tiny_ensemble  # two modes and their curve
+    # Two batches: what is checked is the epochs the callbacks allow.
+    train, validation = digits.train.take(2), digits.validation.take(2)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_kl", mode="min", min_delta=10.0, patience=1
     )
     (history,) = ens.fit_bridge(
-        digits.train,
+        train,
         epochs=10,
-        validation_data=digits.validation,
+        validation_data=validation,
         callbacks=[stop],
         verbose=0,
     )
@@ -218,12 +219,8 @@ def test_callbacks_take_effect_in_fit_bridge(tiny_ensemble, digits, tmp_path):
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
-        ens.fit_bridge(
-            digits.train, epochs=5, callbacks=[backup, Crash()], verbose=0
-        )
-    (resumed,) = ens.fit_bridge(
-        digits.train, epochs=5, callbacks=[backup], verbose=0
-    )
+        ens.fit_bridge(train, epochs=5, callbacks=[backup, Crash()], verbose=0)
+    (resumed,) = ens.fit_bridge(train, epochs=5, callbacks=[backup], verbose=0)
     # The backup (listed first) saved epoch 2 before the crash at its end,
     # so training resumes at epoch 3.
     assert resumed.epoch == [3, 4]

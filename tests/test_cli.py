@@ -306,7 +306,7 @@ def test_quiet_silences_tensorflow_notices(
         logger.setLevel(level)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def modes_only_file(tmp_path_factory):
     """A saved ensemble of two untrained small modes, no curve: what the
     `export` command's refusals need (they write nothing to the file)."""
@@ -412,22 +412,6 @@ def test_the_command_offers_every_export_format():
     from keras_bridge import export
 
     assert cli.EXPORT_FORMATS == export.FORMATS
-
-
-@pytest.mark.large
-def test_the_library_still_registers_its_layers_on_import():
-    import subprocess
-    import sys
-
-    code = (
-        "import keras, keras_bridge as kb\n"
-        "print(keras.saving.get_registered_object("
-        "'keras_bridge>CurveLayer') is not None, 'BridgeEnsemble' in dir(kb))"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True
-    )
-    assert found.stdout.split() == ["True", "True"]
 
 
 def test_the_export_hint_names_the_flag(modes_only_file, tmp_path, capsys):

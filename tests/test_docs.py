@@ -15,7 +15,7 @@ import keras_bridge as kb
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory):
     """The site, built once with warnings as errors."""
     folder = tmp_path_factory.mktemp("site")

@@ -27,13 +27,13 @@ MEMBER_OUTPUTS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def batches(digits):
     x, _ = kb.data.to_numpy(digits.test)
     return {"batch1": x[:1], "batch17": x[5:22]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def five_members(doc_ensemble_file):
     """An ensemble of every kind of member (the docstrings' small one:
     two modes, a Type I, a Type II and a conditioned bridge), for the
@@ -46,7 +46,7 @@ def five_members(doc_ensemble_file):
     return ens
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(five_members, batches, shared_folder):
     """An export, answered by `tf_serving_client.py` in a fresh process:
     once per test run."""

@@ -70,10 +70,6 @@ BAD = {
 }
 
 
-def _backbone():
-    return kb.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
-
-
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_large_data_are_checked_in_the_pipeline(large, kind):
     bad, message = BAD[kind]
@@ -103,9 +99,11 @@ def test_the_full_check_refuses_the_same_batches_before_anything_runs(
 
 @pytest.mark.large
 def test_a_stage_on_large_data_stops_at_the_bad_batch_and_keeps_nothing(
-    large,
+    large, make_mini_backbone
 ):
-    ens = kb.BridgeEnsemble(_backbone(), num_modes=1, seed=0)
+    ens = kb.BridgeEnsemble(
+        make_mini_backbone(), feature_layer="features", num_modes=1, seed=0
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch 7"):
         ens.fit_modes(_dataset(_nan), epochs=1, verbose=0)
     assert ens.modes == []
@@ -129,9 +127,9 @@ def test_data_checks_accept_only_their_modes():
 
 
 @pytest.fixture
-def two_modes():
-    backbone = _backbone()
-    ens = kb.BridgeEnsemble(backbone, seed=0)
+def two_modes(make_mini_backbone):
+    backbone = make_mini_backbone()
+    ens = kb.BridgeEnsemble(backbone, feature_layer="features", seed=0)
     keras.utils.set_random_seed(1)
     ens.set_modes([keras.models.clone_model(backbone) for _ in range(2)])
     return ens

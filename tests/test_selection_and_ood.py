@@ -53,13 +53,15 @@ def test_select_members_honours_requirements():
         kb.metrics.select_members(members, labels, requires=[[]])
 
 
-@pytest.fixture
-def ensemble_with_a_bad_mode(trained_ensemble):
+@pytest.fixture(scope="session")
+def ensemble_with_a_bad_mode(ensemble_files):
     """The two trained digits modes of `conftest.py` and a third built to
     hurt: a copy of mode 0 whose classifier is shifted by one class, so it
     is confidently wrong (whatever the random state; a mode left at its
-    random start is near-uniform and can even help the calibrated NLL)."""
-    ens, _ = trained_ensemble
+    random start is near-uniform and can even help the calibrated NLL).
+    One copy per worker: its tests only read it (`select_members`
+    and `evaluate` change nothing)."""
+    ens = kb.BridgeEnsemble.load(ensemble_files["curves"])
     wrong = keras.models.clone_model(ens.modes[0])
     wrong.set_weights(ens.modes[0].get_weights())
     classifier = wrong.layers[-1]

@@ -457,8 +457,9 @@ def test_the_anchor_is_the_best_mode_on_validation_data(
 
 
 @pytest.mark.large
-def test_a_loaded_ensemble_with_bridges_trains_more(bridged_ensemble, digits):
-    ens = bridged_ensemble
+def test_a_loaded_ensemble_with_bridges_trains_more(doc_ensemble_file, digits):
+    # Two modes, their curve, a Type I, a Type II and a conditioned bridge.
+    ens = kb.BridgeEnsemble.load(doc_ensemble_file)
     with pytest.warns(UserWarning, match=r"replaced the bridges"):
         ens.fit_bridge(digits.train.take(2), epochs=1, verbose=0)
     ens.fit_bridge(digits.train.take(2), t=(0.3,), epochs=1, verbose=0)

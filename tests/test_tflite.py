@@ -53,19 +53,19 @@ def _run_one_by_one(runner, x) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def x_test(digits):
     return kb.data.to_numpy(digits.test)[0]
 
 
-@pytest.fixture(scope="module")
-def trained(ensemble_files):
-    """One copy of the trained ensemble for the tests that only read it."""
-    return kb.BridgeEnsemble.load(ensemble_files["bridged"])
+@pytest.fixture
+def trained(read_only_bridged):
+    """The trained ensemble, for the tests that only read it."""
+    return read_only_bridged
 
 
-@pytest.fixture(scope="module")
-def litert_files(trained, shared_folder):
+@pytest.fixture(scope="session")
+def litert_files(read_only_bridged, shared_folder):
     """The trained ensemble's LiteRT files, float32 and both quantised,
     converted once per test run for the tests that only read them (a
     conversion is most of a test's time)."""
@@ -73,7 +73,7 @@ def litert_files(trained, shared_folder):
 
     def convert(folder):
         for kind in kinds:
-            trained.export(
+            read_only_bridged.export(
                 folder / "files" / f"{kind}.tflite",
                 format="litert",
                 quantization=None if kind == "float32" else kind,
