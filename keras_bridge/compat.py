@@ -10,6 +10,9 @@ there, naming the shim to update, rather than deep inside a training.
 Checked on Keras 3.15.1, TensorFlow 2.21.0 and KerasTuner 1.4.8.
 """
 
+import os
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -162,8 +165,7 @@ def serve_oracle(tuner, verbose, poll_seconds: float = 1.0) -> None:
     same (checked on KerasTuner 1.4.8). Nothing stops the gRPC server, as
     upstream: it ends with the process.
     """
-    import os
-    import time
+    # gRPC and KerasTuner load only for a distributed search.
     from concurrent import futures
 
     import grpc
