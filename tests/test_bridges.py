@@ -13,21 +13,14 @@ SERVING_KEYS = {
 }
 
 
-@pytest.fixture
-def bridged(read_only_bridged):
-    """The trained ensemble with bridges, for the tests that only read it
-    (a test that changes an ensemble loads its own: `bridged_ensemble`)."""
-    return read_only_bridged
-
-
 def _softmax(logits):
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
 @pytest.mark.large
-def test_bridges_agree_with_their_teachers(bridged, digits):
-    ens = bridged
+def test_bridges_agree_with_their_teachers(read_only_bridged, digits):
+    ens = read_only_bridged
     assert ens.member_names() == [
         "mode_0",
         "mode_1",
@@ -49,8 +42,10 @@ def test_bridges_agree_with_their_teachers(bridged, digits):
 
 
 @pytest.mark.large
-def test_inference_graph_equals_members_computed_one_by_one(bridged, digits):
-    ens = bridged
+def test_inference_graph_equals_members_computed_one_by_one(
+    read_only_bridged, digits
+):
+    ens = read_only_bridged
     x, _ = kb.data.to_numpy(digits.test)
     x = x[:37]
     outputs = ens.predict(x)
@@ -98,9 +93,9 @@ def test_inference_graph_equals_members_computed_one_by_one(bridged, digits):
 
 @pytest.mark.large
 def test_conditioned_bridge_is_evaluated_at_the_requested_point(
-    bridged, digits
+    read_only_bridged, digits
 ):
-    ens = bridged
+    ens = read_only_bridged
     x, _ = kb.data.to_numpy(digits.test)
     f0 = kb.graph.feature_model(ens.modes[0], ens.feature_index, False)(x[:9])
     z0 = ens.modes[0](x[:9])
@@ -113,8 +108,8 @@ def test_conditioned_bridge_is_evaluated_at_the_requested_point(
 
 
 @pytest.mark.large
-def test_inference_graph_computes_each_trunk_once(bridged):
-    ens = bridged
+def test_inference_graph_computes_each_trunk_once(read_only_bridged):
+    ens = read_only_bridged
     base = kb.flops(ens.backbone)
     two_modes = kb.flops(ens.inference_model(["mode_0", "mode_1"]))
     assert two_modes == pytest.approx(2 * base, rel=0.01)
@@ -133,8 +128,8 @@ def test_inference_graph_computes_each_trunk_once(bridged):
 
 
 @pytest.mark.large
-def test_evaluation_report(bridged, digits):
-    ens = bridged
+def test_evaluation_report(read_only_bridged, digits):
+    ens = read_only_bridged
     temperature = ens.temperature
     report = ens.evaluate(digits.test, calibration_data=digits.validation)
     names = [row["name"] for row in report.rows]
@@ -228,9 +223,9 @@ def test_callbacks_take_effect_in_fit_bridge(tiny_ensemble, digits, tmp_path):
 
 @pytest.mark.large
 def test_selection_takes_a_bridge_only_after_the_modes_it_reads(
-    bridged, digits, monkeypatch
+    read_only_bridged, digits, monkeypatch
 ):
-    ens = bridged
+    ens = read_only_bridged
     seen = {}
     select = kb.metrics.select_members
 

@@ -58,12 +58,6 @@ def x_test(digits):
     return kb.data.to_numpy(digits.test)[0]
 
 
-@pytest.fixture
-def trained(read_only_bridged):
-    """The trained ensemble, for the tests that only read it."""
-    return read_only_bridged
-
-
 @pytest.fixture(scope="session")
 def litert_files(read_only_bridged, shared_folder):
     """The trained ensemble's LiteRT files, float32 and both quantised,
@@ -85,8 +79,8 @@ def litert_files(read_only_bridged, shared_folder):
 
 
 @pytest.mark.large
-def test_tflite_outputs_equal_predict(trained, x_test, litert_files):
-    ens = trained
+def test_tflite_outputs_equal_predict(read_only_bridged, x_test, litert_files):
+    ens = read_only_bridged
     path = litert_files["float32"]
     interpreter, runner = _runner(path)
     assert interpreter.get_signature_list() == {
