@@ -14,6 +14,7 @@ from keras_bridge import metrics as metrics_lib
 from keras_bridge.curve_model import to_curve_model
 from keras_bridge.curve_profile import CurveProfile
 from keras_bridge.flop_count import flops
+from keras_bridge.inference import member_flops
 from keras_bridge.members import BridgeMember, source_member
 
 
@@ -145,6 +146,14 @@ class ReportsMixin:
         return evaluation.evaluate(
             members,
             lambda chosen: self.inference_model(chosen, temperature=1.0),
+            lambda chosen: member_flops(
+                self.modes,
+                self.feature_index,
+                chosen,
+                self.bridges,
+                temperature=1.0,
+                shared=self.shared,
+            ),
             teachers,
             flops(self.backbone),
             found,

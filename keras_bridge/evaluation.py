@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from keras_bridge import metrics as metrics_lib
 from keras_bridge.distillation import teacher_fidelity
-from keras_bridge.flop_count import flops
 from keras_bridge.layers.ensemble_outputs import mutual_information
 from keras_bridge.members import (
     DEFAULT_POINT,
@@ -194,7 +193,9 @@ def _stream(data, model, teachers) -> _Outputs:
     return _Outputs(found["members"], logits, found["labels"])
 
 
-def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
+def evaluate(
+    members, build_model, count_flops, teachers, base_flops, data, anchor=0
+):
     """Builds the `EnsembleReport` of an ensemble.
 
     Args:
@@ -202,6 +203,9 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
             then `BridgeMember`), in order.
         build_model: ``build_model(members)`` returns the inference model
             of those members at temperature 1.
+        count_flops: ``count_flops(members)`` returns a function that
+            gives the FLOPs of that model for any subset of ``members``
+            (`keras_bridge.inference.member_flops`).
         teachers: dict from ``(pair, r)`` to the curve network at r, for
             every bridge in `fidelity_members` and every Type I point.
         base_flops: FLOPs of one backbone pass.
@@ -237,16 +241,12 @@ def evaluate(members, build_model, teachers, base_flops, data, anchor=0):
     if data.get("ood") is not None:
         ood_probs = _stream(data["ood"], model, {}).probs
     index = {m: i for i, m in enumerate(scored)}
-    counted = {}
+    count = count_flops(list(dict.fromkeys([*members, *scored])))
 
     def cost(chosen) -> float:
         """FLOPs of the inference model of ``chosen`` relative to one
-        backbone pass; each set of members is built and counted once (a
-        row and a bridge's cost often need the same one)."""
-        key = tuple(chosen)
-        if key not in counted:
-            counted[key] = flops(build_model(list(chosen))) / base_flops
-        return counted[key]
+        backbone pass."""
+        return count(chosen) / base_flops
 
     # A conditioned bridge in a row is evaluated at the default point.
     index.update(

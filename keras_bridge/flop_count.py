@@ -1,14 +1,16 @@
 """Counting floating-point operations of a forward pass."""
 
 import functools
-import weakref
+import hashlib
+import json
 
 import keras
 import tensorflow as tf
 
-#: Counts of functional models by batch size: a functional model's graph
-#: is fixed when it is built, so it is traced and counted once.
-_COUNTS = weakref.WeakKeyDictionary()
+#: Counts by architecture (`_architecture`) and batch size. A count
+#: depends on the graph only, never on the weights, so two models of one
+#: architecture (two modes, the same ensemble loaded twice) share it.
+_COUNTS: dict = {}
 
 
 @functools.cache
@@ -17,6 +19,78 @@ def _functional_class() -> type:
     it private)."""
     inputs = keras.Input((1,))
     return type(keras.Model(inputs, inputs))
+
+
+def _architecture(model) -> str | None:
+    """A key that only models of one graph share: the hash of the config
+    of a functional model (whose graph is fixed when it is built) made of
+    Keras' and this package's layers, whose configs describe them whole,
+    with its layers' names numbered in order (names change no count, and
+    a new head's layers get new ones). None for any other model (a
+    subclassed or Sequential model can change its graph; a custom or
+    `Lambda` layer's config may leave out what its ``call`` computes): it
+    is counted at each call."""
+    if type(model) is not _functional_class():
+        return None
+    try:
+        config = keras.saving.serialize_keras_object(model)
+    except (NotImplementedError, TypeError, ValueError):
+        return None  # a layer without a config: no key
+    if _has_opaque_objects(config):
+        return None
+    names = {}
+    _collect_names(config, names)
+    text = json.dumps(_renamed(config, names), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _collect_names(config, names: dict) -> None:
+    """Numbers the names of functional models and their layers in
+    ``config`` in the order they come (dict keys sorted)."""
+    if isinstance(config, (list, tuple)):
+        for item in config:
+            _collect_names(item, names)
+    elif isinstance(config, dict):
+        if isinstance(config.get("layers"), list) and "output_layers" in config:
+            for layer in [config, *config["layers"]]:
+                names.setdefault(layer["name"], f"<{len(names)}>")
+        for key in sorted(config):
+            _collect_names(config[key], names)
+
+
+def _renamed(config, names: dict, key=None):
+    """``config`` with the ``names`` replaced where a config names a
+    layer: ``name`` values, ``keras_history`` and the input and output
+    layer lists (or dicts)."""
+    refs = key in ("input_layers", "output_layers")
+    if isinstance(config, dict):
+        return {
+            k: _renamed(value, names, key if refs else k)
+            for k, value in config.items()
+        }
+    if isinstance(config, (list, tuple)):
+        if key == "keras_history":
+            return [names.get(config[0], config[0]), *config[1:]]
+        return [_renamed(item, names, key if refs else None) for item in config]
+    if isinstance(config, str) and (refs or key == "name"):
+        return names.get(config, config)
+    return config
+
+
+def _has_opaque_objects(config) -> bool:
+    """Whether a serialised config holds an object other than Keras' and
+    this package's own (whose configs are complete), or a `Lambda`."""
+    if isinstance(config, (list, tuple)):
+        return any(_has_opaque_objects(item) for item in config)
+    if not isinstance(config, dict):
+        return False
+    if "class_name" in config:
+        module = config.get("module") or "keras"
+        if config["class_name"] == "Lambda" or not (
+            module == "keras" or module.startswith(("keras.", "keras_bridge."))
+        ):
+            return True
+    return any(_has_opaque_objects(item) for item in config.values())
 
 
 def flops(model, batch_size: int = 1) -> int:
@@ -30,8 +104,10 @@ def flops(model, batch_size: int = 1) -> int:
     batch normalisation, activations and pooling are counted too. A graph
     computes each shared sub-graph once, so an inference model whose
     bridges read trunk features counts each trunk once. A functional
-    model (``keras.Model(inputs, outputs)``, whose graph cannot change)
-    is counted once per batch size; other models at each call.
+    model (``keras.Model(inputs, outputs)``) of Keras' and this package's
+    layers is traced once per architecture and batch size in a process
+    (the count of another model of the same config is reused: it does
+    not depend on the weights); other models at each call.
 
     Args:
         model: a `keras.Model` (or layer) with known input shapes.
@@ -46,9 +122,51 @@ def flops(model, batch_size: int = 1) -> int:
     >>> flops(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
     27
     """
-    fixed = type(model) is _functional_class()
-    if fixed and batch_size in _COUNTS.get(model, {}):
-        return _COUNTS[model][batch_size]
+    architecture = _architecture(model)
+    key = (architecture, batch_size)
+    if architecture is not None and key in _COUNTS:
+        return _COUNTS[key]
+    count = sum(_op_flops(_graph(model, batch_size)).values())
+    if architecture is not None:
+        _COUNTS[key] = count
+    return count
+
+
+def output_flops(model, batch_size: int = 1):
+    """FLOPs of the part of ``model``'s graph that some of its outputs
+    need, from one trace.
+
+    Args:
+        model: a `keras.Model` whose outputs are a list of tensors.
+        batch_size: batch size of the traced call.
+
+    Returns:
+        A function from a list of output positions to the FLOPs (an int,
+        counted as `flops` counts them) of the operations those outputs
+        depend on, each once.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> hidden = keras.layers.Dense(3)(inputs)
+    >>> count = output_flops(
+    ...     keras.Model(inputs, [hidden, keras.layers.Dense(2)(hidden)]))
+    >>> count([0]), count([1]), count([0, 1])
+    (27, 41, 41)
+    """
+    graph = _graph(model, batch_size)
+    per_op = _op_flops(graph)
+    needs = [_ancestors(tensor.op) for tensor in graph.outputs]
+
+    def count(positions) -> int:
+        ops = set().union(*(needs[i] for i in positions))
+        return sum(per_op.get(name, 0) for name in ops)
+
+    return count
+
+
+def _graph(model, batch_size):
+    """The graph of ``model``'s inference pass at ``batch_size``."""
     specs = [
         tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype)
         for x in keras.tree.flatten(model.inputs)
@@ -59,7 +177,12 @@ def flops(model, batch_size: int = 1) -> int:
         flat = inputs[0] if len(inputs) == 1 else list(inputs)
         return model(flat, training=False)
 
-    graph = forward.get_concrete_function(*specs).graph
+    return forward.get_concrete_function(*specs).graph
+
+
+def _op_flops(graph) -> dict:
+    """Each operation's FLOPs by name, as TensorFlow's profiler counts
+    them (operations without registered statistics count none)."""
     options = (
         tf.compat.v1.profiler.ProfileOptionBuilder(
             tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -70,10 +193,24 @@ def flops(model, batch_size: int = 1) -> int:
     profile = tf.compat.v1.profiler.profile(
         graph=graph,
         run_meta=tf.compat.v1.RunMetadata(),
-        cmd="op",
+        cmd="scope",
         options=options,
     )
-    count = int(profile.total_float_ops)
-    if fixed:
-        _COUNTS.setdefault(model, {})[batch_size] = count
-    return count
+    counts, nodes = {}, [profile]
+    while nodes:
+        node = nodes.pop()
+        if node.float_ops:
+            counts[node.name] = node.float_ops
+        nodes.extend(node.children)
+    return counts
+
+
+def _ancestors(op) -> set:
+    """Names of ``op`` and of every operation whose output it reads."""
+    seen, stack = set(), [op]
+    while stack:
+        op = stack.pop()
+        if op.name not in seen:
+            seen.add(op.name)
+            stack.extend(tensor.op for tensor in op.inputs)
+    return seen

@@ -1,7 +1,10 @@
 """The shared-trunk inference graph of an ensemble."""
 
+import functools
+
 import keras
 
+from keras_bridge.flop_count import flops, output_flops
 from keras_bridge.graph import feature_model
 from keras_bridge.layers.ensemble_outputs import EnsembleOutputs
 from keras_bridge.members import SHARED, BridgeMember
@@ -61,6 +64,15 @@ def build_inference_model(
     ['class_ids', 'member_probabilities', 'mutual_information',
      'predictive_entropy', 'probabilities']
     """
+    inputs, member_logits = _member_logits(
+        modes, feature_index, members, heads, shared
+    )
+    outputs = EnsembleOutputs(temperature, name="ensemble")(member_logits)
+    return keras.Model(inputs, outputs, name="bridge_ensemble")
+
+
+def _member_logits(modes, feature_index, members, heads, shared):
+    """The input and each member's logits of `build_inference_model`."""
     if not members:
         raise ValueError("`members` must hold at least one member.")
     needed = sorted({i for member in members for i in member.sources}, key=str)
@@ -99,5 +111,51 @@ def build_inference_model(
                 logits=[logits.get(i) for i in member.sources],
             )
         )
-    outputs = EnsembleOutputs(temperature, name="ensemble")(member_logits)
-    return keras.Model(inputs, outputs, name="bridge_ensemble")
+    return inputs, member_logits
+
+
+def member_flops(
+    modes, feature_index: int, members, heads, temperature=1.0, shared=None
+):
+    """FLOPs of the inference model of any subset of ``members``, from
+    one trace of all of them.
+
+    Equal to `kb.flops` of `build_inference_model` of the subset: a
+    subset's graph is the part of the whole graph its members' logits
+    need (each trunk counted once), plus the `EnsembleOutputs` of its
+    size. Arguments as in `build_inference_model`.
+
+    Returns:
+        A function from a list of members (of ``members``) to their
+        model's FLOPs (an int).
+
+    Example:
+
+    >>> mode = keras_bridge.models.plain_cnn((8, 8, 1), 10, width=0.25)
+    >>> modes = [mode, keras.models.clone_model(mode)]
+    >>> index = [layer.name for layer in mode.layers].index("stage2")
+    >>> members = [keras_bridge.members.ModeMember(i) for i in (0, 1)]
+    >>> count = member_flops(modes, index, members, {})
+    >>> model = build_inference_model(modes, index, members, {})
+    >>> count(members) == flops(model), count(members[:1]) < count(members)
+    (True, True)
+    """
+    members = list(members)
+    inputs, member_logits = _member_logits(
+        modes, feature_index, members, heads, shared
+    )
+    parts = output_flops(keras.Model(inputs, member_logits))
+    position = {member: i for i, member in enumerate(members)}
+
+    @functools.cache
+    def outputs_flops(size: int) -> int:
+        logits = [
+            keras.Input(x.shape[1:], dtype=x.dtype) for x in member_logits[:1]
+        ] * size
+        return flops(keras.Model(logits, EnsembleOutputs(temperature)(logits)))
+
+    def count(chosen) -> int:
+        chosen = list(chosen)
+        return parts([position[m] for m in chosen]) + outputs_flops(len(chosen))
+
+    return count
