@@ -102,33 +102,3 @@ def test_flops_match_hand_counts():
     sequence = keras.Input((10, 3))
     conv1d = keras.layers.Conv1D(4, 3, use_bias=False)(sequence)
     assert kb.flops(keras.Model(sequence, conv1d)) == 2 * 3 * 3 * 4 * 8
-
-
-def test_a_functional_model_is_counted_once_and_others_each_time(
-    monkeypatch,
-):
-    import keras
-    import tensorflow as tf
-
-    import keras_bridge as kb
-
-    profile = tf.compat.v1.profiler.profile
-    calls = []
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return profile(*args, **kwargs)
-
-    monkeypatch.setattr(tf.compat.v1.profiler, "profile", counting)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    assert kb.flops(model) == kb.flops(model) == 27
-    assert len(calls) == 1
-    assert kb.flops(model, batch_size=2) == 2 * 27  # per batch size
-    assert len(calls) == 2
-    # A Sequential model can grow: counted again at each call.
-    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    assert kb.flops(seq) == 27
-    seq.add(keras.layers.Dense(5))
-    assert kb.flops(seq) == 27 + 2 * 3 * 5 + 5
-    assert len(calls) == 4
