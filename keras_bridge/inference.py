@@ -149,9 +149,8 @@ def member_flops(
 
     @functools.cache
     def outputs_flops(size: int) -> int:
-        logits = [
-            keras.Input(x.shape[1:], dtype=x.dtype) for x in member_logits[:1]
-        ] * size
+        first = member_logits[0]
+        logits = [keras.Input(first.shape[1:], dtype=first.dtype)] * size
         return flops(keras.Model(logits, EnsembleOutputs(temperature)(logits)))
 
     def count(chosen) -> int:

@@ -49,7 +49,8 @@ def traces(monkeypatch):
 
 
 def test_one_architecture_is_traced_once_whatever_its_weights(traces):
-    first, second = _dense(name="a1"), _dense(name="a1")
+    # Other names (the model's and, made anew, its layers') and weights.
+    first, second = _dense(name="a1"), _dense(name="a2")
     second.set_weights([w + 1.0 for w in first.get_weights()])
     # A dense layer 4 -> 3 with bias: 2 * 4 * 3 multiply-adds + 3 biases.
     assert kb.flops(first) == kb.flops(second) == 27
