@@ -4,11 +4,17 @@ import collections
 import json
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_bridge import curves as curves_lib
-from keras_bridge.graph import as_functional, replay, weighted_layers
+from keras_bridge.graph import (
+    architecture_key,
+    as_functional,
+    replay,
+    weighted_layers,
+)
 from keras_bridge.layers.curve_layer import CurveLayer, check_same_weights
 
 
@@ -175,47 +181,74 @@ def batchnorm_layers(model) -> list:
 #: The batch-moment functions traced so far, by architecture, newest last:
 #: recalibrating another model of an architecture seen before (the points
 #: of a curve, a curve profile, a t-conditioned bridge's teachers) traces
-#: nothing new. Each holds the model it was traced on.
+#: nothing new. Each holds the private copy of a model it runs.
 _MOMENT_FUNCTIONS = collections.OrderedDict()
 _MOMENT_FUNCTIONS_KEPT = 2
 
 
 def _architecture(model, slots):
-    """A key equal for models that differ in their weights' values only,
-    or None where the model cannot describe itself (then nothing is
-    shared)."""
-    try:
-        config = dict(model.get_config())
-    except (NotImplementedError, TypeError, ValueError):
+    """A key equal for models that differ in their weights' values only
+    (`keras_bridge.graph.architecture_key`, the weights' shapes and the
+    slots), or None where the config may not describe the model whole
+    (then nothing is shared)."""
+    graph_key = architecture_key(model)
+    if graph_key is None:
         return None
-    config.pop("name", None)
     variables = [
         (tuple(v.shape), str(v.dtype), bool(v.trainable))
         for v in (*model.trainable_variables, *model.non_trainable_variables)
     ]
-    return json.dumps([config, variables, slots], sort_keys=True, default=repr)
+    return json.dumps([graph_key, variables, slots])
 
 
 def _moments_function(model, slots):
-    """``(runner, function)``: ``function(trainable, state, x)`` returns
-    the batch mean and variance at each BatchNormalization slot of
-    ``runner`` run on ``x`` in training mode with the given weight values;
-    ``runner`` is ``model`` or a model of the same architecture."""
+    """``(runner, function)``: ``function(x)`` runs ``runner`` on ``x`` in
+    training mode, statelessly, and returns in one float64 vector ``n *
+    mean`` and ``n * (variance + mean**2)`` (``n`` the batch size) at each
+    BatchNormalization slot in turn. ``runner`` is a private copy of
+    ``model``'s architecture whose BatchNormalization momenta are 0 (so
+    its new moving statistics are the batch's), or ``model`` itself when
+    it cannot be copied (then its momenta must be 0 during the calls):
+    load the weights to measure into it first. (The weights are read as
+    variables, not passed in: a call with one argument costs a quarter of
+    one with every weight. One vector: summing it over the batches is one
+    operation per batch, whatever the number of layers.)"""
     key = _architecture(model, slots)
     if key is not None and key in _MOMENT_FUNCTIONS:
         _MOMENT_FUNCTIONS.move_to_end(key)
         return _MOMENT_FUNCTIONS[key]
+    runner = model
+    if key is not None:
+        try:
+            runner = keras.models.clone_model(model)
+        except (NotImplementedError, TypeError, ValueError):
+            key = None
+        else:
+            for layer in batchnorm_layers(runner):
+                layer.momentum = 0.0
 
     @tf.function(jit_compile=False, reduce_retracing=True)
-    def batch_moments(trainable, state, x):
-        _, new_state = model.stateless_call(trainable, state, x, training=True)
-        return [(new_state[m], new_state[v]) for m, v in slots]
+    def batch_sums(x):
+        _, new_state = runner.stateless_call(
+            [v.value for v in runner.trainable_variables],
+            [v.value for v in runner.non_trainable_variables],
+            x,
+            training=True,
+        )
+        size = ops.cast(ops.shape(x)[0], "float64")
+        sums = []
+        for m, v in slots:
+            # In float64: E[x^2] - E[x]^2 loses digits in float32.
+            mean = ops.cast(new_state[m], "float64")
+            variance = ops.cast(new_state[v], "float64")
+            sums += [size * mean, size * (variance + mean**2)]
+        return ops.concatenate([ops.reshape(s, (-1,)) for s in sums], axis=0)
 
     if key is not None:
-        _MOMENT_FUNCTIONS[key] = (model, batch_moments)
+        _MOMENT_FUNCTIONS[key] = (runner, batch_sums)
         while len(_MOMENT_FUNCTIONS) > _MOMENT_FUNCTIONS_KEPT:
             _MOMENT_FUNCTIONS.popitem(last=False)
-    return model, batch_moments
+    return runner, batch_sums
 
 
 def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
@@ -254,57 +287,43 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
         (positions[id(layer.moving_mean)], positions[id(layer.moving_variance)])
         for layer in layers
     )
-    runner, batch_moments = _moments_function(model, slots)
-    # The batch statistics come back as the moving statistics when the
-    # momentum is 0 (in the model, and in the traced runner if another).
-    zeroed = layers if runner is model else [*layers, *batchnorm_layers(runner)]
+    runner, batch_sums = _moments_function(model, slots)
+    zeroed = layers if runner is model else []
     momenta = [layer.momentum for layer in zeroed]
     for layer in zeroed:
         layer.momentum = 0.0
+    if runner is not model:
+        pairs = [
+            *zip(runner.trainable_variables, model.trainable_variables),
+            *zip(runner.non_trainable_variables, model.non_trainable_variables),
+        ]
+        for target, source in pairs:
+            target.assign(source)
     try:
-        trainable = [
-            ops.convert_to_tensor(v) for v in model.trainable_variables
-        ]
-        state = [
-            ops.convert_to_tensor(v) for v in model.non_trainable_variables
-        ]
-        count, sums = 0.0, None
+        count, sums = 0, None
         for step, batch in enumerate(data):
             if steps is not None and step >= steps:
                 break
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            size = float(ops.shape(x)[0])
-            moments = batch_moments(trainable, state, x)
-            # Summed in float64: E[x^2] - E[x]^2 loses digits in float32.
-            moments = [
-                (ops.cast(m, "float64"), ops.cast(v, "float64"))
-                for m, v in moments
-            ]
-            update = [
-                (size * mean, size * (var + mean**2)) for mean, var in moments
-            ]
-            sums = (
-                update
-                if sums is None
-                else [
-                    (s1 + u1, s2 + u2)
-                    for (s1, s2), (u1, u2) in zip(sums, update)
-                ]
-            )
-            count += size
+            update = batch_sums(x)
+            sums = update if sums is None else sums + update
+            count += int(ops.shape(x)[0])
     finally:
         for layer, momentum in zip(zeroed, momenta):
             layer.momentum = momentum
     if sums is None:
         raise ValueError("`data` must hold at least one batch; it is empty.")
-    statistics = []
-    for s1, s2 in sums:
-        mean = s1 / count
-        statistics.append((mean, ops.maximum(s2 / count - mean**2, 0.0)))
+    sums, statistics, start = ops.convert_to_numpy(sums), [], 0
+    for layer in layers:
+        size = int(np.prod(layer.moving_mean.shape))
+        s1 = sums[start : start + size]
+        s2 = sums[start + size : start + 2 * size]
+        start += 2 * size
+        mean = (s1 / count).reshape(layer.moving_mean.shape)
+        variance = np.maximum(s2.reshape(mean.shape) / count - mean**2, 0.0)
+        statistics.append((mean, variance))
     finite = all(
-        bool(ops.all(ops.isfinite(value)))
-        for pair in statistics
-        for value in pair
+        np.isfinite(value).all() for pair in statistics for value in pair
     )
     if not finite:
         raise FloatingPointError(

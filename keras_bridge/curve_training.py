@@ -39,9 +39,11 @@ def with_random_t(dataset, seed=None) -> tf.data.Dataset:
     return tf.data.Dataset.zip((dataset, draws)).map(add_t)
 
 
-def train_curve(ends, pair, curve, data, steps, seed, options):
+def train_curve(ends, pair, curve, data, steps, seed, options, trainer=None):
     """Trains the interior control points of a curve between the two
-    models ``ends``; they are not changed. Returns ``(model, history)``."""
+    models ``ends``; they are not changed. A
+    `keras_bridge.training.ClassifierTrainer` given as ``trainer`` fits it
+    (as it fitted other curves). Returns ``(model, history)``."""
     i, j = pair
     with seeded(seed, CURVE_SEED_OFFSET + 31 * i + j):
         curve_model = to_curve_model(*ends, curve, name=f"curve_{i}_{j}")
@@ -52,6 +54,7 @@ def train_curve(ends, pair, curve, data, steps, seed, options):
             {**options, "validation_data": None},
             f"fit_curves (curve {i} -> {j})",
             curve_model.name,
+            trainer,
         )
     return curve_model, history
 

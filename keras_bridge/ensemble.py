@@ -402,12 +402,14 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
                 validation_data, "validation_data", "fit_curves"
             )
         curves, points, scores, histories = {}, {}, {}, {}
+        trainer = training.ClassifierTrainer()  # the curves: one trace
         for pair in pairs:
             ends = [self.modes[i] for i in pair]
             with self._scope():
                 curves[pair], histories[pair] = curve_training.train_curve(
-                    ends, pair, self.curve, data, steps, self.seed, options
-                )
+                    ends, pair, self.curve, data, steps, self.seed, options,
+                    trainer,
+                )  # fmt: skip
             if checks:
                 points[(pair, 0.5)] = curve_training.curve_point(
                     curves[pair], 0.5, self.backbone, data

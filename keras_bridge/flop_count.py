@@ -1,96 +1,15 @@
 """Counting floating-point operations of a forward pass."""
 
-import functools
-import hashlib
-import json
-
 import keras
 import tensorflow as tf
 
-#: Counts by architecture (`_architecture`) and batch size. A count
-#: depends on the graph only, never on the weights, so two models of one
-#: architecture (two modes, the same ensemble loaded twice) share it.
+from keras_bridge.graph import architecture_key
+
+#: Counts by architecture (`keras_bridge.graph.architecture_key`) and
+#: batch size. A count depends on the graph only, never on the weights,
+#: so two models of one architecture (two modes, the same ensemble
+#: loaded twice) share it.
 _COUNTS: dict = {}
-
-
-@functools.cache
-def _functional_class() -> type:
-    """The class of a model built from inputs and outputs (Keras keeps
-    it private)."""
-    inputs = keras.Input((1,))
-    return type(keras.Model(inputs, inputs))
-
-
-def _architecture(model) -> str | None:
-    """A key that only models of one graph share: the hash of the config
-    of a functional model (whose graph is fixed when it is built) made of
-    Keras' and this package's layers, whose configs describe them whole,
-    with its layers' names numbered in order (names change no count, and
-    a new head's layers get new ones). None for any other model (a
-    subclassed or Sequential model can change its graph; a custom or
-    `Lambda` layer's config may leave out what its ``call`` computes): it
-    is counted at each call."""
-    if type(model) is not _functional_class():
-        return None
-    try:
-        config = keras.saving.serialize_keras_object(model)
-    except (NotImplementedError, TypeError, ValueError):
-        return None  # a layer without a config: no key
-    if _has_opaque_objects(config):
-        return None
-    names = {}
-    _collect_names(config, names)
-    text = json.dumps(_renamed(config, names), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _collect_names(config, names: dict) -> None:
-    """Numbers the names of functional models and their layers in
-    ``config`` in the order they come (dict keys sorted)."""
-    if isinstance(config, (list, tuple)):
-        for item in config:
-            _collect_names(item, names)
-    elif isinstance(config, dict):
-        if isinstance(config.get("layers"), list) and "output_layers" in config:
-            for layer in [config, *config["layers"]]:
-                names.setdefault(layer["name"], f"<{len(names)}>")
-        for key in sorted(config):
-            _collect_names(config[key], names)
-
-
-def _renamed(config, names: dict, key=None):
-    """``config`` with the ``names`` replaced where a config names a
-    layer: ``name`` values, ``keras_history`` and the input and output
-    layer lists (or dicts)."""
-    refs = key in ("input_layers", "output_layers")
-    if isinstance(config, dict):
-        return {
-            k: _renamed(value, names, key if refs else k)
-            for k, value in config.items()
-        }
-    if isinstance(config, (list, tuple)):
-        if key == "keras_history":
-            return [names.get(config[0], config[0]), *config[1:]]
-        return [_renamed(item, names, key if refs else None) for item in config]
-    if isinstance(config, str) and (refs or key == "name"):
-        return names.get(config, config)
-    return config
-
-
-def _has_opaque_objects(config) -> bool:
-    """Whether a serialised config holds an object other than Keras' and
-    this package's own (whose configs are complete), or a `Lambda`."""
-    if isinstance(config, (list, tuple)):
-        return any(_has_opaque_objects(item) for item in config)
-    if not isinstance(config, dict):
-        return False
-    if "class_name" in config:
-        module = config.get("module") or "keras"
-        if config["class_name"] == "Lambda" or not (
-            module == "keras" or module.startswith(("keras.", "keras_bridge."))
-        ):
-            return True
-    return any(_has_opaque_objects(item) for item in config.values())
 
 
 def flops(model, batch_size: int = 1) -> int:
@@ -122,7 +41,7 @@ def flops(model, batch_size: int = 1) -> int:
     >>> flops(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
     27
     """
-    architecture = _architecture(model)
+    architecture = architecture_key(model)
     key = (architecture, batch_size)
     if architecture is not None and key in _COUNTS:
         return _COUNTS[key]

@@ -12,6 +12,7 @@ from keras_bridge.messages import warn
 from keras_bridge.metrics import softmax
 from keras_bridge.training import (
     MODE_SEED_OFFSET,
+    ClassifierTrainer,
     fresh_copy,
     resumable_fit,
     seeded,
@@ -24,18 +25,23 @@ MODE_GAP_TOLERANCE = 0.2
 
 
 def train_mode(
-    backbone, index, num_modes, data, steps, seed, options, recalibrate=True
-):
+    backbone, index, num_modes, data, steps, seed, options, recalibrate=True,
+    trainer=None,
+):  # fmt: skip
     """Trains mode ``index`` of ``num_modes``: a fresh copy of ``backbone``
     (`fresh_copy`) under the mode's own seed, resumed from
     ``options["checkpoints"]`` as the unit ``mode_<index>``, so it does not
     depend on the other modes (a cluster trains them apart). With
     ``recalibrate``, its BatchNorm statistics are then recomputed exactly
-    on ``data``. Returns ``(model, history)``."""
+    on ``data``. A `keras_bridge.training.ClassifierTrainer` given as
+    ``trainer`` fits it (as it fitted other modes). Returns ``(model,
+    history)``."""
     with seeded(seed, MODE_SEED_OFFSET + index):
         model = fresh_copy(backbone, f"mode_{index}")
         stage = f"fit_modes (mode {index + 1}/{num_modes})"
-        history = resumable_fit(model, data, steps, options, stage, model.name)
+        history = resumable_fit(
+            model, data, steps, options, stage, model.name, trainer
+        )
         if recalibrate:
             # Exact statistics for the final weights: the moving averages
             # lag them (badly after few steps), and every later stage
@@ -45,13 +51,24 @@ def train_mode(
 
 
 def train_modes(backbone, num_modes, data, steps, seed, options):
-    """Trains ``num_modes`` fresh copies of ``backbone`` (`train_mode`).
+    """Trains ``num_modes`` fresh copies of ``backbone`` (`train_mode`),
+    through one `keras_bridge.training.ClassifierTrainer`.
 
     Returns:
         ``(modes, histories)``: new models named ``mode_<i>``.
     """
+    trainer = ClassifierTrainer()
     trained = [
-        train_mode(backbone, index, num_modes, data, steps, seed, options)
+        train_mode(
+            backbone,
+            index,
+            num_modes,
+            data,
+            steps,
+            seed,
+            options,
+            trainer=trainer,
+        )  # fmt: skip
         for index in range(num_modes)
     ]
     return [model for model, _ in trained], [history for _, history in trained]

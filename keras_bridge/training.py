@@ -212,25 +212,37 @@ def check_finite_weights(
             )
 
 
-def fit_classifier(model, data, steps, options, stage):
+def fit_classifier(model, data, steps, options, stage, trainer=None):
     """Compiles ``model`` for cross-entropy on integer labels and fits it.
 
     ``options`` holds ``epochs``, ``optimizer``, ``learning_rate``,
-    ``callbacks``, ``validation_data`` and ``verbose``. Returns the History.
+    ``callbacks``, ``validation_data`` and ``verbose``. With a
+    `ClassifierTrainer`, ``model`` is fitted through it (same result,
+    traced once for all its models). Returns the History.
     """
-    epochs = options["epochs"]
+    if trainer is not None:
+        return trainer.fit(model, data, steps, options, stage)
+    _compile_classifier(model, steps, options)
+    compat.build_for_fit(model, data)
+    return _fit_compiled(model, data, options, stage)
+
+
+def _compile_classifier(model, steps, options) -> None:
     model.compile(
         optimizer=make_optimizer(
-            options["optimizer"], epochs, steps, options["learning_rate"]
+            options["optimizer"], options["epochs"], steps,
+            options["learning_rate"],
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
-    )
-    compat.build_for_fit(model, data)
+    )  # fmt: skip
+
+
+def _fit_compiled(model, data, options, stage):
     history = model.fit(
         data,
-        epochs=epochs,
+        epochs=options["epochs"],
         validation_data=options.get("validation_data"),
         callbacks=[
             StopOnNonFinite(stage, int(model.outputs[0].shape[-1])),
@@ -241,6 +253,59 @@ def fit_classifier(model, data, steps, options, stage):
     )
     check_finite_weights(model, stage)
     return history
+
+
+class ClassifierTrainer:
+    """Fits several models of one architecture, with one set of
+    `fit_classifier` options, through one compiled copy.
+
+    Keras traces a model's training and validation steps at its first
+    `fit` (seconds for a small network, often most of a short run). Each
+    model given to `fit` is loaded into the copy, whose optimizer starts
+    from its initial state every time; the copy trains, and its weights go
+    back to the model. The result is the model's own `fit_classifier`;
+    only the steps are traced once (the modes of one `fit_modes` call).
+    Callbacks see the copy, named as the model.
+
+    Example:
+
+    >>> data = keras_bridge.data.load_digits()
+    >>> backbone = keras_bridge.models.plain_cnn(
+    ...     data.input_shape, data.num_classes, width=0.25)
+    >>> options = {"epochs": 1, "optimizer": None, "learning_rate": 2e-3,
+    ...            "callbacks": None, "verbose": 0}
+    >>> trainer = ClassifierTrainer()
+    >>> models = [fresh_copy(backbone, f"mode_{i}") for i in range(2)]
+    >>> histories = [trainer.fit(m, data.train.take(4), 4, options, "demo")
+    ...              for m in models]
+    >>> [h.model is m for h, m in zip(histories, models)]
+    [True, True]
+    """
+
+    def __init__(self):
+        self._copy = None
+        self._start = None  # the optimizer's variables before training
+
+    def fit(self, model, data, steps, options, stage):
+        """`fit_classifier` of ``model``; returns its History."""
+        if self._copy is None:
+            self._copy = keras.models.clone_model(model)
+            _compile_classifier(self._copy, steps, options)
+            compat.build_for_fit(self._copy, data)
+            self._start = [np.array(v) for v in self._copy.optimizer.variables]
+        else:
+            _assign(self._copy.optimizer.variables, self._start)
+        _assign(self._copy.variables, model.variables)
+        self._copy.name = model.name
+        history = _fit_compiled(self._copy, data, options, stage)
+        _assign(model.variables, self._copy.variables)
+        history.set_model(model)
+        return history
+
+
+def _assign(targets, sources) -> None:
+    for target, source in zip(targets, sources, strict=True):
+        target.assign(source)
 
 
 def frozen_layers(model, frozen: bool = False) -> list:
@@ -294,16 +359,17 @@ def fresh_copy(backbone, name: str) -> keras.Model:
     return model
 
 
-def resumable_fit(model, data, steps, options, stage, unit):
-    """`fit_classifier`, resumed from ``options["checkpoints"]`` (a
-    `keras_bridge.checkpoints.Checkpoints` or None) as ``unit``: a unit
-    that finished before is loaded, not trained again."""
+def resumable_fit(model, data, steps, options, stage, unit, trainer=None):
+    """`fit_classifier` (through ``trainer``, if given), resumed from
+    ``options["checkpoints"]`` (a `keras_bridge.checkpoints.Checkpoints`
+    or None) as ``unit``: a unit that finished before is loaded, not
+    trained again."""
     checkpoints = options.get("checkpoints")
     if options["verbose"]:
         heading = stage.split("(")[-1].rstrip(")")  # "mode 1/3"
         print_msg(heading[0].upper() + heading[1:])
     if checkpoints is None:
-        return fit_classifier(model, data, steps, options, stage)
+        return fit_classifier(model, data, steps, options, stage, trainer)
     if checkpoints.finished(unit):
         checkpoints.restore(unit, model)
         if options["verbose"]:
@@ -312,8 +378,9 @@ def resumable_fit(model, data, steps, options, stage, unit):
     callbacks = [*(options["callbacks"] or []), *checkpoints.callbacks(unit)]
     try:
         history = fit_classifier(
-            model, data, steps, {**options, "callbacks": callbacks}, stage
-        )
+            model, data, steps, {**options, "callbacks": callbacks}, stage,
+            trainer,
+        )  # fmt: skip
     except FloatingPointError:
         # A retry (at a lower learning rate) must not resume the divergence.
         checkpoints.discard(unit)

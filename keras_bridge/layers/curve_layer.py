@@ -1,6 +1,7 @@
 """`CurveLayer`: any Keras layer whose weights live on a curve."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -146,11 +147,26 @@ class CurveLayer(keras.layers.Wrapper):
         """Returns the wrapped layer's weight values at t.
 
         Args:
-            t: the position on the curve, a float in [0, 1].
+            t: the position on the curve: a float in [0, 1], or a tensor
+                (as in `call`).
 
         Returns:
-            A list of tensors in the order of ``self.layer.weights``.
+            A list in the order of ``self.layer.weights``: NumPy arrays
+            for a Python or NumPy number ``t`` (computed without a
+            TensorFlow op each: materialising a curve point, say), else
+            tensors.
+
+        Example:
+
+        >>> a, b = keras.layers.Dense(2), keras.layers.Dense(2)
+        >>> _ = a(keras.ops.ones((1, 3))), b(keras.ops.ones((1, 3)))
+        >>> layer = CurveLayer(a, curve="bezier", end_layer=b)
+        >>> kernel, bias = layer.weights_at(1.0)
+        >>> bool((kernel == b.kernel.numpy()).all()), kernel.dtype
+        (True, dtype('float32'))
         """
+        if isinstance(t, (int, float, np.number)):
+            return self._numpy_weights_at(float(t))
         coefficients = self.curve(_scalar_t(t))
         values = []
         for variable, points in zip(self.layer.weights, self._points):
@@ -161,6 +177,21 @@ class CurveLayer(keras.layers.Wrapper):
             for i in range(1, len(points)):
                 value = value + coefficients[i] * points[i]
             values.append(ops.cast(value, variable.dtype))
+        return values
+
+    def _numpy_weights_at(self, t) -> list:
+        """`weights_at` for a number: the same float32 sums, in NumPy."""
+        coefficients = ops.convert_to_numpy(self.curve(t))
+        values = []
+        for variable, points in zip(self.layer.weights, self._points):
+            if points is None:
+                values.append(ops.convert_to_numpy(variable))
+                continue
+            arrays = [ops.convert_to_numpy(point) for point in points]
+            value = coefficients[0] * arrays[0]
+            for coefficient, array in zip(coefficients[1:], arrays[1:]):
+                value = value + coefficient * array
+            values.append(value.astype(arrays[0].dtype))
         return values
 
     def call(self, inputs, t, training=None, **kwargs):
