@@ -298,7 +298,7 @@ def recalibrate_batchnorm(model, data, steps=None) -> keras.Model:
             *zip(runner.non_trainable_variables, model.non_trainable_variables),
         ]
         for target, source in pairs:
-            target.assign(source)
+            target.assign(source.value)
     try:
         count, sums = 0, None
         for step, batch in enumerate(data):

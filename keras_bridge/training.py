@@ -292,7 +292,7 @@ class ClassifierTrainer:
             self._copy = keras.models.clone_model(model)
             _compile_classifier(self._copy, steps, options)
             compat.build_for_fit(self._copy, data)
-            self._start = [np.array(v) for v in self._copy.optimizer.variables]
+            self._start = [v.numpy() for v in self._copy.optimizer.variables]
         else:
             _assign(self._copy.optimizer.variables, self._start)
         _assign(self._copy.variables, model.variables)
@@ -304,8 +304,10 @@ class ClassifierTrainer:
 
 
 def _assign(targets, sources) -> None:
+    """Gives each variable of ``targets`` the value of the variable (or
+    array) at its place in ``sources``."""
     for target, source in zip(targets, sources, strict=True):
-        target.assign(source)
+        target.assign(getattr(source, "value", source))
 
 
 def frozen_layers(model, frozen: bool = False) -> list:
