@@ -90,12 +90,12 @@ def main():
                 f"{statistics.median(times):.3f} s"
             )
             curve = ens.curves[(0, 1)]
-            times = [
-                seconds(
+            times = []
+            for _ in range(3):
+                took, _ = seconds(
                     kb.point_model, curve, 0.3, backbone, data=data.train
-                )[0]
-                for _ in range(3)
-            ]
+                )
+                times.append(took)
             print(
                 f"{name}: point_model median {statistics.median(times):.3f} s"
             )
