@@ -5,18 +5,14 @@ Each function takes plain values (models, datasets, counts) and returns
 new models; none changes a model it is given.
 """
 
-import collections
 import contextlib
-import json
 import math
 import random
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_bridge import compat
-from keras_bridge.graph import architecture_key
 from keras_bridge.messages import print_msg
 
 #: Seeds of the stages are ``seed + offset`` (+ the mode or pair index), so
@@ -217,25 +213,30 @@ def check_finite_weights(
 
 
 def fit_classifier(model, data, steps, options, stage, trainer=None):
-    """Compiles a copy of ``model`` for cross-entropy on integer labels,
-    fits it and gives ``model`` its weights: `ClassifierTrainer.fit`
-    (through ``trainer``, else a new one).
+    """Compiles ``model`` for cross-entropy on integer labels and fits it.
 
     ``options`` holds ``epochs``, ``optimizer``, ``learning_rate``,
-    ``callbacks``, ``validation_data`` and ``verbose``. Returns the History.
+    ``callbacks``, ``validation_data`` and ``verbose``. With a
+    `ClassifierTrainer`, ``model`` is fitted through it (same result,
+    traced once for all its models). Returns the History.
     """
-    return (trainer or ClassifierTrainer()).fit(
-        model, data, steps, options, stage
-    )
+    if trainer is not None:
+        return trainer.fit(model, data, steps, options, stage)
+    _compile_classifier(model, steps, options)
+    compat.build_for_fit(model, data)
+    return _fit_compiled(model, data, options, stage)
 
 
-def _compile_classifier(model, optimizer) -> None:
+def _compile_classifier(model, steps, options) -> None:
     model.compile(
-        optimizer=optimizer,
+        optimizer=make_optimizer(
+            options["optimizer"], options["epochs"], steps,
+            options["learning_rate"],
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
-    )
+    )  # fmt: skip
 
 
 def _fit_compiled(model, data, options, stage):
@@ -254,31 +255,17 @@ def _fit_compiled(model, data, options, stage):
     return history
 
 
-#: Compiled copies kept between calls (`ClassifierTrainer`), by
-#: architecture and compile options, newest last.
-_KEPT = collections.OrderedDict()
-_KEPT_COPIES = 2
-#: Copies of models with more parameters are not kept between calls
-#: (a copy holds the model's and its optimizer's variables); tracing
-#: matters most for small models, whose short fits it dominates.
-KEPT_MAX_PARAMETERS = 1_000_000
-
-
 class ClassifierTrainer:
-    """Fits models of one architecture, with one set of `fit_classifier`
-    options, through one compiled copy.
+    """Fits several models of one architecture, with one set of
+    `fit_classifier` options, through one compiled copy.
 
     Keras traces a model's training and validation steps at its first
     `fit` (seconds for a small network, often most of a short run). Each
     model given to `fit` is loaded into the copy, whose optimizer starts
     from its initial state every time; the copy trains, and its weights go
-    back to the model. The result is the model's own training, to the
-    bit; only the steps are traced once: for the models of one trainer
-    (the modes of one `fit_modes` call), and, for a model of up to
-    `KEPT_MAX_PARAMETERS` parameters trained outside a distribution
-    strategy, for every later model of its architecture and options in
-    the process (the copy is kept). Callbacks see the copy, named as the
-    model.
+    back to the model. The result is the model's own `fit_classifier`;
+    only the steps are traced once (the modes of one `fit_modes` call).
+    Callbacks see the copy, named as the model.
 
     Example:
 
@@ -300,52 +287,20 @@ class ClassifierTrainer:
         self._start = None  # the optimizer's variables before training
 
     def fit(self, model, data, steps, options, stage):
-        """Fits ``model`` (`fit_classifier`); returns its History."""
+        """`fit_classifier` of ``model``; returns its History."""
         if self._copy is None:
-            self._copy, self._start = _compiled_copy(
-                model, data, steps, options
-            )
-        _assign(self._copy.optimizer.variables, self._start)
+            self._copy = keras.models.clone_model(model)
+            _compile_classifier(self._copy, steps, options)
+            compat.build_for_fit(self._copy, data)
+            self._start = [v.numpy() for v in self._copy.optimizer.variables]
+        else:
+            _assign(self._copy.optimizer.variables, self._start)
         _assign(self._copy.variables, model.variables)
         self._copy.name = model.name
         history = _fit_compiled(self._copy, data, options, stage)
         _assign(model.variables, self._copy.variables)
         history.set_model(model)
         return history
-
-
-def _compiled_copy(model, data, steps, options):
-    """``(copy, optimizer start)``: the kept copy for ``model``'s
-    architecture and these options, or a new one (kept when it may be)."""
-    optimizer = make_optimizer(
-        options["optimizer"], options["epochs"], steps,
-        options["learning_rate"],
-    )  # fmt: skip
-    key = None
-    if (
-        not tf.distribute.has_strategy()
-        and model.count_params() <= KEPT_MAX_PARAMETERS
-    ):
-        graph = architecture_key(model)
-        if graph is not None:
-            settings = dict(optimizer.get_config())
-            settings.pop("name")  # "adam", "adam_1", ...: no difference
-            key = json.dumps(
-                [graph, type(optimizer).__name__, settings],
-                sort_keys=True, default=repr,
-            )  # fmt: skip
-    if key in _KEPT:
-        _KEPT.move_to_end(key)
-        return _KEPT[key]
-    copy = keras.models.clone_model(model)
-    _compile_classifier(copy, optimizer)
-    compat.build_for_fit(copy, data)
-    kept = copy, [v.numpy() for v in copy.optimizer.variables]
-    if key is not None:
-        _KEPT[key] = kept
-        while len(_KEPT) > _KEPT_COPIES:
-            _KEPT.popitem(last=False)
-    return kept
 
 
 def _assign(targets, sources) -> None:

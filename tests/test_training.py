@@ -1,7 +1,5 @@
 """`ClassifierTrainer`: several models fitted through one traced step."""
 
-import collections
-
 import keras
 import numpy as np
 import pytest
@@ -49,13 +47,7 @@ def _fit_alone(model, data, callbacks):
     model.fit(data, epochs=2, callbacks=callbacks, verbose=0, shuffle=False)
 
 
-@pytest.fixture
-def kept(monkeypatch):
-    """No compiled copy kept from other tests."""
-    monkeypatch.setattr(training, "_KEPT", collections.OrderedDict())
-
-
-def test_a_trainer_gives_each_model_its_own_fit_and_traces_once(kept):
+def test_a_trainer_gives_each_model_its_own_fit_and_traces_once():
     data, seen = _data(), []
 
     class Steps(keras.callbacks.Callback):
@@ -89,32 +81,6 @@ def test_a_trainer_gives_each_model_its_own_fit_and_traces_once(kept):
     kernels = [model.layers[2].kernel for model in models]
     assert not np.allclose(*kernels)  # two models, two results
 
-    # A later call (a new trainer) reuses the kept copy: the same step.
-    model = _net(3)
-    training.fit_classifier(model, data, 3, options, "later")
-    assert seen[-1][1] is steps[0]
-    # Other options (here the learning rate) compile another copy.
-    other = {**options, "learning_rate": 5e-3}
-    training.fit_classifier(_net(4), data, 3, other, "other options")
-    assert seen[-1][1] is not steps[0]
-
-
-def test_a_large_model_gets_a_copy_per_trainer(kept, monkeypatch):
-    monkeypatch.setattr(training, "KEPT_MAX_PARAMETERS", 10)
-    data, seen = _data(), []
-
-    class Steps(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            seen.append(self.model.train_function)
-
-    options = {**OPTIONS, "epochs": 1, "callbacks": [Steps()]}
-    trainer = training.ClassifierTrainer()
-    for seed in (1, 2):
-        trainer.fit(_net(seed), data, 3, options, "one call")
-    training.fit_classifier(_net(3), data, 3, options, "another call")
-    assert seen[0] is seen[1] and seen[2] is not seen[0]
-    assert not training._KEPT
-
 
 def test_a_model_that_diverges_in_a_trainer_is_refused_and_kept():
     data = _data().map(lambda x, y: (x * np.float32("inf"), y))
@@ -124,4 +90,10 @@ def test_a_model_that_diverges_in_a_trainer_is_refused_and_kept():
     with pytest.raises(FloatingPointError, match=r"fit_modes \(mode 1/2\)"):
         trainer.fit(model, data, 3, OPTIONS, "fit_modes (mode 1/2)")
     for value, variable in zip(before, model.variables):
+        np.testing.assert_array_equal(value, variable)
+    # The trainer starts the next model afresh: its own plain fit.
+    model, expected = _net(1), _net(1)
+    trainer.fit(model, _data(), 3, OPTIONS, "after a failure")
+    _fit_alone(expected, _data(), [])
+    for value, variable in zip(_weights(expected), model.variables):
         np.testing.assert_array_equal(value, variable)
