@@ -11,6 +11,9 @@ import pytest
 
 import keras_bridge as kb
 
+#: One worker runs this module: its tests share `served`.
+pytestmark = pytest.mark.xdist_group("served")
+
 SERVING_OUTPUTS = {
     "probabilities": ("float32", [-1, 10]),
     "class_ids": ("int32", [-1]),

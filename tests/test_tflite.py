@@ -14,6 +14,9 @@ import tensorflow as tf
 
 import keras_bridge as kb
 
+#: One worker runs this module: its tests share `litert_files`.
+pytestmark = pytest.mark.xdist_group("litert")
+
 SERVING_OUTPUTS = [
     "class_ids",
     "member_probabilities",
