@@ -249,7 +249,11 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
             learning_rate: peak learning rate of the default optimizer
                 (the decay is sized to the run, so it stays an argument;
                 an ``optimizer`` given carries its own).
-            callbacks: Keras callbacks, used for every mode.
+            callbacks: Keras callbacks, used for every mode. The modes
+                train through one compiled copy
+                (`keras_bridge.training.ClassifierTrainer`: Keras traces
+                the training step once), so a callback's ``model`` is
+                that copy, named as the mode it trains.
             verbose: passed to `fit`.
             backup_dir: a folder for checkpoints after every epoch (see
                 `keras_bridge.checkpoints`): the same call repeated after

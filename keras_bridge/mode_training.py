@@ -57,21 +57,15 @@ def train_modes(backbone, num_modes, data, steps, seed, options):
     Returns:
         ``(modes, histories)``: new models named ``mode_<i>``.
     """
-    trainer = ClassifierTrainer()
-    trained = [
-        train_mode(
-            backbone,
-            index,
-            num_modes,
-            data,
-            steps,
-            seed,
-            options,
+    trainer, modes, histories = ClassifierTrainer(), [], []
+    for index in range(num_modes):
+        model, history = train_mode(
+            backbone, index, num_modes, data, steps, seed, options,
             trainer=trainer,
         )  # fmt: skip
-        for index in range(num_modes)
-    ]
-    return [model for model, _ in trained], [history for _, history in trained]
+        modes.append(model)
+        histories.append(history)
+    return modes, histories
 
 
 def score_modes(modes, validation_data) -> list:
