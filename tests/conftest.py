@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 import keras_bridge as kb  # noqa: E402
 
 #: Modules whose tests take minutes (whole pipelines, several processes),
-#: longest first: pytest-xdist hands tests out in collection order, and one
-#: of these started last would leave the other worker idle at the end.
+#: longest first: run first, so that neither worker is left with one of
+#: them at the end while the other is idle.
 LONG_MODULES = (
     "test_cli.py",
     "test_readme.py",
@@ -24,14 +24,23 @@ LONG_MODULES = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Runs `LONG_MODULES` first; every test keeps its place otherwise.
-    (pytest-xdist still interleaves the modules between its workers.)"""
+    """Runs `LONG_MODULES` first, and second the first test of the
+    trained ensemble (`ensemble_files`, a minute to build), so that one
+    worker builds it while the other runs the longest test: a worker that
+    asks for a shared ensemble while the other builds it waits idle.
+    Every other test keeps its place. (pytest-xdist hands out work in
+    this order, one test or `xdist_group` at a time: ``--dist loadgroup
+    --no-loadscope-reorder`` in pyproject.toml.)"""
 
     def rank(item):
         name = item.path.name
         return LONG_MODULES.index(name) if name in LONG_MODULES else 99
 
     items.sort(key=rank)  # stable: the rest keep their order
+    for index, item in enumerate(items):
+        if "ensemble_files" in getattr(item, "fixturenames", ()):
+            items.insert(1, items.pop(index))
+            break
 
 
 @pytest.fixture(scope="session")
