@@ -23,24 +23,30 @@ LONG_MODULES = (
 )
 
 
+#: The session fixtures that train a shared ensemble (seconds to a
+#: minute each), longest first.
+BUILDS = ("ensemble_files", "doc_ensemble_file", "tiny_bridged_files")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Runs `LONG_MODULES` first, and second the first test of the
-    trained ensemble (`ensemble_files`, a minute to build), so that one
-    worker builds it while the other runs the longest test: a worker that
-    asks for a shared ensemble while the other builds it waits idle.
-    Every other test keeps its place. (pytest-xdist hands out work in
-    this order, one test or `xdist_group` at a time: ``--dist loadgroup
-    --no-loadscope-reorder`` in pyproject.toml.)"""
+    """Runs `LONG_MODULES` first and, right after the longest test, the
+    first test of each of `BUILDS`: one worker builds those ensembles
+    while the other runs the longest test, before any other test asks for
+    them (a worker that asks for an ensemble the other is building waits
+    idle). Every other test keeps its place. (pytest-xdist hands out work
+    in this order, one test or `xdist_group` at a time: ``--dist
+    loadgroup --no-loadscope-reorder`` in pyproject.toml.)"""
 
     def rank(item):
         name = item.path.name
         return LONG_MODULES.index(name) if name in LONG_MODULES else 99
 
     items.sort(key=rank)  # stable: the rest keep their order
-    for index, item in enumerate(items):
-        if "ensemble_files" in getattr(item, "fixturenames", ()):
-            items.insert(1, items.pop(index))
-            break
+    for place, fixture in enumerate(BUILDS, start=1):
+        for index, item in enumerate(items[place:], start=place):
+            if fixture in getattr(item, "fixturenames", ()):
+                items.insert(place, items.pop(index))
+                break
 
 
 @pytest.fixture(scope="session")
