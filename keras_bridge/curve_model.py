@@ -189,8 +189,9 @@ _MOMENT_FUNCTIONS_KEPT = 2
 def _architecture(model, slots):
     """A key equal for models that differ in their weights' values only
     (`keras_bridge.graph.architecture_key`, the weights' shapes and the
-    slots), or None where the config may not describe the model whole
-    (then nothing is shared)."""
+    slots) under the current distribution strategy (the private copy's
+    variables are created under it), or None where the config may not
+    describe the model whole (then nothing is shared)."""
     graph_key = architecture_key(model)
     if graph_key is None:
         return None
@@ -198,7 +199,8 @@ def _architecture(model, slots):
         (tuple(v.shape), str(v.dtype), bool(v.trainable))
         for v in (*model.trainable_variables, *model.non_trainable_variables)
     ]
-    return json.dumps([graph_key, variables, slots])
+    described = json.dumps([graph_key, variables, slots])
+    return described, tf.distribute.get_strategy()
 
 
 def _moments_function(model, slots):

@@ -1,8 +1,11 @@
 """BatchNorm recalibration shares one traced function per architecture."""
 
+import collections
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_bridge as kb
 from keras_bridge import curve_model
@@ -116,3 +119,22 @@ def test_non_finite_data_changes_no_statistic(build):
         np.testing.assert_array_equal(value, variable)
     momenta = [layer.momentum for layer in curve_model.batchnorm_layers(model)]
     assert momenta and all(m == pytest.approx(0.99) for m in momenta)
+
+
+def test_each_distribution_strategy_gets_its_own_copy(monkeypatch):
+    monkeypatch.setattr(
+        curve_model, "_MOMENT_FUNCTIONS", collections.OrderedDict()
+    )
+    x = np.random.default_rng(3).normal(size=(16, 8, 8, 1)).astype("float32")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        inside = _resnet(0)
+        kb.recalibrate_batchnorm(inside, [x])
+    outside = _resnet(1)
+    kb.recalibrate_batchnorm(outside, [x])
+    # Two copies: one made under the strategy, one without.
+    assert len(curve_model._MOMENT_FUNCTIONS) == 2
+    mean, _ = _exact_moments(outside, x, "stem_bn")
+    np.testing.assert_allclose(
+        outside.get_layer("stem_bn").moving_mean, mean, atol=1e-4
+    )
