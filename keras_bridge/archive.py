@@ -15,14 +15,74 @@ import keras
 from keras_bridge import curves as curves_lib
 from keras_bridge.atomic_files import atomic_write, check_target
 from keras_bridge.backbone import feature_index
+from keras_bridge.curve_model import point_statistics
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import BridgeMember, ModeMember, SharedMember
 
 #: Version of the archive layout, stored in the file. 2: bridge heads are
-#: `BridgeHead` or `TailHead`. 3: a shared trunk and its bridges.
-FORMAT_VERSION = 3
+#: `BridgeHead` or `TailHead`. 3: a shared trunk and its bridges. 4: curve
+#: points as their statistics (`PointStatistics`). A file is written in
+#: the oldest layout that holds what it holds.
+FORMAT_VERSION = 4
 #: Older layouts this version reads.
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = (2, 3, 4)
+
+
+@keras.saving.register_keras_serializable(package="keras_bridge")
+class PointStatistics(keras.layers.Layer):
+    """The non-trainable weights of one curve point, for the archive.
+
+    A curve point is the curve's weights at its ``t`` and its own
+    BatchNormalization statistics
+    (`keras_bridge.curve_model.point_statistics`): the archive stores
+    these, not a whole network.
+
+    Args:
+        shapes: the shape of each array.
+        dtypes: the dtype of each array (default float32).
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Example:
+
+    >>> layer = PointStatistics([[4], [4]])
+    >>> layer.set_weights([np.zeros(4), np.ones(4)])
+    >>> [w.shape for w in layer.get_weights()]
+    [(4,), (4,)]
+    """
+
+    def __init__(self, shapes, dtypes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.shapes = [tuple(int(d) for d in shape) for shape in shapes]
+        self.dtypes = list(dtypes or ["float32"] * len(self.shapes))
+        self.arrays = [
+            self.add_weight(
+                shape=shape,
+                dtype=dtype,
+                initializer="zeros",
+                trainable=False,
+                name=f"array_{index}",
+            )  # fmt: skip
+            for index, (shape, dtype) in enumerate(
+                zip(self.shapes, self.dtypes)
+            )
+        ]
+        self.built = True
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "shapes": [list(shape) for shape in self.shapes],
+            "dtypes": self.dtypes,
+        }
+
+
+def _statistics_layer(arrays) -> PointStatistics:
+    layer = PointStatistics(
+        [a.shape for a in arrays], [str(a.dtype) for a in arrays]
+    )
+    for variable, value in zip(layer.arrays, arrays):
+        variable.assign(value)
+    return layer
 
 
 @keras.saving.register_keras_serializable(package="keras_bridge")
@@ -63,7 +123,7 @@ class EnsembleArchive(keras.Model):
 
     def __init__(
         self, backbone, modes, curves, heads, points, metadata, shared=(),
-        **kwargs,
+        statistics=(), **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
         self.backbone = backbone
@@ -72,6 +132,7 @@ class EnsembleArchive(keras.Model):
         self.curves = list(curves)
         self.heads = list(heads)
         self.points = list(points)
+        self.statistics = list(statistics)
         self.metadata = dict(metadata)
         self._serving = None
 
@@ -105,8 +166,11 @@ class EnsembleArchive(keras.Model):
             "points": serialize(self.points),
             "metadata": self.metadata,
         }
-        if self.shared:  # absent from format 2, which older versions read
+        # Absent when empty: older versions read the file (format 2 or 3).
+        if self.shared:
             config["shared"] = serialize(self.shared)
+        if self.statistics:
+            config["statistics"] = serialize(self.statistics)
         return config
 
     @classmethod
@@ -127,7 +191,9 @@ class EnsembleArchive(keras.Model):
             )
 
         config["backbone"] = deserialize(config["backbone"])
-        for key in ("modes", "curves", "heads", "points", "shared"):
+        for key in (
+            "modes", "curves", "heads", "points", "shared", "statistics",
+        ):  # fmt: skip
             config[key] = [deserialize(item) for item in config.get(key, [])]
         return cls(**config)
 
@@ -168,6 +234,12 @@ def _state(archive) -> dict:
             (tuple(pair), float(t)): model
             for (pair, t), model in zip(meta["points"], archive.points)
         },
+        "point_statistics": {
+            (tuple(pair), float(t)): [v.numpy() for v in layer.arrays]
+            for (pair, t), layer in zip(
+                meta.get("point_statistics", []), archive.statistics
+            )
+        },
         "temperature": meta["temperature"],
         "mode_epochs": meta.get("mode_epochs"),
         "anchor": meta.get("anchor", 0),
@@ -179,9 +251,13 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
 
     ``state`` has the keys ``feature_layer``, ``seed``, ``curve``,
     ``modes``, ``curves`` ({pair: curve model}), ``curve_checks``,
-    ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model}),
-    ``shared`` (the shared trunk's network or None), ``temperature``,
-    ``mode_epochs`` and ``anchor``. The file is written
+    ``bridges`` ({`BridgeMember`: head}), ``points`` ({(pair, t): model},
+    or a `keras_bridge.curve_points.CurvePoints`), ``shared`` (the shared
+    trunk's network or None), ``temperature``, ``mode_epochs`` and
+    ``anchor``. A point that is the curve's weights at its t but for its
+    non-trainable weights (as the ensemble makes them) is stored as those
+    weights (`PointStatistics`), any other as a whole model. The file is
+    written
     atomically (`keras_bridge.atomic_files.atomic_write`). An existing file is
     replaced when it is an ensemble archive (``overwrite=None``), in any
     case (``True``) or never (``False``).
@@ -206,11 +282,14 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
         overwrite, replaces = True, not_an_ensemble
     check_target(filepath, False, overwrite, "filepath", replaces)
     curve_pairs = sorted(state["curves"])
-    point_keys = sorted(state["points"])
+    points, statistics = _split_points(state["points"], state["curves"])
+    point_keys, statistics_keys = sorted(points), sorted(statistics)
     metadata = {
-        # Without a shared trunk the layout is format 2's: older versions
-        # of keras-bridge still read the file.
-        "format_version": FORMAT_VERSION if state["shared"] is not None else 2,
+        # The oldest layout that holds it: older versions of keras-bridge
+        # still read a file without a shared trunk or point statistics.
+        "format_version": (
+            4 if statistics else 3 if state["shared"] is not None else 2
+        ),
         "feature_layer": state["feature_layer"],
         "seed": state["seed"],
         "curve": keras.saving.serialize_keras_object(state["curve"]),
@@ -233,13 +312,20 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
         ],
         "points": [[list(pair), t] for pair, t in point_keys],
     }
+    if statistics:
+        metadata["point_statistics"] = [
+            [list(pair), t] for pair, t in statistics_keys
+        ]
     archive = EnsembleArchive(
         backbone=backbone,
         modes=state["modes"],
         curves=[state["curves"][pair] for pair in curve_pairs],
         heads=list(state["bridges"].values()),
-        points=[state["points"][key] for key in point_keys],
+        points=[points[key] for key in point_keys],
         shared=[] if state["shared"] is None else [state["shared"]],
+        statistics=[
+            _statistics_layer(statistics[key]) for key in statistics_keys
+        ],
         metadata=metadata,
         name="bridge_ensemble_archive",
     )
@@ -249,6 +335,24 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
     ) as tmp:
         keras.saving.save_model(archive, tmp)
     return os.path.abspath(filepath)
+
+
+def _split_points(points, curves) -> tuple:
+    """``points`` as ``({key: model}, {key: statistics})``: the second
+    holds each point that `point_statistics` can describe (read without
+    building a point not built yet)."""
+    models, statistics = {}, {}
+    for key in points:
+        unbuilt = getattr(points, "statistics", lambda key: None)(key)
+        if unbuilt is None:
+            pair, t = key
+            if pair in curves:
+                unbuilt = point_statistics(points[key], curves[pair], t)
+        if unbuilt is None:
+            models[key] = points[key]
+        else:
+            statistics[key] = unbuilt
+    return models, statistics
 
 
 def not_an_ensemble(filepath) -> str | None:

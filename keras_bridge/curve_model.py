@@ -149,24 +149,121 @@ def point_model(curve_model, t: float, template, *, data=None) -> keras.Model:
     if not 0.0 <= float(t) <= 1.0:
         raise ValueError(f"`t` must lie in [0, 1]; received t={t!r}.")
     plain = keras.models.clone_model(as_functional(template, "template"))
-    targets = weighted_layers(plain)
-    sources = curve_layers(curve_model)
-    if len(targets) != len(sources):
+    pairs = _matched_layers(plain, curve_model)
+    if pairs is None:
         raise ValueError(
             "`template` must have the curve model's architecture: it has "
-            f"{len(targets)} layers with weights, the curve has "
-            f"{len(sources)}."
+            f"{len(weighted_layers(plain))} layers with weights, the curve "
+            f"has {len(curve_layers(curve_model))}."
         )
+    for target, source in pairs:
+        for variable, value in zip(target.weights, source.weights_at(t)):
+            variable.assign(value)
+    if data is not None:
+        recalibrate_batchnorm(plain, data)
+    return plain
+
+
+def _matched_layers(model, curve_model):
+    """``(layer, curve layer)`` for each layer with weights of ``model``
+    (by name where all names match, else in graph order), or None when
+    their numbers differ."""
+    targets = weighted_layers(model)
+    sources = curve_layers(curve_model)
+    if len(targets) != len(sources):
+        return None
     by_name = {source.layer.name: source for source in sources}
     if len(by_name) == len(sources) and all(
         target.name in by_name for target in targets
     ):
         sources = [by_name[target.name] for target in targets]
-    for target, source in zip(targets, sources):
-        for variable, value in zip(target.weights, source.weights_at(t)):
-            variable.assign(value)
-    if data is not None:
-        recalibrate_batchnorm(plain, data)
+    return list(zip(targets, sources))
+
+
+def point_statistics(model, curve_model, t: float):
+    """What sets a curve point apart from the curve's weights at ``t``.
+
+    A point `point_model` made has the curve's trainable weights at ``t``
+    exactly; only its non-trainable weights (BatchNormalization's
+    statistics, recomputed on data) need storing: `point_from_statistics`
+    rebuilds the point from them, weight for weight.
+
+    Args:
+        model: a curve network (a point of ``curve_model``).
+        curve_model: the curve model it was made from.
+        t: its position on the curve.
+
+    Returns:
+        The list of ``model``'s non-trainable weights (NumPy arrays, in
+        the order `point_from_statistics` reads them), or None when a
+        trainable weight is not the curve's at ``t`` (a model trained
+        since, or of another architecture).
+
+    Example:
+
+    >>> a = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> b = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> curve_model = to_curve_model(a, b)
+    >>> point = point_model(curve_model, 0.5, a)
+    >>> statistics = point_statistics(point, curve_model, 0.5)
+    >>> len(statistics) == len(point.non_trainable_weights)
+    True
+    >>> point_statistics(a, curve_model, 0.5) is None  # an end, not t=0.5
+    True
+    """
+    pairs = _matched_layers(model, curve_model)
+    if pairs is None:
+        return None
+    statistics = []
+    for target, source in pairs:
+        values = source.weights_at(float(t))
+        if len(values) != len(target.weights):
+            return None
+        for variable, value in zip(target.weights, values):
+            current = variable.numpy()
+            if current.shape != value.shape:
+                return None
+            if not variable.trainable:
+                statistics.append(current)
+            elif not np.array_equal(current, value):
+                return None
+    return statistics
+
+
+def point_from_statistics(
+    curve_model, t: float, template, statistics
+) -> keras.Model:
+    """The curve point that `point_statistics` described: `point_model`
+    at ``t`` with those non-trainable weights, equal to the point it was
+    read from weight for weight.
+
+    Example:
+
+    >>> a = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> b = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
+    >>> curve_model = to_curve_model(a, b)
+    >>> data = keras_bridge.data.load_digits()
+    >>> point = point_model(curve_model, 0.5, a, data=data.train.take(2))
+    >>> statistics = point_statistics(point, curve_model, 0.5)
+    >>> again = point_from_statistics(curve_model, 0.5, a, statistics)
+    >>> all(np.array_equal(u, v)
+    ...     for u, v in zip(point.get_weights(), again.get_weights()))
+    True
+    """
+    plain = point_model(curve_model, t, template)
+    fixed = [
+        variable
+        for target, _ in _matched_layers(plain, curve_model)
+        for variable in target.weights
+        if not variable.trainable
+    ]
+    if len(fixed) != len(statistics):
+        raise ValueError(
+            f"`statistics` must hold {len(fixed)} arrays (the point's "
+            f"non-trainable weights); received {len(statistics)}."
+        )
+    for variable, value in zip(fixed, statistics):
+        variable.assign(value)
     return plain
 
 

@@ -29,6 +29,7 @@ from keras_bridge.curve_model import (
     batchnorm_layers,
     check_same_architecture,
 )
+from keras_bridge.curve_points import CurvePoints
 from keras_bridge.ensemble_fit import FitMixin
 from keras_bridge.ensemble_reports import ReportsMixin
 from keras_bridge.ensemble_saving import SavingMixin
@@ -119,7 +120,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         self.mode_epochs = None
         self.mode_checks: dict = {}  # mode -> train minus validation acc.
         self.anchor = 0  # the mode of "Single + k Type I"
-        self._points: dict = {}  # (pair, t) -> curve network at t
+        self._points = CurvePoints()  # (pair, t) -> curve network at t
         self._predictors: dict = {}
 
     def _scope(self):
@@ -168,13 +169,15 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
     def curve_points(self) -> dict:
         """The curve networks made so far, by ``(pair, t)``: the teachers
         of the bridges, and the points `point_model` returns without
-        ``bn_data``. Saved with the ensemble; a curve fitted again drops
-        its points. Do not train them: bridges share them."""
+        ``bn_data``. Saved with the ensemble (a point as its BatchNorm
+        statistics, rebuilt when first looked up after `load`: a
+        `keras_bridge.curve_points.CurvePoints`); a curve fitted again
+        drops its points. Do not train them: bridges share them."""
         return self._points
 
     @curve_points.setter
     def curve_points(self, points) -> None:
-        self._points = dict(points)
+        self._points = CurvePoints(points)
 
     @property
     def _dtype(self):
@@ -347,7 +350,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         self.mode_checks = {}
         self.curves, self.curve_checks, self.bridges = {}, {}, {}
         self.shared = None
-        self._points, self._predictors = {}, {}
+        self._points, self._predictors = CurvePoints(), {}
         self.temperature = 1.0
 
     # Curves ------------------------------------------------------------
@@ -437,9 +440,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         self.bridges = {
             b: h for b, h in self.bridges.items() if b.pair not in pairs
         }
-        self._points = {
-            k: v for k, v in self._points.items() if k[0] not in pairs
-        }
+        self._points = self._points.without_pairs(pairs)
         self.curve_checks = {
             k: v for k, v in self.curve_checks.items() if k not in pairs
         }

@@ -5,6 +5,7 @@ Part of the `BridgeEnsemble` facade; `export` and `save` read its state,
 """
 
 from keras_bridge import archive, export, training
+from keras_bridge.curve_points import CurvePoints
 
 
 class SavingMixin:
@@ -206,7 +207,12 @@ class SavingMixin:
             curve=state.pop("curve"),
         )
         ens.num_modes = len(state["modes"])
-        state["curve_points"] = state.pop("points")
+        points = CurvePoints(state.pop("points"))
+        for key, statistics in state.pop("point_statistics").items():
+            points.add_statistics(
+                key, state["curves"][key[0]], ens.backbone, statistics
+            )
+        state["curve_points"] = points
         for key, value in state.items():
             setattr(ens, key, value)
         return ens

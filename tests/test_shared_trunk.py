@@ -341,16 +341,23 @@ def test_augmentation_reaches_the_distillation_inputs(tiny_ensemble, digits):
 
 
 @pytest.mark.large
-def test_files_without_a_shared_trunk_keep_format_2(
-    tiny_bridged_ensemble, tiny_bridged_files, tmp_path
+def test_files_keep_the_oldest_format_that_holds_them(
+    tiny_ensemble, tiny_bridged_ensemble, tiny_bridged_files, tmp_path
 ):
     def config(path):
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read("config.json"))["config"]
 
-    plain = config(tiny_bridged_ensemble.save(tmp_path / "plain.keras"))
-    # Older keras-bridge versions read format 2 files.
+    # Older keras-bridge versions read format 2 files: modes, curves and
+    # bridges without curve points.
+    plain = config(tiny_ensemble.save(tmp_path / "plain.keras"))
+    assert not plain["metadata"]["points"] and not plain["points"]
     assert plain["metadata"]["format_version"] == 2
-    assert "shared" not in plain
+    assert "shared" not in plain and "statistics" not in plain
+    # A bridge's teacher is stored as its statistics: format 4.
+    bridged = config(tiny_bridged_ensemble.save(tmp_path / "bridged.keras"))
+    assert bridged["metadata"]["format_version"] == 4
+    assert "shared" not in bridged
     shared = config(tiny_bridged_files["shared"])
-    assert shared["metadata"]["format_version"] == 3
+    assert shared["metadata"]["format_version"] == 4
+    assert len(shared["shared"]) == 1
