@@ -16,6 +16,7 @@ from keras_bridge import curves as curves_lib
 from keras_bridge.atomic_files import atomic_write, check_target
 from keras_bridge.backbone import feature_index
 from keras_bridge.curve_model import point_statistics
+from keras_bridge.curve_points import CurvePoints
 from keras_bridge.inference import build_inference_model
 from keras_bridge.members import BridgeMember, ModeMember, SharedMember
 
@@ -61,7 +62,7 @@ class PointStatistics(keras.layers.Layer):
                 initializer="zeros",
                 trainable=False,
                 name=f"array_{index}",
-            )  # fmt: skip
+            )
             for index, (shape, dtype) in enumerate(
                 zip(self.shapes, self.dtypes)
             )
@@ -343,7 +344,9 @@ def _split_points(points, curves) -> tuple:
     building a point not built yet)."""
     models, statistics = {}, {}
     for key in points:
-        unbuilt = getattr(points, "statistics", lambda key: None)(key)
+        unbuilt = None
+        if isinstance(points, CurvePoints):
+            unbuilt = points.statistics(key)
         if unbuilt is None:
             pair, t = key
             if pair in curves:
