@@ -32,29 +32,10 @@ from unittest import mock
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from fixed_costs import backbones, datasets  # noqa: E402 (the same four)
 
 import keras_bridge as kb  # noqa: E402
 from keras_bridge import archive  # noqa: E402
-
-
-def datasets():
-    yield "digits", kb.data.load_digits(batch_size=64)
-    if os.path.isdir(kb.data.FASHION_MNIST_DIR):
-        data = kb.data.load_fashion_mnist(batch_size=128)
-        small = kb.data.DataSplits(
-            train=data.train.take(32),
-            validation=data.validation.take(8),
-            test=data.test.take(8),
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-        )
-        yield "fashion_mnist[:4096]", small
-
-
-def backbones(data):
-    shape, classes = data.input_shape, data.num_classes
-    yield "plain_cnn", kb.models.plain_cnn(shape, classes, width=0.5)
-    yield "resnet8", kb.models.resnet(shape, classes, depth=8, width=0.5)
 
 
 def whole(points, curves):
