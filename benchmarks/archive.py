@@ -38,7 +38,7 @@ import keras_bridge as kb  # noqa: E402
 from keras_bridge import archive  # noqa: E402
 
 
-def whole(points, curves):
+def whole(points, curves, template):
     """`archive._split_points` storing every point whole."""
     return {key: points[key] for key in points}, {}
 

@@ -41,19 +41,25 @@ class PointStatistics(keras.layers.Layer):
     Args:
         shapes: the shape of each array.
         dtypes: the dtype of each array (default float32).
+        positions: the position of each array among the point's weights
+            (`keras_bridge.curve_model.point_from_statistics`); default
+            0, 1, ...
         **kwargs: forwarded to `keras.layers.Layer`.
 
     Example:
 
-    >>> layer = PointStatistics([[4], [4]])
+    >>> layer = PointStatistics([[4], [4]], positions=[2, 5])
     >>> layer.set_weights([np.zeros(4), np.ones(4)])
-    >>> [w.shape for w in layer.get_weights()]
-    [(4,), (4,)]
+    >>> sorted(layer.statistics())
+    [2, 5]
     """
 
-    def __init__(self, shapes, dtypes=None, **kwargs):
+    def __init__(self, shapes, dtypes=None, positions=None, **kwargs):
         super().__init__(**kwargs)
         self.shapes = [tuple(int(d) for d in shape) for shape in shapes]
+        self.positions = [
+            int(p) for p in (positions or range(len(self.shapes)))
+        ]
         self.dtypes = list(dtypes or ["float32"] * len(self.shapes))
         self.arrays = [
             self.add_weight(
@@ -69,17 +75,27 @@ class PointStatistics(keras.layers.Layer):
         ]
         self.built = True
 
+    def statistics(self) -> dict:
+        """``{position: array}``, as `point_statistics` returned them."""
+        return {
+            position: variable.numpy()
+            for position, variable in zip(self.positions, self.arrays)
+        }
+
     def get_config(self) -> dict:
         return {
             **super().get_config(),
             "shapes": [list(shape) for shape in self.shapes],
             "dtypes": self.dtypes,
+            "positions": self.positions,
         }
 
 
-def _statistics_layer(arrays) -> PointStatistics:
+def _statistics_layer(statistics: dict) -> PointStatistics:
+    positions = sorted(statistics)
+    arrays = [statistics[position] for position in positions]
     layer = PointStatistics(
-        [a.shape for a in arrays], [str(a.dtype) for a in arrays]
+        [a.shape for a in arrays], [str(a.dtype) for a in arrays], positions
     )
     for variable, value in zip(layer.arrays, arrays):
         variable.assign(value)
@@ -236,7 +252,7 @@ def _state(archive) -> dict:
             for (pair, t), model in zip(meta["points"], archive.points)
         },
         "point_statistics": {
-            (tuple(pair), float(t)): [v.numpy() for v in layer.arrays]
+            (tuple(pair), float(t)): layer.statistics()
             for (pair, t), layer in zip(
                 meta.get("point_statistics", []), archive.statistics
             )
@@ -283,7 +299,9 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
         overwrite, replaces = True, not_an_ensemble
     check_target(filepath, False, overwrite, "filepath", replaces)
     curve_pairs = sorted(state["curves"])
-    points, statistics = _split_points(state["points"], state["curves"])
+    points, statistics = _split_points(
+        state["points"], state["curves"], backbone
+    )
     point_keys, statistics_keys = sorted(points), sorted(statistics)
     metadata = {
         # The oldest layout that holds it: older versions of keras-bridge
@@ -338,7 +356,7 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
     return os.path.abspath(filepath)
 
 
-def _split_points(points, curves) -> tuple:
+def _split_points(points, curves, template) -> tuple:
     """``points`` as ``({key: model}, {key: statistics})``: the second
     holds each point that `point_statistics` can describe (read without
     building a point not built yet)."""
@@ -350,7 +368,9 @@ def _split_points(points, curves) -> tuple:
         if unbuilt is None:
             pair, t = key
             if pair in curves:
-                unbuilt = point_statistics(points[key], curves[pair], t)
+                unbuilt = point_statistics(
+                    points[key], curves[pair], t, template
+                )
         if unbuilt is None:
             models[key] = points[key]
         else:
@@ -553,6 +573,16 @@ def _metadata_problem(config: dict):
             and _is_pair(p[0], num_modes)
             and _is_point(p[1])
             for p in meta["points"]
+        ),
+        "point_statistics": isinstance(meta.get("point_statistics", []), list)
+        and len(meta.get("point_statistics", []))
+        == len(config.get("statistics", []))
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and p[0] in meta["curve_pairs"]
+            and _is_point(p[1])
+            for p in meta.get("point_statistics", [])
         ),
     }
     bad = [key for key, ok in checks.items() if not ok]

@@ -180,7 +180,7 @@ def _matched_layers(model, curve_model):
     return list(zip(targets, sources))
 
 
-def point_statistics(model, curve_model, t: float):
+def point_statistics(model, curve_model, t: float, template) -> dict | None:
     """What sets a curve point apart from the curve's weights at ``t``.
 
     A point `point_model` made has the curve's trainable weights at ``t``
@@ -192,12 +192,16 @@ def point_statistics(model, curve_model, t: float):
         model: a curve network (a point of ``curve_model``).
         curve_model: the curve model it was made from.
         t: its position on the curve.
+        template: a model of the curve's architecture (as `point_model`
+            takes it).
 
     Returns:
-        The list of ``model``'s non-trainable weights (NumPy arrays, in
-        the order `point_from_statistics` reads them), or None when a
-        trainable weight is not the curve's at ``t`` (a model trained
-        since, or of another architecture).
+        ``{position: array}``: ``model``'s non-trainable weights (NumPy
+        arrays), by their position among the weights `point_model` sets
+        (so that they go back where they were, whatever is frozen when
+        the point is rebuilt); or None when ``model`` is not a point of
+        the curve at ``t``: a trainable weight differs from the curve's
+        (a model trained since), or its graph is not ``template``'s.
 
     Example:
 
@@ -205,16 +209,23 @@ def point_statistics(model, curve_model, t: float):
     >>> b = keras_bridge.models.resnet((8, 8, 1), 10, depth=8, width=0.25)
     >>> curve_model = to_curve_model(a, b)
     >>> point = point_model(curve_model, 0.5, a)
-    >>> statistics = point_statistics(point, curve_model, 0.5)
+    >>> statistics = point_statistics(point, curve_model, 0.5, a)
     >>> len(statistics) == len(point.non_trainable_weights)
     True
-    >>> point_statistics(a, curve_model, 0.5) is None  # an end, not t=0.5
+    >>> point_statistics(a, curve_model, 0.5, a) is None  # an end
     True
     """
-    pairs = _matched_layers(model, curve_model)
+    try:
+        key = architecture_key(model)
+        same = key is not None and key == architecture_key(
+            as_functional(template, "template")
+        )
+    except ValueError:  # not a functional model
+        return None
+    pairs = _matched_layers(model, curve_model) if same else None
     if pairs is None:
         return None
-    statistics = []
+    statistics, position = {}, 0
     for target, source in pairs:
         values = source.weights_at(float(t))
         if len(values) != len(target.weights):
@@ -224,18 +235,19 @@ def point_statistics(model, curve_model, t: float):
             if current.shape != value.shape:
                 return None
             if not variable.trainable:
-                statistics.append(current)
+                statistics[position] = current
             elif not np.array_equal(current, value):
                 return None
+            position += 1
     return statistics
 
 
 def point_from_statistics(
-    curve_model, t: float, template, statistics
+    curve_model, t: float, template, statistics: dict
 ) -> keras.Model:
     """The curve point that `point_statistics` described: `point_model`
-    at ``t`` with those non-trainable weights, equal to the point it was
-    read from weight for weight.
+    at ``t`` with those weights put back in their positions, equal to
+    the point it was read from weight for weight.
 
     Example:
 
@@ -244,26 +256,31 @@ def point_from_statistics(
     >>> curve_model = to_curve_model(a, b)
     >>> data = keras_bridge.data.load_digits()
     >>> point = point_model(curve_model, 0.5, a, data=data.train.take(2))
-    >>> statistics = point_statistics(point, curve_model, 0.5)
+    >>> statistics = point_statistics(point, curve_model, 0.5, a)
     >>> again = point_from_statistics(curve_model, 0.5, a, statistics)
     >>> all(np.array_equal(u, v)
     ...     for u, v in zip(point.get_weights(), again.get_weights()))
     True
     """
     plain = point_model(curve_model, t, template)
-    fixed = [
+    weights = [
         variable
         for target, _ in _matched_layers(plain, curve_model)
         for variable in target.weights
-        if not variable.trainable
     ]
-    if len(fixed) != len(statistics):
-        raise ValueError(
-            f"`statistics` must hold {len(fixed)} arrays (the point's "
-            f"non-trainable weights); received {len(statistics)}."
-        )
-    for variable, value in zip(fixed, statistics):
-        variable.assign(value)
+    for position, value in statistics.items():
+        if not 0 <= position < len(weights):
+            raise ValueError(
+                f"`statistics` names the weight {position}; the point has "
+                f"{len(weights)}."
+            )
+        if tuple(weights[position].shape) != tuple(np.shape(value)):
+            raise ValueError(
+                f"`statistics` holds an array of shape {np.shape(value)} "
+                f"for the weight {position}, of shape "
+                f"{tuple(weights[position].shape)}."
+            )
+        weights[position].assign(value)
     return plain
 
 

@@ -22,7 +22,8 @@ class CurvePoints(collections.abc.MutableMapping):
 
     >>> from keras_bridge.curve_model import point_statistics
     >>> key, curve = ((0, 1), 0.5), ens.curves[(0, 1)]
-    >>> saved = point_statistics(ens.point_model(*key), curve, 0.5)
+    >>> saved = point_statistics(ens.point_model(*key), curve, 0.5,
+    ...     ens.backbone)
     >>> points = CurvePoints()
     >>> points.add_statistics(key, curve, ens.backbone, saved)
     >>> points.statistics(key) is saved  # not built yet
@@ -47,8 +48,10 @@ class CurvePoints(collections.abc.MutableMapping):
 
     def add_statistics(self, key, curve_model, template, statistics) -> None:
         """Adds the point ``key`` = ``(pair, t)`` of ``curve_model`` as
-        its non-trainable weights ``statistics``; ``template`` is a model
-        of the curve's architecture (the ensemble's backbone)."""
+        ``statistics``, its non-trainable weights by position (what
+        `keras_bridge.curve_model.point_statistics` returns);
+        ``template`` is a model of the curve's architecture (the
+        ensemble's backbone)."""
         self._models.pop(key, None)
         self._unbuilt[key] = (curve_model, template, statistics)
 

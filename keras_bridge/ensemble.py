@@ -166,7 +166,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         return backbone_lib.feature_index(self.backbone, self.feature_layer)
 
     @property
-    def curve_points(self) -> dict:
+    def curve_points(self) -> CurvePoints:
         """The curve networks made so far, by ``(pair, t)``: the teachers
         of the bridges, and the points `point_model` returns without
         ``bn_data``. Saved with the ensemble (a point as its BatchNorm

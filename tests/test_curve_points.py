@@ -3,6 +3,7 @@
 import json
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -63,6 +64,18 @@ def test_a_saved_point_is_its_statistics_and_comes_back_exactly(
         np.testing.assert_array_equal(outputs[name], expected[name])
     # Saved again before it is built: the same statistics.
     again = kb.BridgeEnsemble.load(loaded.save(tmp_path / "b.keras"))
+    # A hand-edited file whose statistics do not fit is refused, named.
+    edited = tmp_path / "edited.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(edited, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                whole = json.loads(data)
+                whole["config"]["metadata"]["point_statistics"] = []
+                data = json.dumps(whole)
+            out.writestr(item, data)
+    with pytest.raises(ValueError, match=r"\['point_statistics'\]"):
+        kb.BridgeEnsemble.load(edited)
     for copy in (loaded, again):
         point = copy.point_model(*KEY)
         assert copy.curve_points.statistics(KEY) is None  # built now
@@ -101,21 +114,65 @@ def curve(make_mini_backbone):
 
 def test_point_statistics_describe_only_a_point_of_the_curve(curve):
     curve_model, a, point = curve
-    statistics = point_statistics(point, curve_model, 0.5)
-    assert len(statistics) == len(point.non_trainable_weights) == 4
+    statistics = point_statistics(point, curve_model, 0.5, a)
+    # The BatchNorm statistics, by position among the 14 weights.
+    assert sorted(statistics) == [4, 5, 10, 11]
     _assert_same_weights(
         point_from_statistics(curve_model, 0.5, a, statistics), point
     )
     # Another position, or an end of the curve: not this point.
-    assert point_statistics(point, curve_model, 0.25) is None
-    assert point_statistics(a, curve_model, 0.5) is None
-    with pytest.raises(ValueError, match="`statistics` must hold 4 arrays"):
-        point_from_statistics(curve_model, 0.5, a, statistics[:3])
+    assert point_statistics(point, curve_model, 0.25, a) is None
+    assert point_statistics(a, curve_model, 0.5, a) is None
+    # The same weights in another graph (a softmax output), or in a
+    # model whose graph may change (subclassed): not a point either.
+    config = point.get_config()
+    config["layers"][-1]["config"]["activation"] = "softmax"
+    other = keras.Model.from_config(config)
+    other.set_weights(point.get_weights())
+    assert point_statistics(other, curve_model, 0.5, a) is None
+
+    class Wrapper(keras.Model):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            return self.inner(x)
+
+    assert point_statistics(Wrapper(point), curve_model, 0.5, a) is None
+    with pytest.raises(ValueError, match="`statistics` names the weight 99"):
+        point_from_statistics(curve_model, 0.5, a, {99: np.zeros(8)})
+    with pytest.raises(ValueError, match=r"shape \(3,\) for the weight 4"):
+        point_from_statistics(curve_model, 0.5, a, {4: np.zeros(3)})
+
+
+def test_frozen_layers_change_nothing_a_point_rebuilds_to(curve):
+    curve_model, a, point = curve
+    statistics = point_statistics(point, curve_model, 0.5, a)
+    # A template with a layer frozen since the point was made.
+    frozen = keras.models.clone_model(a)
+    frozen.get_layer("stem_conv").trainable = False
+    _assert_same_weights(
+        point_from_statistics(curve_model, 0.5, frozen, statistics), point
+    )
+    # A point frozen since it was made is no longer the template's graph
+    # (its config says so): `save` stores it whole.
+    copy = point_from_statistics(curve_model, 0.5, a, statistics)
+    copy.trainable = False
+    assert point_statistics(copy, curve_model, 0.5, a) is None
+    # A template frozen in part from the start: the frozen weights are
+    # stored with the statistics, and come back.
+    copy = point_from_statistics(curve_model, 0.5, frozen, statistics)
+    part = point_statistics(copy, curve_model, 0.5, frozen)
+    assert sorted(part) == [0, 1, 4, 5, 10, 11]
+    _assert_same_weights(
+        point_from_statistics(curve_model, 0.5, frozen, part), point
+    )
 
 
 def test_curve_points_build_each_point_once_when_looked_up(curve):
     curve_model, a, point = curve
-    statistics = point_statistics(point, curve_model, 0.5)
+    statistics = point_statistics(point, curve_model, 0.5, a)
     points = CurvePoints({((0, 2), 0.5): a})
     points.add_statistics(KEY, curve_model, a, statistics)
     points.add_statistics(((1, 2), 0.5), curve_model, a, statistics)

@@ -361,3 +361,9 @@ def test_files_keep_the_oldest_format_that_holds_them(
     shared = config(tiny_bridged_files["shared"])
     assert shared["metadata"]["format_version"] == 4
     assert len(shared["shared"]) == 1
+    # A shared trunk without curve points: format 3.
+    ens = kb.BridgeEnsemble.load(tiny_bridged_files["shared"])
+    ens.curve_points = {}
+    trunk_only = config(ens.save(tmp_path / "trunk.keras"))
+    assert trunk_only["metadata"]["format_version"] == 3
+    assert "statistics" not in trunk_only
