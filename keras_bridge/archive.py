@@ -307,7 +307,11 @@ def write(filepath, backbone, state: dict, overwrite=None) -> str:
         # The oldest layout that holds it: older versions of keras-bridge
         # still read a file without a shared trunk or point statistics.
         "format_version": (
-            4 if statistics else 3 if state["shared"] is not None else 2
+            FORMAT_VERSION
+            if statistics
+            else 3
+            if state["shared"] is not None
+            else 2
         ),
         "feature_layer": state["feature_layer"],
         "seed": state["seed"],
