@@ -23,9 +23,15 @@ LONG_MODULES = (
 )
 
 
-#: The session fixtures that train a shared ensemble (seconds to a
-#: minute each), longest first.
-BUILDS = ("ensemble_files", "doc_ensemble_file", "tiny_bridged_files")
+#: The session fixtures that train a shared ensemble or convert one
+#: (seconds to a minute each), longest first; `litert_files` last, as it
+#: reads what `ensemble_files` built. (A fixture used by an `xdist_group`
+#: moves its whole group: the LiteRT conversions no longer run last, on
+#: one worker, while the other has finished.)
+BUILDS = (
+    "ensemble_files", "doc_ensemble_file", "tiny_bridged_files",
+    "litert_files",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
