@@ -23,11 +23,11 @@ LONG_MODULES = (
 )
 
 
-#: The session fixtures that train a shared ensemble or convert one
-#: (seconds to a minute each), longest first; `litert_files` last, as it
-#: reads what `ensemble_files` built. (A fixture used by an `xdist_group`
-#: moves its whole group: the LiteRT conversions no longer run last, on
-#: one worker, while the other has finished.)
+#: The session fixtures that train a shared ensemble (seconds to a
+#: minute each), longest first, then `litert_files`, which converts what
+#: `ensemble_files` built (27 s): left in place, that conversion ran last,
+#: on one worker, while the other had finished. Only the first test of
+#: each moves; the rest of its `xdist_group` stays on the same worker.
 BUILDS = (
     "ensemble_files", "doc_ensemble_file", "tiny_bridged_files",
     "litert_files",
