@@ -105,6 +105,36 @@ def restore_global_random_state(state) -> None:
         tf_context.context()._rng = tf_rng
 
 
+# Keras' session (Keras 3.15.1, keras/src/backend/common/global_state.py;
+# KerasTuner 1.4.8, keras_tuner/src/engine/tuner.py) ----------------------
+
+
+def keras_session():
+    """Keras' global state, as an opaque value for `restore_keras_session`:
+    its settings (the dtype policy, interactive logging, traceback
+    filtering, the distribution), the counters that name new layers, and
+    its global seed and `SeedGenerator`.
+
+    KerasTuner's ``Tuner._try_build`` calls `keras.backend.clear_session`
+    before it builds each trial's model (checked on KerasTuner 1.4.8),
+    which replaces the two thread-local objects that hold this state,
+    ``global_state.GLOBAL_STATE_TRACKER`` and ``GLOBAL_SETTINGS_TRACKER``,
+    with blank ones (checked on Keras 3.15.1): keeping them is enough to
+    restore them.
+    """
+    return (
+        global_state.GLOBAL_STATE_TRACKER,
+        global_state.GLOBAL_SETTINGS_TRACKER,
+    )
+
+
+def restore_keras_session(state) -> None:
+    """Puts back a `keras_session` (checked on Keras 3.15.1)."""
+    global_state.GLOBAL_STATE_TRACKER, global_state.GLOBAL_SETTINGS_TRACKER = (
+        state
+    )
+
+
 # Building before `fit` (Keras 3.15.1, keras/src/trainers/trainer.py) ----
 
 

@@ -14,6 +14,7 @@ space of the user's own is refused with
 trial, which costs no training but counts towards ``max_trials``).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -134,6 +135,10 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # KerasTuner clears Keras' session before it builds each trial's
+        # model: `build` puts back the one this hypermodel was made in
+        # (the caller's settings, layer names and random seed).
+        self._keras_session = compat.keras_session()
         point = check_point(t)
         pairs = [ensemble.default_pair() if pair is None else pair]
         pairs, _ = bridges_lib.check_request(
@@ -244,7 +249,14 @@ class BridgeHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp) -> keras.Model:
         """A `BridgeDistiller` with a fresh head chosen by ``hp``; its
-        ``head_cost`` is the head's FLOPs relative to one backbone."""
+        ``head_cost`` is the head's FLOPs relative to one backbone.
+
+        Keras' session is the one the hypermodel was made in, whether or
+        not the tuner cleared it since (KerasTuner does before each
+        trial): the caller's dtype policy, logging and traceback
+        settings, layer names and random seed hold in every trial and
+        after the search."""
+        compat.restore_keras_session(self._keras_session)
         values = self.declare(hp)
         head = _head_config(values)
         if self.member.shared:
@@ -662,7 +674,7 @@ def search(hypermodel, data, validation_data, options):
     verbose = options["verbose"]
     epochs = options["epochs"]
     try:
-        with training.seeded(options["seed"]):
+        with training.seeded(options["seed"]), _keeps_session():
             started = time.perf_counter()
             found = _tuner(
                 options["tuner"], hypermodel, options["max_trials"], epochs,
@@ -701,6 +713,17 @@ def search(hypermodel, data, validation_data, options):
             shutil.rmtree(directory, ignore_errors=True)
     best = next(t for t in trials if t["trial_id"] == best_trials[0].trial_id)
     return _result(hypermodel, trials, best, seconds), model
+
+
+@contextlib.contextmanager
+def _keeps_session():
+    """Puts back Keras' session when the block ends, even if a trial's
+    build failed after KerasTuner cleared it."""
+    session = compat.keras_session()
+    try:
+        yield
+    finally:
+        compat.restore_keras_session(session)
 
 
 def _result(hypermodel, trials, best, seconds) -> TuningResult:

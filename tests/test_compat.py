@@ -140,6 +140,29 @@ def test_global_random_state_is_restored():
     )
 
 
+def test_a_kept_keras_session_comes_back_after_clear_session():
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
+        name = keras.layers.Dense(1).name
+        session = compat.keras_session()
+        keras.backend.clear_session(free_memory=False)  # as KerasTuner does
+        assert keras.config.is_interactive_logging_enabled(), _upstream(
+            "keras_session"
+        )
+        compat.restore_keras_session(session)
+        assert not keras.config.is_interactive_logging_enabled(), _upstream(
+            "restore_keras_session"
+        )
+        # The layer-name counters continue: no second "dense".
+        assert keras.layers.Dense(1).name not in ("dense", name), _upstream(
+            "restore_keras_session"
+        )
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+
+
 def test_hyperband_brackets_are_the_oracles_schedule():
     oracle = keras_tuner.oracles.HyperbandOracle(
         objective="loss", max_epochs=9, factor=3

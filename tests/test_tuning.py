@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_bridge as kb
-from keras_bridge import bridges, tuning
+from keras_bridge import bridges, compat, tuning
 from keras_bridge.distillation import kl_divergence
 from keras_bridge.graph import feature_model
 
@@ -266,6 +266,36 @@ def test_a_better_bridge_fitted_before_is_kept(bridged_ensemble, digits):
     assert result.best["val_kl"] > before
     assert result.installed is False and ens.bridges[member] is fitted
     assert _val_kl(ens, member, digits.validation) == pytest.approx(before)
+
+
+@pytest.mark.large
+def test_a_search_leaves_the_callers_keras_session(tiny_ensemble, digits):
+    """KerasTuner clears Keras' session before it builds each trial's
+    model (`keras.backend.clear_session`). The caller's Keras settings,
+    layer-name counters and global seed (all in that session) hold after
+    the search."""
+    interactive = keras.config.is_interactive_logging_enabled()
+    filtering = keras.config.is_traceback_filtering_enabled()
+    keras.config.disable_interactive_logging()
+    keras.config.enable_traceback_filtering()
+    try:
+        before = keras.layers.Dense(1).name
+        session = compat.keras_session()
+        tiny_ensemble.tune_bridge(
+            digits.train.take(1), validation_data=digits.validation.take(1),
+            tuner="random", max_trials=1, epochs=1, verbose=0,
+        )  # fmt: skip
+        assert not keras.config.is_interactive_logging_enabled()
+        assert keras.config.is_traceback_filtering_enabled()
+        assert compat.keras_session() == session  # the seed's too
+        # Cleared, the counters would name a new Dense "dense" again.
+        after = keras.layers.Dense(1).name
+        assert after != "dense" and after != before, (before, after)
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+        if not filtering:
+            keras.config.disable_traceback_filtering()
 
 
 def test_bad_callbacks_are_refused_before_the_search(tiny_ensemble, digits):
