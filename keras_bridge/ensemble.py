@@ -1008,7 +1008,7 @@ class BridgeEnsemble(FitMixin, ReportsMixin, SavingMixin):
         # Streamed: only the probabilities (N x C) are kept.
         found = evaluation.predict_outputs(
             data,
-            {"probs": lambda x: model.predict_on_batch(x)["probabilities"]},
+            {"probs": evaluation.batch_predictor(model, "probabilities")},
         )
         y = found["labels"]
         temperature = metrics_lib.fit_temperature(found["probs"], y)

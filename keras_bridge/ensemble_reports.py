@@ -192,9 +192,9 @@ class ReportsMixin:
         found = evaluation.predict_outputs(
             data,
             {
-                "probs": lambda x: model.predict_on_batch(x)[
-                    "member_probabilities"
-                ]
+                "probs": evaluation.batch_predictor(
+                    model, "member_probabilities"
+                )
             },
         )
         probs, y = found["probs"], found["labels"]

@@ -137,7 +137,7 @@ def predict_outputs(data, outputs: dict) -> dict:
         data: a dataset of ``(x, y)`` or ``x`` batches, or ``(x, y)``
             arrays.
         outputs: dict from name to a function of a batch of inputs that
-            returns a NumPy array, e.g. ``model.predict_on_batch``.
+            returns a NumPy array, e.g. `batch_predictor` of a model.
 
     Returns:
         Dict from each name to its outputs, and ``"labels"`` (None when
@@ -170,6 +170,43 @@ def predict_outputs(data, outputs: dict) -> dict:
 PREDICT_BATCH = 256
 
 
+def batch_predictor(model, output=None):
+    """A function of a batch of inputs that returns ``model``'s outputs
+    (its output ``output`` when given) as NumPy arrays: an output
+    function for `predict_outputs`.
+
+    `keras.Model.predict_on_batch` traces its step for the first batch's
+    shape, then again for a smaller last batch; this traces once, for
+    the model's input with any batch size. Inputs are cast to the
+    model's input dtype, as Keras does.
+
+    Args:
+        model: a `keras.Model` with one input, called with
+            ``training=False``.
+        output: the key of the output to return, for a model whose
+            outputs are a dict; None for all of them.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> predict = batch_predictor(model)
+    >>> predict(np.ones((4, 3))).shape, predict(np.ones((1, 3))).shape
+    ((4, 2), (1, 2))
+    """
+    (spec,) = model.inputs
+
+    @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype)])
+    def predict(x):
+        outputs = model(x, training=False)
+        return outputs if output is None else outputs[output]
+
+    def call(x):
+        outputs = predict(tf.cast(x, spec.dtype))
+        return keras.tree.map_structure(np.asarray, outputs)
+
+    return call
+
+
 @dataclasses.dataclass
 class _Outputs:
     """One data set's per-example outputs: the scored members'
@@ -180,14 +217,13 @@ class _Outputs:
     labels: np.ndarray
 
 
-def _stream(data, model, teachers) -> _Outputs:
-    def member_probs(x):
-        return model.predict_on_batch(x)["member_probabilities"]
-
+def _stream(data, predictors, teachers=()) -> _Outputs:
+    """The outputs on ``data`` of ``predictors["members"]`` and of the
+    teachers ``teachers`` (keys of ``predictors``)."""
     found = predict_outputs(
         data,
-        {"members": member_probs}
-        | {key: teacher.predict_on_batch for key, teacher in teachers.items()},
+        {"members": predictors["members"]}
+        | {key: predictors[key] for key in teachers},
     )
     logits = {key: found[key] for key in teachers}
     return _Outputs(found["members"], logits, found["labels"])
@@ -224,8 +260,11 @@ def evaluate(
     shared = [m for m in members if isinstance(m, SharedMember)]
     bridges = [m for m in members if isinstance(m, BridgeMember)]
     scored = modes + shared + fidelity_members(bridges)
-    model = build_model(scored)
-    test = _stream(data["test"], model, teachers)
+    # Each traced once, for every data set.
+    predictors = {
+        "members": batch_predictor(build_model(scored), "member_probabilities")
+    } | {key: batch_predictor(teacher) for key, teacher in teachers.items()}
+    test = _stream(data["test"], predictors, teachers)
     y, test_probs = test.labels, test.probs
     calibration = None
     if data.get("calibration") is not None:
@@ -234,12 +273,11 @@ def evaluate(
             for m in fidelity_members(bridges)
             if m.at in (None, DEFAULT_POINT)
         } | {(b.pair, b.point) for b in _type1_points(anchor, bridges)}
-        needed = {key: teachers[key] for key in needed}
-        calibration = _stream(data["calibration"], model, needed)
+        calibration = _stream(data["calibration"], predictors, needed)
     val_probs = None if calibration is None else calibration.probs
     ood_probs = None
     if data.get("ood") is not None:
-        ood_probs = _stream(data["ood"], model, {}).probs
+        ood_probs = _stream(data["ood"], predictors).probs
     index = {m: i for i, m in enumerate(scored)}
     count = count_flops(list(dict.fromkeys([*members, *scored])))
 
