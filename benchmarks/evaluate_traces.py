@@ -52,7 +52,7 @@ def _former(model, output=None):
     return lambda x: model.predict_on_batch(x)[output]
 
 
-def _build(data, train, backbone, path):
+def _build(train, backbone, path):
     ens = kb.BridgeEnsemble(backbone, num_modes=2, seed=0)
     ens.fit_modes(train, epochs=1, verbose=0)
     ens.fit_curves(train, epochs=1, verbose=0)
@@ -82,7 +82,7 @@ def main():
         train = data.train if train is None else train
         for name, build in BACKBONES.items():
             path = os.path.join(tempfile.mkdtemp(), "ensemble.keras")
-            _build(data, train, build(data), path)
+            _build(train, build(data), path)
             seconds = {"before": [], "now": []}
             figures = {}
             for _ in range(args.repeats):
