@@ -276,8 +276,9 @@ def test_a_search_leaves_the_callers_keras_session(tiny_ensemble, digits):
     the search."""
     interactive = keras.config.is_interactive_logging_enabled()
     filtering = keras.config.is_traceback_filtering_enabled()
+    # Both away from their defaults, which a cleared session restores.
     keras.config.disable_interactive_logging()
-    keras.config.enable_traceback_filtering()
+    keras.config.disable_traceback_filtering()
     try:
         before = keras.layers.Dense(1).name
         session = compat.keras_session()
@@ -286,7 +287,7 @@ def test_a_search_leaves_the_callers_keras_session(tiny_ensemble, digits):
             tuner="random", max_trials=1, epochs=1, verbose=0,
         )  # fmt: skip
         assert not keras.config.is_interactive_logging_enabled()
-        assert keras.config.is_traceback_filtering_enabled()
+        assert not keras.config.is_traceback_filtering_enabled()
         assert compat.keras_session() == session  # the seed's too
         # Cleared, the counters would name a new Dense "dense" again.
         after = keras.layers.Dense(1).name
@@ -294,8 +295,8 @@ def test_a_search_leaves_the_callers_keras_session(tiny_ensemble, digits):
     finally:
         if interactive:
             keras.config.enable_interactive_logging()
-        if not filtering:
-            keras.config.disable_traceback_filtering()
+        if filtering:
+            keras.config.enable_traceback_filtering()
 
 
 def test_bad_callbacks_are_refused_before_the_search(tiny_ensemble, digits):
