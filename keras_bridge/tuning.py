@@ -135,10 +135,7 @@ class BridgeHyperModel(keras_tuner.HyperModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        # KerasTuner clears Keras' session before it builds each trial's
-        # model: `build` puts back the one this hypermodel was made in
-        # (the caller's settings, layer names and random seed).
-        self._keras_session = compat.keras_session()
+        self._keras_session = compat.keras_session()  # for `build`
         point = check_point(t)
         pairs = [ensemble.default_pair() if pair is None else pair]
         pairs, _ = bridges_lib.check_request(
